@@ -1,0 +1,139 @@
+//! The companion book's generated files. `billion-llm book-assets` writes every chart (SVG) and
+//! table (markdown) the chapters include, from the library and from `results/`; the chapters'
+//! prose never repeats a number. The test command regenerates them and fails when the committed
+//! files differ, so the book cannot show a stale figure.
+
+use crate::anatomy;
+use crate::comparison;
+use crate::next_token::NextTokenTable;
+use crate::report::{Chart, Table};
+use crate::scale;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// The sentence the second Short sends through every tokenizer.
+pub const TOKENIZER_SENTENCE: &str =
+    "Small models, big brains: a billion parameters on your laptop.";
+
+/// The prompt of the second Short's next-token table.
+pub const NEXT_TOKEN_PROMPT: &str = "The capital of France is";
+
+/// Where `billion-llm next --save` writes a next-token table, for the book to show.
+pub fn next_token_results_path(results: &Path, model: &str) -> PathBuf {
+    let stem = Path::new(model)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(model);
+    let slug: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    results.join(format!("next-tokens-{slug}.json"))
+}
+
+/// Writes every generated file into `out` (and removes generated files that no longer have a
+/// source), and the comparison page to `comparison_md`, returning the paths written.
+pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut written = Vec::new();
+    let mut table = |name: &str, t: Table| -> Result<()> {
+        let path = out.join(format!("{name}.md"));
+        t.save_markdown(&path)?;
+        written.push(path);
+        Ok(())
+    };
+    table("01-parameters", scale::parameter_table()?)?;
+    table("01-memory", scale::memory_table()?)?;
+    table(
+        "01-tokens-per-parameter",
+        scale::tokens_per_parameter_table()?,
+    )?;
+    table("01-published-scores", scale::published_scores_table()?)?;
+    table("02-knobs", anatomy::compared_knobs_table()?)?;
+    table(
+        "02-tokenizers",
+        anatomy::tokenization_table(TOKENIZER_SENTENCE, &anatomy::asset_tokenizers()?)?,
+    )?;
+    let mut charts: Vec<(String, Chart)> = vec![
+        ("01-parameters".into(), scale::parameter_chart()?),
+        ("01-memory".into(), scale::memory_chart()?),
+        (
+            "01-tokens-per-parameter".into(),
+            scale::tokens_per_parameter_chart()?,
+        ),
+    ];
+    for path in sorted_files(results, "next-tokens-", ".json")? {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let next: NextTokenTable = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a next-token table", path.display()))?;
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("next-tokens");
+        table(&format!("02-{stem}"), next.to_table()?)?;
+        charts.push((format!("02-{stem}"), next.chart()?));
+    }
+    let entries = comparison::latest_entries(&comparison::load_runs(results)?);
+    if !entries.is_empty() {
+        table("03-measured", comparison::measured_table(&entries)?)?;
+        charts.push((
+            "03-speed-memory".into(),
+            comparison::speed_memory_chart(&entries)?,
+        ));
+        if let Some(chart) = comparison::mmlu_subject_chart(&entries)? {
+            charts.push(("03-mmlu-subjects".into(), chart));
+        }
+    } else {
+        // The chapter includes this file: without results it says how to get them.
+        let path = out.join("03-measured.md");
+        std::fs::write(
+            &path,
+            "*No benchmark results in `results/` yet: run `billion-llm bench`, then \
+             `billion-llm book-assets`.*\n",
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+    }
+    std::fs::write(comparison_md, comparison::comparison_markdown(&entries)?)
+        .with_context(|| format!("cannot write {}", comparison_md.display()))?;
+    for (name, chart) in charts {
+        let path = out.join(format!("{name}.svg"));
+        chart.save_svg(&path)?;
+        written.push(path);
+    }
+    for stale in sorted_files(out, "", "")? {
+        if !written.contains(&stale) && stale != comparison_md {
+            std::fs::remove_file(&stale)
+                .with_context(|| format!("cannot remove {}", stale.display()))?;
+        }
+    }
+    Ok(written)
+}
+
+/// Files in `dir` whose names start with `prefix` and end with `suffix`, sorted.
+fn sorted_files(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    if dir.is_dir() {
+        for entry in
+            std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?
+        {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if path.is_file() && name.starts_with(prefix) && name.ends_with(suffix) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}

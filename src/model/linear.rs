@@ -1,0 +1,146 @@
+//! Linear layers: plain or quantized, with an optional LoRA adapter on top.
+
+use super::quant::QuantMatrix;
+use anyhow::Result;
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Module, Tensor};
+use std::sync::Arc;
+
+/// `y = x W^T + b`, with `W` either a plain tensor or GGML-quantized blocks.
+#[derive(Debug, Clone)]
+pub enum Linear {
+    /// A plain matrix of shape `(out, in)` in the model's dtype.
+    Dense {
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
+    /// Quantized blocks (q4_0, q8_0, ...): the matmul dequantizes on the fly, so memory and
+    /// memory bandwidth shrink with the bit width. It works on f32 activations.
+    Quantized {
+        weight: QMatMul,
+        bias: Option<Tensor>,
+        out_features: usize,
+    },
+    /// q4_0 / q4_1 / q8_0 weights on an AVX2 CPU, through our own kernel (see [`QuantMatrix`]).
+    Cpu {
+        weight: Arc<QuantMatrix>,
+        bias: Option<Tensor>,
+    },
+}
+
+impl Linear {
+    pub fn dense(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear::Dense { weight, bias }
+    }
+
+    pub fn quantized(weight: Arc<QTensor>, bias: Option<Tensor>) -> Result<Self> {
+        let out_features = weight.shape().dims()[0];
+        if QuantMatrix::handles(weight.dtype())
+            && weight.device().is_cpu()
+            && super::quant::supported()
+        {
+            return Ok(Linear::Cpu {
+                weight: Arc::new(QuantMatrix::from_qtensor(&weight)?),
+                bias,
+            });
+        }
+        Ok(Linear::Quantized {
+            weight: QMatMul::from_arc(weight)?,
+            bias,
+            out_features,
+        })
+    }
+
+    pub fn out_features(&self) -> usize {
+        match self {
+            Linear::Dense { weight, .. } => weight.dim(0).unwrap_or(0),
+            Linear::Quantized { out_features, .. } => *out_features,
+            Linear::Cpu { weight, .. } => weight.rows(),
+        }
+    }
+
+    /// `x`: `(batch, seq, in)` → `(batch, seq, out)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (y, bias) = match self {
+            Linear::Dense { weight, bias } => {
+                // One f32 vector (a decode step) goes through the streaming GEMV kernel.
+                let one_row = x.elem_count() == weight.dim(1)?;
+                let fast = one_row && x.dtype() == DType::F32 && weight.dtype() == DType::F32;
+                if fast && weight.device().is_cpu() && super::gemv::supported() {
+                    return add_bias(super::gemv::forward(weight, x)?, bias);
+                }
+                let y = match x.dims() {
+                    [b, _, _] => x.matmul(&weight.broadcast_left(*b)?.t()?)?,
+                    _ => x.matmul(&weight.t()?)?,
+                };
+                (y, bias)
+            }
+            Linear::Quantized { weight, bias, .. } => {
+                (on_f32(x, |x| Ok(weight.forward(x)?))?, bias)
+            }
+            Linear::Cpu { weight, bias } => (on_f32(x, |x| weight.forward(x))?, bias),
+        };
+        add_bias(y, bias)
+    }
+}
+
+/// Runs a kernel that takes f32 activations, converting half-precision input and output.
+fn on_f32(x: &Tensor, kernel: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        kernel(x)
+    } else {
+        Ok(kernel(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?)
+    }
+}
+
+fn add_bias(y: Tensor, bias: &Option<Tensor>) -> Result<Tensor> {
+    Ok(match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    })
+}
+
+/// A low-rank update `ΔW = scale · B A` learned by LoRA (Hu et al., 2021).
+///
+/// `A` is `(rank, in)`, `B` is `(out, rank)`; `scale` is `alpha / rank` (or `alpha / sqrt(rank)`
+/// with rsLoRA). The base weight stays frozen and untouched; only `A` and `B` are trained.
+#[derive(Debug, Clone)]
+pub struct Lora {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+}
+
+/// A [`Linear`] layer that may carry a LoRA adapter: `y = base(x) + scale · (x Aᵀ) Bᵀ`.
+///
+/// The update is applied as two thin matmuls rather than merged into `W`, so the same base
+/// weights serve with and without the adapter, and a quantized base can still take one.
+#[derive(Debug, Clone)]
+pub struct LoraLinear {
+    pub base: Linear,
+    pub lora: Option<Lora>,
+    /// The layer's Hugging Face module name, the key adapters use (`model.layers.0.self_attn.q_proj`).
+    pub name: String,
+}
+
+impl LoraLinear {
+    pub fn new(base: Linear, name: String) -> Self {
+        Self {
+            base,
+            lora: None,
+            name,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.base.forward(x)?;
+        let Some(lora) = &self.lora else {
+            return Ok(y);
+        };
+        let b = x.dim(0)?;
+        let a = lora.a.to_dtype(x.dtype())?.broadcast_left(b)?;
+        let bm = lora.b.to_dtype(x.dtype())?.broadcast_left(b)?;
+        let update = x.matmul(&a.t()?)?.matmul(&bm.t()?)?;
+        Ok((y + (update * lora.scale)?)?)
+    }
+}

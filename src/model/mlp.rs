@@ -1,0 +1,29 @@
+//! The feed-forward block of each layer.
+
+use super::linear::LoraLinear;
+use anyhow::Result;
+use candle_core::Tensor;
+
+#[derive(Debug, Clone)]
+pub enum FeedForward {
+    /// `down(silu(gate(x)) ⊙ up(x))` (Llama, StableLM).
+    SwiGlu {
+        gate: LoraLinear,
+        up: LoraLinear,
+        down: LoraLinear,
+    },
+    /// `down(gelu(up(x)))` with the exact erf GELU (GPT-NeoX).
+    Gelu { up: LoraLinear, down: LoraLinear },
+}
+
+impl FeedForward {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            FeedForward::SwiGlu { gate, up, down } => {
+                let h = (candle_nn::ops::silu(&gate.forward(x)?)? * up.forward(x)?)?;
+                down.forward(&h)
+            }
+            FeedForward::Gelu { up, down } => down.forward(&up.forward(x)?.gelu_erf()?),
+        }
+    }
+}

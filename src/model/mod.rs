@@ -1,0 +1,393 @@
+//! One decoder-only `Transformer` for Llama, StableLM 2 and GPT-NeoX, driven by its config.
+//!
+//! ```text
+//! ids ─ embed ─┬─ block 0 ─ … ─ block N-1 ─ final norm ─ lm_head ─ logits (every position)
+//!              │
+//! block:  sequential (Llama, StableLM)      parallel (GPT-NeoX)
+//!         h = x + attn(norm1(x))            y = x + attn(norm1(x)) + mlp(norm2(x))
+//!         y = h + mlp(norm2(h))
+//! ```
+//! Everything that differs between the families is a field of [`TransformerConfig`]; this file
+//! only reads those knobs.
+
+pub mod attention;
+pub mod gemv;
+pub mod kv_cache;
+pub mod linear;
+pub mod mlp;
+pub mod norm;
+pub mod quant;
+pub mod rope;
+
+use crate::config::{Mlp, Norm, TransformerConfig};
+use crate::weights::{Weight, WeightNames, WeightSource};
+use anyhow::{bail, Context, Result};
+use attention::{Attention, QkvProjection};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, IndexOp, Tensor};
+pub use kv_cache::KvCache;
+pub use linear::{Linear, Lora, LoraLinear};
+use mlp::FeedForward;
+use norm::NormLayer;
+use rope::Rotary;
+use std::sync::Arc;
+
+/// The largest absolute difference between two tensors of the same shape, as f32: how the
+/// tests (and notebooks) compare logits.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    Ok((a - b)?
+        .abs()?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar()?)
+}
+
+/// One transformer layer: attention and MLP, each behind a norm, joined by residuals.
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub norm_attn: NormLayer,
+    pub attn: Attention,
+    pub norm_mlp: NormLayer,
+    pub mlp: FeedForward,
+    pub parallel_residual: bool,
+}
+
+impl Block {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotary: &Rotary,
+        cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let attn = self
+            .attn
+            .forward(&self.norm_attn.forward(x, train)?, rotary, cache, train)?;
+        if self.parallel_residual {
+            let mlp = self.mlp.forward(&self.norm_mlp.forward(x, train)?)?;
+            Ok(((x + attn)? + mlp)?)
+        } else {
+            let h = (x + attn)?;
+            let mlp = self.mlp.forward(&self.norm_mlp.forward(&h, train)?)?;
+            Ok((h + mlp)?)
+        }
+    }
+}
+
+/// How a model's tensors are stored once loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightFormat {
+    /// The dtype of plain tensors and of activations.
+    pub dtype: DType,
+    /// Quantize plain linear weights at load time into this GGML format (`--quantize`).
+    pub quantize: Option<GgmlDType>,
+}
+
+/// A decoder-only transformer with a KV cache.
+#[derive(Debug, Clone)]
+pub struct Transformer {
+    config: TransformerConfig,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    final_norm: NormLayer,
+    lm_head: LoraLinear,
+    rotary: Rotary,
+    caches: Vec<KvCache>,
+    device: Device,
+    dtype: DType,
+    weight_bytes: usize,
+    /// Use the composed ops that record gradients (LoRA training) instead of fused kernels.
+    train: bool,
+}
+
+/// Reads tensors from a [`WeightSource`] and shapes them into layers.
+struct Builder<'a> {
+    src: &'a mut dyn WeightSource,
+    format: WeightFormat,
+    bytes: usize,
+}
+
+impl Builder<'_> {
+    fn dense(&mut self, name: &str, dims: &[usize]) -> Result<Tensor> {
+        let t = self.src.get(name, dims)?.into_dense(self.format.dtype)?;
+        self.bytes += t.elem_count() * t.dtype().size_in_bytes();
+        Ok(t)
+    }
+
+    fn norm(&mut self, kind: Norm, module: &str, dim: usize) -> Result<NormLayer> {
+        let weight = self.dense(&format!("{module}.weight"), &[dim])?;
+        let bias = match kind {
+            Norm::RmsNorm { .. } => None,
+            Norm::LayerNorm { .. } => Some(self.dense(&format!("{module}.bias"), &[dim])?),
+        };
+        Ok(NormLayer::new(kind, weight, bias))
+    }
+
+    fn linear_weight(&mut self, weight: Weight) -> Result<Linear> {
+        let quantized = match (weight, self.format.quantize) {
+            (Weight::Quantized(q), _) => q,
+            (Weight::Dense(t), Some(q)) => {
+                let cols = t.dim(1)?;
+                if cols % q.block_size() != 0 {
+                    bail!(
+                        "cannot quantize to {q:?}: rows of {cols} values are not a multiple of its block size {}",
+                        q.block_size()
+                    );
+                }
+                Arc::new(QTensor::quantize(&t.to_dtype(DType::F32)?, q)?)
+            }
+            (Weight::Dense(t), None) => {
+                let t = t.to_dtype(self.format.dtype)?;
+                self.bytes += t.elem_count() * t.dtype().size_in_bytes();
+                return Ok(Linear::dense(t, None));
+            }
+        };
+        self.bytes += quantized.storage_size_in_bytes();
+        Linear::quantized(quantized, None)
+    }
+
+    fn linear(&mut self, module: &str, out: usize, inp: usize, bias: bool) -> Result<LoraLinear> {
+        let weight = self.src.get(&format!("{module}.weight"), &[out, inp])?;
+        let mut linear = self.linear_weight(weight)?;
+        if bias {
+            let b = self.dense(&format!("{module}.bias"), &[out])?;
+            linear = match linear {
+                Linear::Dense { weight, .. } => Linear::dense(weight, Some(b)),
+                // Quantized matmuls produce f32, so their bias is kept in f32.
+                Linear::Quantized {
+                    weight,
+                    out_features,
+                    ..
+                } => Linear::Quantized {
+                    weight,
+                    bias: Some(b.to_dtype(DType::F32)?),
+                    out_features,
+                },
+                Linear::Cpu { weight, .. } => Linear::Cpu {
+                    weight,
+                    bias: Some(b.to_dtype(DType::F32)?),
+                },
+            };
+        }
+        Ok(LoraLinear::new(linear, module.to_string()))
+    }
+}
+
+impl Transformer {
+    /// Builds the model from `src`, checking every tensor's shape against `config`.
+    pub fn load(
+        config: &TransformerConfig,
+        src: &mut dyn WeightSource,
+        format: WeightFormat,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        if device.is_cpu() && format.dtype == DType::BF16 {
+            bail!(
+                "bf16 is not supported on CPU (candle has no CPU bf16 matmul): \
+                 use --dtype f32, or --quantize q8_0 / q4_0 to save memory"
+            );
+        }
+        let c = config;
+        let names = WeightNames::new(c.architecture);
+        let mut b = Builder {
+            src,
+            format,
+            bytes: 0,
+        };
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let embed = b.dense(&format!("{}.weight", names.embed), &[c.vocab_size, h])?;
+        let mut blocks = Vec::with_capacity(c.num_layers);
+        for layer in 0..c.num_layers {
+            let n = names.block(layer);
+            let qkv = if n.qkv.is_empty() {
+                QkvProjection::Separate {
+                    q: b.linear(&n.q, c.num_heads * hd, h, c.qkv_bias)?,
+                    k: b.linear(&n.k, c.num_kv_heads * hd, h, c.qkv_bias)?,
+                    v: b.linear(&n.v, c.num_kv_heads * hd, h, c.qkv_bias)?,
+                }
+            } else {
+                QkvProjection::Fused(b.linear(&n.qkv, 3 * c.num_heads * hd, h, c.qkv_bias)?)
+            };
+            let attn = Attention {
+                qkv,
+                o: b.linear(&n.o, h, c.num_heads * hd, c.attn_out_bias)?,
+                num_heads: c.num_heads,
+                num_kv_heads: c.num_kv_heads,
+                head_dim: hd,
+            };
+            let i = c.intermediate_size;
+            let mlp = match c.mlp {
+                Mlp::SwiGlu => FeedForward::SwiGlu {
+                    gate: b.linear(&n.gate, i, h, c.mlp_bias)?,
+                    up: b.linear(&n.up, i, h, c.mlp_bias)?,
+                    down: b.linear(&n.down, h, i, c.mlp_bias)?,
+                },
+                Mlp::Gelu => FeedForward::Gelu {
+                    up: b.linear(&n.up, i, h, c.mlp_bias)?,
+                    down: b.linear(&n.down, h, i, c.mlp_bias)?,
+                },
+            };
+            blocks.push(Block {
+                norm_attn: b.norm(c.norm, &n.norm_attn, h)?,
+                attn,
+                norm_mlp: b.norm(c.norm, &n.norm_mlp, h)?,
+                mlp,
+                parallel_residual: c.parallel_residual,
+            });
+        }
+        let final_norm = b.norm(c.norm, &names.final_norm, h)?;
+        let lm_head_name = format!("{}.weight", names.lm_head);
+        let lm_head = if c.tie_word_embeddings || !b.src.contains(&lm_head_name) {
+            if !c.tie_word_embeddings {
+                bail!(
+                    "{lm_head_name} is missing from {} and config.json does not tie the embeddings",
+                    b.src.describe()
+                );
+            }
+            // Tied: the output projection is the embedding matrix itself (quantized if asked;
+            // a GGUF file keeps its own quantized copy under the embedding's name).
+            let weight = b
+                .src
+                .get(&format!("{}.weight", names.embed), &[c.vocab_size, h])?;
+            LoraLinear::new(b.linear_weight(weight)?, names.lm_head.clone())
+        } else {
+            b.linear(&names.lm_head, c.vocab_size, h, false)?
+        };
+        Ok(Self {
+            config: c.clone(),
+            embed,
+            blocks,
+            final_norm,
+            lm_head,
+            rotary: Rotary::new(c),
+            caches: vec![KvCache::default(); c.num_layers],
+            device: device.clone(),
+            dtype: format.dtype,
+            weight_bytes: b.bytes,
+            train: false,
+        })
+    }
+
+    pub fn config(&self) -> &TransformerConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Bytes held by the weights (quantized blocks counted at their real size).
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    /// Number of positions in the KV cache: where the next forward starts.
+    pub fn cache_len(&self) -> usize {
+        self.caches.first().map_or(0, |c| c.len())
+    }
+
+    /// Rolls the KV cache back to its first `len` positions.
+    pub fn truncate_cache(&mut self, len: usize) {
+        for c in &mut self.caches {
+            c.truncate(len);
+        }
+    }
+
+    /// Empties the KV cache: the next forward starts at position 0.
+    pub fn reset_cache(&mut self) {
+        for c in &mut self.caches {
+            c.reset();
+        }
+    }
+
+    /// Switches between fused inference kernels and gradient-recording ops (for training).
+    pub fn set_training(&mut self, train: bool) {
+        self.train = train;
+    }
+
+    /// The model's linear layers with their Hugging Face names, for attaching LoRA adapters.
+    pub fn linears_mut(&mut self) -> Vec<&mut LoraLinear> {
+        let mut out = Vec::new();
+        for block in &mut self.blocks {
+            match &mut block.attn.qkv {
+                QkvProjection::Separate { q, k, v } => out.extend([q, k, v]),
+                QkvProjection::Fused(qkv) => out.push(qkv),
+            }
+            out.push(&mut block.attn.o);
+            match &mut block.mlp {
+                FeedForward::SwiGlu { gate, up, down } => out.extend([gate, up, down]),
+                FeedForward::Gelu { up, down } => out.extend([up, down]),
+            }
+        }
+        out.push(&mut self.lm_head);
+        out
+    }
+
+    /// The hidden states after the final norm, `(batch, seq, hidden)`.
+    fn hidden(&mut self, ids: &Tensor, use_cache: bool) -> Result<Tensor> {
+        let (_, seq) = ids.dims2().context("token ids must be (batch, seq)")?;
+        if seq == 0 {
+            bail!("cannot run the model on zero tokens");
+        }
+        let past = if use_cache { self.cache_len() } else { 0 };
+        let limit = self.config.max_position_embeddings;
+        if past + seq > limit {
+            bail!(
+                "{} tokens ({past} in the cache + {seq} new) exceed the model's context of {limit} \
+                 tokens: shorten the prompt, or reset the conversation",
+                past + seq
+            );
+        }
+        let vocab = self.config.vocab_size as u32;
+        if let Some(bad) = ids
+            .flatten_all()?
+            .to_vec1::<u32>()?
+            .iter()
+            .find(|&&i| i >= vocab)
+        {
+            bail!("token id {bad} is outside the vocabulary of {vocab} tokens");
+        }
+        let (b, _) = ids.dims2()?;
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            seq,
+            self.config.hidden_size,
+        ))?;
+        for (block, cache) in self.blocks.iter().zip(self.caches.iter_mut()) {
+            let cache = if use_cache { Some(cache) } else { None };
+            x = block.forward(&x, &self.rotary, cache, self.train)?;
+        }
+        self.final_norm.forward(&x, self.train)
+    }
+
+    /// Logits of **every** position, `(batch, seq, vocab)` in f32, continuing after the cache.
+    pub fn forward(&mut self, ids: &Tensor) -> Result<Tensor> {
+        let h = self.hidden(ids, true)?;
+        Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
+    }
+
+    /// Logits of the last position only, `(batch, vocab)`: generation needs no more, and
+    /// skipping the output projection for the other positions saves work during prefill.
+    pub fn forward_last(&mut self, ids: &Tensor) -> Result<Tensor> {
+        let h = self.hidden(ids, true)?;
+        let seq = h.dim(1)?;
+        let last = h.narrow(1, seq - 1, 1)?;
+        Ok(self
+            .lm_head
+            .forward(&last)?
+            .i((.., 0, ..))?
+            .to_dtype(DType::F32)?)
+    }
+
+    /// Logits of every position without touching the KV cache (training, one-shot scoring).
+    pub fn forward_uncached(&mut self, ids: &Tensor) -> Result<Tensor> {
+        let h = self.hidden(ids, false)?;
+        Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
+    }
+}

@@ -1,0 +1,277 @@
+//! Text ↔ token ids, from a hub `tokenizer.json` or rebuilt from a GGUF file's metadata, and
+//! streaming detokenization that never splits a UTF-8 character.
+
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::gguf_file;
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// A Hugging Face tokenizer plus the special-token facts generation needs.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+}
+
+/// `tokenizer_config.json` writes special tokens as strings or as `{"content": ...}` objects.
+fn token_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+        _ => None,
+    }
+}
+
+impl Tokenizer {
+    /// Loads `tokenizer.json`, with the BOS/EOS strings from `tokenizer_config.json` if given.
+    pub fn from_file(tokenizer_json: &Path, tokenizer_config: Option<&Path>) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(tokenizer_json).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot load {}: {e}. The file is damaged or not a Hugging Face tokenizer.json: \
+                 download it again",
+                tokenizer_json.display()
+            )
+        })?;
+        let (mut bos_token, mut eos_token) = (None, None);
+        if let Some(cfg) = tokenizer_config {
+            let text = std::fs::read_to_string(cfg)
+                .with_context(|| format!("cannot read {}", cfg.display()))?;
+            let v: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", cfg.display()))?;
+            bos_token = v.get("bos_token").and_then(token_string);
+            eos_token = v.get("eos_token").and_then(token_string);
+        }
+        Ok(Self {
+            inner,
+            bos_token,
+            eos_token,
+        })
+    }
+
+    /// Rebuilds the tokenizer a GGUF file describes (`tokenizer.ggml.*`). Supported: the
+    /// byte-level BPE of GPT-2 style models (`gpt2`, as in SmolLM2 and Llama 3 GGUFs).
+    pub fn from_gguf(content: &gguf_file::Content) -> Result<Self> {
+        let md = &content.metadata;
+        let get = |k: &str| {
+            md.get(k)
+                .with_context(|| format!("GGUF metadata {k} is missing"))
+        };
+        let model = get("tokenizer.ggml.model")?
+            .to_string()
+            .map_err(|e| anyhow::anyhow!("tokenizer.ggml.model: {e}"))?
+            .clone();
+        if model != "gpt2" {
+            bail!(
+                "GGUF tokenizer model {model:?} is not supported (only \"gpt2\" byte-level BPE): \
+                 put the model's tokenizer.json next to the weights and load the folder instead"
+            );
+        }
+        let strings = |k: &str| -> Result<Vec<String>> {
+            get(k)?
+                .to_vec()
+                .map_err(|e| anyhow::anyhow!("{k}: {e}"))?
+                .iter()
+                .map(|v| {
+                    v.to_string()
+                        .cloned()
+                        .map_err(|e| anyhow::anyhow!("{k}: {e}"))
+                })
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges = strings("tokenizer.ggml.merges")?;
+        let types: Vec<i64> = match md.get("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|e| anyhow::anyhow!("tokenizer.ggml.token_type: {e}"))?
+                .iter()
+                .map(|t| t.to_i32().map(i64::from).unwrap_or(1))
+                .collect(),
+            None => vec![1; tokens.len()],
+        };
+        let vocab: serde_json::Map<String, Value> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), json!(i)))
+            .collect();
+        // Token types 3 (control) and 4 (user-defined) are matched whole, before BPE runs.
+        let added: Vec<Value> = tokens
+            .iter()
+            .zip(&types)
+            .enumerate()
+            .filter(|(_, (_, &ty))| ty == 3 || ty == 4)
+            .map(|(i, (t, &ty))| {
+                json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                       "rstrip": false, "normalized": false, "special": ty == 3})
+            })
+            .collect();
+        let pre = md
+            .get("tokenizer.ggml.pre")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false,
+                                "trim_offsets": true, "use_regex": true});
+        // SmolLM's pre-tokenizer splits digits one by one before the GPT-2 regex.
+        let pre_tokenizer = if pre == "smollm" {
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true}, byte_level]})
+        } else {
+            byte_level.clone()
+        };
+        let doc = json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": null,
+            "pre_tokenizer": pre_tokenizer,
+            "post_processor": null,
+            "decoder": byte_level,
+            "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                      "vocab": vocab, "merges": merges},
+        });
+        let inner = tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&doc)?)
+            .map_err(|e| anyhow::anyhow!("cannot build the tokenizer from GGUF metadata: {e}"))?;
+        let token_at = |key: &str| {
+            md.get(key)
+                .and_then(|v| v.to_u32().ok())
+                .and_then(|id| tokens.get(id as usize).cloned())
+        };
+        let add_bos = md
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        Ok(Self {
+            inner,
+            bos_token: if add_bos {
+                token_at("tokenizer.ggml.bos_token_id")
+            } else {
+                None
+            },
+            eos_token: token_at("tokenizer.ggml.eos_token_id"),
+        })
+    }
+
+    /// Token ids of `text`. With `add_special_tokens` the tokenizer's own post-processing
+    /// (e.g. Llama's BOS) is applied.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| anyhow::anyhow!("tokenizing failed: {e}"))?;
+        let mut ids = enc.get_ids().to_vec();
+        // A GGUF-built tokenizer has no post-processor: add BOS as its metadata asks.
+        if add_special_tokens {
+            if let Some(bos) = self.bos_token.as_deref().and_then(|b| self.token_to_id(b)) {
+                if ids.first() != Some(&bos) && self.inner.get_post_processor().is_none() {
+                    ids.insert(0, bos);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| anyhow::anyhow!("detokenizing failed: {e}"))
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Token pieces as the tokenizer sees them (`"ĠHello"`, `"▁world"`), for showing splits.
+    pub fn pieces(&self, text: &str) -> Result<Vec<String>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow::anyhow!("tokenizing failed: {e}"))?;
+        Ok(enc.get_tokens().to_vec())
+    }
+
+    /// A streaming detokenizer over this tokenizer.
+    pub fn output_stream(&self) -> TokenOutputStream {
+        TokenOutputStream::new(self.clone())
+    }
+}
+
+/// Turns a stream of token ids into text pieces as they arrive.
+///
+/// Decoding token by token breaks words ("Ġthe" has a space only in context) and characters
+/// (byte-level BPE splits an emoji over several tokens). So the stream decodes a small window
+/// of recent tokens and emits only the new, complete text: nothing is printed while the tail
+/// ends in U+FFFD, the mark of an unfinished UTF-8 sequence.
+pub struct TokenOutputStream {
+    tokenizer: Tokenizer,
+    tokens: Vec<u32>,
+    /// Start of the window that is decoded together.
+    prev_index: usize,
+    /// How much of the window has been emitted.
+    current_index: usize,
+}
+
+impl TokenOutputStream {
+    pub fn new(tokenizer: Tokenizer) -> Self {
+        Self {
+            tokenizer,
+            tokens: Vec::new(),
+            prev_index: 0,
+            current_index: 0,
+        }
+    }
+
+    fn decode(&self, tokens: &[u32]) -> Result<String> {
+        self.tokenizer.decode(tokens, true)
+    }
+
+    /// Feeds one token; returns the text it completes, if any.
+    pub fn next_token(&mut self, token: u32) -> Result<Option<String>> {
+        let prev_text = self.decode(&self.tokens[self.prev_index..self.current_index])?;
+        self.tokens.push(token);
+        let text = self.decode(&self.tokens[self.prev_index..])?;
+        if text.len() > prev_text.len() && !text.ends_with('\u{FFFD}') {
+            let new = text
+                .get(prev_text.len()..)
+                .map(str::to_string)
+                .unwrap_or_default();
+            self.prev_index = self.current_index;
+            self.current_index = self.tokens.len();
+            Ok(Some(new))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The text still held back at the end of the stream.
+    pub fn flush(&mut self) -> Result<Option<String>> {
+        let prev_text = self.decode(&self.tokens[self.prev_index..self.current_index])?;
+        let text = self.decode(&self.tokens[self.prev_index..])?;
+        self.prev_index = self.tokens.len();
+        self.current_index = self.tokens.len();
+        if text.len() > prev_text.len() {
+            Ok(text.get(prev_text.len()..).map(str::to_string))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Starts a new stream (a new answer).
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+        self.prev_index = 0;
+        self.current_index = 0;
+    }
+}

