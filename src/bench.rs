@@ -236,7 +236,10 @@ fn process_gpu_memory(csv: &str, pid: u32) -> Option<u64> {
     csv.lines()
         .filter_map(|line| {
             let (p, mib) = line.split_once(',')?;
-            (p.trim().parse::<u32>().ok()? == pid).then(|| mib.trim().parse::<u64>().ok())?
+            if p.trim().parse::<u32>().ok()? != pid {
+                return None;
+            }
+            mib.trim().parse::<u64>().ok()
         })
         .max()
         .map(|mib| mib * 1024 * 1024)
