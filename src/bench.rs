@@ -60,6 +60,9 @@ pub struct BenchSettings {
     pub humaneval_file: PathBuf,
     pub humaneval_timeout: Duration,
     pub humaneval_max_new_tokens: usize,
+    /// Run model-written code without the sandbox's confinement where the OS offers none
+    /// (`--unsafe-no-sandbox`); otherwise such a system refuses HumanEval.
+    pub unsafe_no_sandbox: bool,
     pub speed: SpeedSettings,
     /// Show progress bars (off in tests).
     pub progress: bool,
@@ -340,20 +343,54 @@ pub fn complete(
     Ok(humaneval::truncate_at_stop(&text).to_string())
 }
 
+/// HumanEval's problems with the sandbox their tests run in and what that sandbox granted.
+pub struct HumanEvalSetup {
+    pub problems: Vec<Problem>,
+    pub sandbox: Sandbox,
+    pub isolation: Isolation,
+}
+
+impl HumanEvalSetup {
+    /// Loads the problems and sets up the sandbox before any model is loaded, so that a
+    /// system that cannot confine model-written code says so at once.
+    pub fn new(s: &BenchSettings) -> Result<Self> {
+        let problems = humaneval::load_problems(&s.humaneval_file)?;
+        let sandbox = if s.unsafe_no_sandbox {
+            Sandbox::new(s.humaneval_timeout)
+                .or_else(|_| Sandbox::unconfined(s.humaneval_timeout))?
+        } else {
+            Sandbox::new(s.humaneval_timeout)?
+        };
+        let isolation = sandbox.probe()?;
+        if !isolation.is_full() {
+            eprintln!(
+                "warning: HumanEval's sandbox ({:?}) lacks: {}",
+                isolation.mechanism,
+                isolation.missing().join(", ")
+            );
+        }
+        Ok(HumanEvalSetup {
+            problems,
+            sandbox,
+            isolation,
+        })
+    }
+}
+
 /// Completes and tests the selected HumanEval problems (one greedy sample each: pass@1).
 pub fn run_humaneval(
     model: &mut LoadedModel,
-    problems: &[Problem],
+    setup: &HumanEvalSetup,
     s: &BenchSettings,
 ) -> Result<HumanEvalResult> {
+    let problems = &setup.problems;
+    let sandbox = &setup.sandbox;
     let selected: Vec<&Problem> = if s.humaneval_all {
         problems.iter().collect()
     } else {
         humaneval::select(problems, &humaneval::SUBSET)?
     };
     let selected = &selected[..selected.len().min(s.limit.unwrap_or(usize::MAX))];
-    let sandbox = Sandbox::new(s.humaneval_timeout)?;
-    let isolation = sandbox.probe()?;
     let bar = progress(s.progress, selected.len(), "HumanEval problems");
     let start = Instant::now();
     let mut results = Vec::new();
@@ -393,7 +430,7 @@ pub fn run_humaneval(
             .map(|r| humaneval::pass_at_k(1, usize::from(r.outcome == Outcome::Passed), 1))
             .sum::<f64>()
             / results.len().max(1) as f64,
-        isolation,
+        isolation: setup.isolation,
         timeout_seconds: s.humaneval_timeout.as_secs_f64(),
         seconds: start.elapsed().as_secs_f64(),
         results,
@@ -419,7 +456,7 @@ pub fn bench_model(
     options: &LoadOptions,
     s: &BenchSettings,
     mmlu_data: Option<&Dataset>,
-    problems: Option<&[Problem]>,
+    humaneval: Option<&HumanEvalSetup>,
 ) -> Result<ModelResult> {
     reset_peak_rss();
     let device_memory = DeviceMemorySampler::start(&options.device);
@@ -428,8 +465,8 @@ pub fn bench_model(
         Some(data) if !options.random_weights => Some(run_mmlu(&mut model, data, s)?),
         _ => None,
     };
-    let humaneval = match problems {
-        Some(p) if !options.random_weights => Some(run_humaneval(&mut model, p, s)?),
+    let humaneval = match humaneval {
+        Some(setup) if !options.random_weights => Some(run_humaneval(&mut model, setup, s)?),
         _ => None,
     };
     let speed = run_speed(&mut model, &s.speed)?;
@@ -478,10 +515,10 @@ pub fn run_bench(
         data.select(&s.subjects)?;
         Some(data)
     };
-    let problems = if s.skip_humaneval || !needs_data {
+    let humaneval = if s.skip_humaneval || !needs_data {
         None
     } else {
-        Some(humaneval::load_problems(&s.humaneval_file)?)
+        Some(HumanEvalSetup::new(s)?)
     };
     let timestamp = utc_timestamp();
     let mut report = BenchReport {
@@ -502,7 +539,7 @@ pub fn run_bench(
     let partial = out_dir.join(format!("{stem}.partial.json"));
     for name in models {
         eprintln!("== {name}");
-        let result = bench_model(name, options, s, mmlu_data.as_ref(), problems.as_deref())?;
+        let result = bench_model(name, options, s, mmlu_data.as_ref(), humaneval.as_ref())?;
         eprintln!(
             "   MMLU {} · HumanEval {} · decode {:.1} tok/s · peak {:.2} GB",
             result

@@ -118,7 +118,14 @@ pub fn measured_table(entries: &[Entry]) -> Result<Table> {
         }),
         col("HumanEval pass@1 %", &|e| {
             e.result.humaneval.as_ref().map_or("–".into(), |h| {
-                format!("{} ({}/{})", pct(Some(h.pass_at_1)), h.passed, h.problems)
+                // A run whose sandbox was not fully isolated is flagged where its number is.
+                let flag = if h.isolation.is_full() { "" } else { " ⚠" };
+                format!(
+                    "{} ({}/{}){flag}",
+                    pct(Some(h.pass_at_1)),
+                    h.passed,
+                    h.problems
+                )
             })
         }),
         col("prefill tok/s", &|e| {
@@ -146,7 +153,8 @@ pub fn measured_table(entries: &[Entry]) -> Result<Table> {
     ])?;
     Ok(Table::new("Measured by billion-llm bench", df).with_note(
         "MMLU: lm-eval's 5-shot prompt, prediction by log-probability of \" A\"..\" D\", micro accuracy \
-         with a Wilson 95% interval. HumanEval: greedy completion, unit tests in a sandbox. Speed: \
+         with a Wilson 95% interval. HumanEval: greedy completion, unit tests in a sandbox (⚠: not \
+         fully isolated, see below). Speed: \
          mean ± std over timed runs after a warm-up, prefill and decode apart. Peak memory: the \
          process's peak resident set while loading and running the model (on a GPU, the \
          device's peak).",
@@ -356,6 +364,30 @@ pub fn comparison_markdown(entries: &[Entry]) -> Result<String> {
     md.push_str("## When to use each model\n\nFrom the measured numbers above only.\n\n");
     for line in advice(entries) {
         md.push_str(&format!("- {line}\n"));
+    }
+    let partial: Vec<String> = entries
+        .iter()
+        .filter_map(|e| {
+            let i = e.result.humaneval.as_ref()?.isolation;
+            let file = e.file.file_name()?.to_string_lossy();
+            (!i.is_full()).then(|| {
+                format!(
+                    "- {} ({file}): sandbox `{:?}` lacked {}",
+                    e.name,
+                    i.mechanism,
+                    i.missing().join(", ")
+                )
+            })
+        })
+        .collect();
+    if !partial.is_empty() {
+        md.push_str(
+            "\n**⚠ HumanEval runs without full isolation.** Their model-written code ran with \
+             less confinement than the sandbox gives today (namespaces or Landlock: read-only \
+             files, hidden homes, private /tmp, no network, confined signals):\n\n",
+        );
+        md.push_str(&partial.join("\n"));
+        md.push('\n');
     }
     md.push_str("\n## Published (not measured here)\n\n");
     md.push_str(&scale::published_scores_table()?.to_markdown());

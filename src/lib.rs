@@ -25,6 +25,7 @@ pub mod parquet_rows;
 pub mod published;
 pub mod report;
 pub mod results;
+pub mod sandbox;
 pub mod scale;
 pub mod speed;
 pub mod tokenizer;

@@ -116,6 +116,11 @@ struct BenchArgs {
     /// a Parquet file.
     #[arg(long)]
     humaneval_file: Option<PathBuf>,
+    /// Run HumanEval's model-written code unconfined where this system allows no sandbox (no
+    /// unprivileged user namespaces, no Landlock): it could then read, change or delete your
+    /// files. Without it such a system refuses HumanEval.
+    #[arg(long)]
+    unsafe_no_sandbox: bool,
     /// Seconds each HumanEval test program may run.
     #[arg(long, default_value_t = 3.0)]
     timeout: f64,
@@ -443,6 +448,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         humaneval_file,
         humaneval_timeout: std::time::Duration::from_secs_f64(args.timeout),
         humaneval_max_new_tokens: 384,
+        unsafe_no_sandbox: args.unsafe_no_sandbox,
         speed: billion_llm::speed::SpeedSettings {
             threads: args.threads,
             runs: args.runs,
