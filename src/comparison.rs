@@ -153,8 +153,8 @@ pub fn measured_table(entries: &[Entry]) -> Result<Table> {
     ])?;
     Ok(Table::new("Measured by billion-llm bench", df).with_note(
         "MMLU: lm-eval's 5-shot prompt, prediction by log-probability of \" A\"..\" D\", micro accuracy \
-         with a Wilson 95% interval. HumanEval: greedy completion, unit tests in a sandbox (⚠: not \
-         fully isolated, see below). Speed: \
+         with a Wilson 95% interval. HumanEval: greedy completion, unit tests in a sandbox (⚠: it was not \
+         fully isolated; the result file's `isolation` says what held). Speed: \
          mean ± std over timed runs after a warm-up, prefill and decode apart. Peak memory: the \
          process's peak resident set while loading and running the model (on a GPU, the \
          device's peak).",
