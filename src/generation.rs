@@ -55,24 +55,47 @@ impl Sampler {
 
     /// The next token from one row of logits; `banned` ids are never chosen.
     pub fn sample(&mut self, logits: &[f32], banned: &[u32]) -> Result<u32> {
-        let allowed = |i: usize| !banned.contains(&(i as u32));
         if self.params.temperature == 0.0 {
-            return logits
-                .iter()
-                .enumerate()
-                .filter(|(i, v)| allowed(*i) && !v.is_nan())
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i as u32)
-                .ok_or_else(|| {
-                    anyhow::anyhow!("no token can be sampled: all logits are NaN or banned")
-                });
+            return argmax(logits, banned);
         }
+        let probs = self.nucleus(logits, banned)?;
+        let kept_total: f32 = probs.iter().map(|p| p.1).sum();
+        let mut r = self.rng.random::<f32>() * kept_total;
+        for (i, p) in &probs {
+            if r < *p {
+                return Ok(*i as u32);
+            }
+            r -= p;
+        }
+        Ok(probs.last().unwrap().0 as u32)
+    }
+
+    /// The distribution [`Sampler::sample`] draws from, as one probability per token: one-hot
+    /// on the largest logit when greedy, else softmax at the temperature cut to the nucleus.
+    /// Speculative decoding compares the target's and the draft's distributions token by
+    /// token, so both must be shaped by exactly the same rule.
+    pub fn distribution(&self, logits: &[f32], banned: &[u32]) -> Result<Vec<f32>> {
+        let mut dist = vec![0f32; logits.len()];
+        if self.params.temperature == 0.0 {
+            dist[argmax(logits, banned)? as usize] = 1.0;
+            return Ok(dist);
+        }
+        let probs = self.nucleus(logits, banned)?;
+        let kept_total: f32 = probs.iter().map(|p| p.1).sum();
+        for (i, p) in probs {
+            dist[i] = p / kept_total;
+        }
+        Ok(dist)
+    }
+
+    /// The tokens of the nucleus with their unnormalised weights, most likely first.
+    fn nucleus(&self, logits: &[f32], banned: &[u32]) -> Result<Vec<(usize, f32)>> {
         let t = self.params.temperature as f32;
         let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         let mut probs: Vec<(usize, f32)> = logits
             .iter()
             .enumerate()
-            .filter(|(i, _)| allowed(*i))
+            .filter(|(i, _)| !banned.contains(&(*i as u32)))
             .map(|(i, &v)| (i, ((v - max) / t).exp()))
             .filter(|(_, p)| p.is_finite() && *p > 0.0)
             .collect();
@@ -92,16 +115,30 @@ impl Sampler {
             }
         }
         probs.truncate(kept);
-        let kept_total: f32 = probs.iter().map(|p| p.1).sum();
-        let mut r = self.rng.random::<f32>() * kept_total;
-        for (i, p) in &probs {
-            if r < *p {
-                return Ok(*i as u32);
-            }
-            r -= p;
-        }
-        Ok(probs.last().unwrap().0 as u32)
+        Ok(probs)
     }
+
+    /// The sampling settings.
+    pub fn params(&self) -> SamplingParams {
+        self.params
+    }
+
+    /// The random generator, for draws that follow the same seed (speculative decoding's
+    /// acceptance tests and residual samples).
+    pub fn rng(&mut self) -> &mut rand::rngs::StdRng {
+        &mut self.rng
+    }
+}
+
+/// The largest allowed logit's id.
+fn argmax(logits: &[f32], banned: &[u32]) -> Result<u32> {
+    logits
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| !banned.contains(&(*i as u32)) && !v.is_nan())
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i as u32)
+        .ok_or_else(|| anyhow::anyhow!("no token can be sampled: all logits are NaN or banned"))
 }
 
 /// What one generation produced and how fast.

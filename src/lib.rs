@@ -27,6 +27,7 @@ pub mod report;
 pub mod results;
 pub mod sandbox;
 pub mod scale;
+pub mod speculative;
 pub mod speed;
 pub mod tokenizer;
 pub mod weights;

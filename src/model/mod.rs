@@ -331,11 +331,32 @@ impl Transformer {
 
     /// The hidden states after the final norm, `(batch, seq, hidden)`.
     fn hidden(&mut self, ids: &Tensor, use_cache: bool) -> Result<Tensor> {
+        let layers = self.blocks.len();
+        if !use_cache {
+            return self.run_blocks(ids, layers, None);
+        }
+        let mut caches = std::mem::take(&mut self.caches);
+        let h = self.run_blocks(ids, layers, Some(&mut caches));
+        self.caches = caches;
+        h
+    }
+
+    /// The first `layers` blocks, then the final norm; with `caches` (one per block run) the
+    /// input continues after what they hold.
+    fn run_blocks(
+        &self,
+        ids: &Tensor,
+        layers: usize,
+        mut caches: Option<&mut [KvCache]>,
+    ) -> Result<Tensor> {
         let (_, seq) = ids.dims2().context("token ids must be (batch, seq)")?;
         if seq == 0 {
             bail!("cannot run the model on zero tokens");
         }
-        let past = if use_cache { self.cache_len() } else { 0 };
+        let past = caches
+            .as_ref()
+            .and_then(|c| c.first())
+            .map_or(0, |c| c.len());
         let limit = self.config.max_position_embeddings;
         if past + seq > limit {
             bail!(
@@ -359,11 +380,36 @@ impl Transformer {
             seq,
             self.config.hidden_size,
         ))?;
-        for (block, cache) in self.blocks.iter().zip(self.caches.iter_mut()) {
-            let cache = if use_cache { Some(cache) } else { None };
+        for (i, block) in self.blocks[..layers].iter().enumerate() {
+            let cache = caches.as_deref_mut().map(|c| &mut c[i]);
             x = block.forward(&x, &self.rotary, cache, self.train)?;
         }
         self.final_norm.forward(&x, self.train)
+    }
+
+    /// Logits of the last position after only the first `caches.len()` blocks, then the final
+    /// norm and the head: the model's own shallow copy drafts for itself (self-speculative
+    /// decoding, LayerSkip), with caches of its own so the full model's stay untouched.
+    pub fn forward_early_exit(&mut self, ids: &Tensor, caches: &mut [KvCache]) -> Result<Tensor> {
+        let layers = caches.len();
+        if layers == 0 || layers > self.blocks.len() {
+            bail!(
+                "an early exit needs between 1 and {} layers, got {layers}",
+                self.blocks.len()
+            );
+        }
+        let h = self.run_blocks(ids, layers, Some(caches))?;
+        let seq = h.dim(1)?;
+        Ok(self
+            .lm_head
+            .forward(&h.narrow(1, seq - 1, 1)?)?
+            .i((.., 0, ..))?
+            .to_dtype(DType::F32)?)
+    }
+
+    /// Number of transformer blocks.
+    pub fn num_layers(&self) -> usize {
+        self.blocks.len()
     }
 
     /// Logits of **every** position, `(batch, seq, vocab)` in f32, continuing after the cache.

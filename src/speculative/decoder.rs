@@ -1,0 +1,314 @@
+//! The decoding loop: draft, verify in one target forward, accept or correct, roll back.
+
+use super::drafter::{sample_from, Drafter, Proposal};
+use crate::generation::{Sampler, SamplingParams};
+use crate::model::Transformer;
+use anyhow::{bail, Result};
+use candle_core::{IndexOp, Tensor};
+use rand::Rng;
+use serde::Serialize;
+use std::time::Instant;
+
+/// How many tokens each round drafts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KSchedule {
+    Fixed(usize),
+    /// Hugging Face's heuristic: K grows by 2 after a round whose drafts were all accepted and
+    /// shrinks by 1 (to at least 1) after a rejection, so a poor drafter soon costs little.
+    Adaptive {
+        start: usize,
+        max: usize,
+    },
+}
+
+impl KSchedule {
+    fn start(self) -> usize {
+        match self {
+            KSchedule::Fixed(k) => k,
+            KSchedule::Adaptive { start, .. } => start,
+        }
+    }
+
+    fn next(self, k: usize, all_accepted: bool) -> usize {
+        match self {
+            KSchedule::Fixed(k) => k,
+            KSchedule::Adaptive { max, .. } if all_accepted => (k + 2).min(max),
+            KSchedule::Adaptive { .. } => k.saturating_sub(1).max(1),
+        }
+    }
+}
+
+/// What a speculative generation produced, and how the drafts fared.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpeculativeOutput {
+    pub tokens: Vec<u32>,
+    /// For each token: true when it was drafted and accepted, false when the target produced
+    /// it (a correction after a rejection, the bonus token, or a round without drafts).
+    pub from_draft: Vec<bool>,
+    pub prompt_tokens: usize,
+    pub rounds: usize,
+    pub drafted: usize,
+    pub accepted: usize,
+    /// Target forwards, the prefill included.
+    pub target_forwards: usize,
+    /// Per draft position i (0-based): how many rounds drafted a token there, and how many of
+    /// those were accepted.
+    pub drafted_at: Vec<usize>,
+    pub accepted_at: Vec<usize>,
+    pub prefill_s: f64,
+    /// Seconds after the first token: drafting and verifying.
+    pub decode_s: f64,
+    pub stopped_at_eos: bool,
+}
+
+impl SpeculativeOutput {
+    pub fn acceptance_rate(&self) -> f64 {
+        self.accepted as f64 / self.drafted.max(1) as f64
+    }
+
+    /// New tokens per verification round (1 + accepted drafts on average).
+    pub fn tokens_per_round(&self) -> f64 {
+        self.tokens.len().saturating_sub(1) as f64 / self.rounds.max(1) as f64
+    }
+
+    /// Decode speed, counted like plain generation's: tokens after the first, per second.
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        self.tokens.len().saturating_sub(1) as f64 / self.decode_s.max(1e-9)
+    }
+}
+
+/// Decodes a target model with a drafter.
+pub struct SpeculativeDecoder<'a> {
+    pub target: &'a mut Transformer,
+    pub drafter: &'a mut dyn Drafter,
+    pub schedule: KSchedule,
+    pub sampling: SamplingParams,
+}
+
+impl SpeculativeDecoder<'_> {
+    // ANCHOR: round
+    /// Generates up to `max_new_tokens` after `prompt` (the target's cache is reset first);
+    /// `on_token` sees each token as it is decided, with whether it came from the draft.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        max_new_tokens: usize,
+        mut on_token: impl FnMut(u32, bool) -> Result<()>,
+    ) -> Result<SpeculativeOutput> {
+        if prompt.is_empty() {
+            bail!("the prompt is empty: give at least one token");
+        }
+        if self.schedule.start() == 0 {
+            bail!("K, the number of drafted tokens per round, must be at least 1");
+        }
+        let eos = self.target.config().eos_token_ids.clone();
+        let device = self.target.device().clone();
+        let mut sampler = Sampler::new(self.sampling)?;
+        let mut out = SpeculativeOutput {
+            tokens: Vec::new(),
+            from_draft: Vec::new(),
+            prompt_tokens: prompt.len(),
+            rounds: 0,
+            drafted: 0,
+            accepted: 0,
+            target_forwards: 1,
+            drafted_at: Vec::new(),
+            accepted_at: Vec::new(),
+            prefill_s: 0.0,
+            decode_s: 0.0,
+            stopped_at_eos: false,
+        };
+        let start = Instant::now();
+        self.target.reset_cache();
+        let logits = self
+            .target
+            .forward_last(&Tensor::new(prompt, &device)?.unsqueeze(0)?)?;
+        let first = sampler.sample(&logits.squeeze(0)?.to_vec1()?, &[])?;
+        out.prefill_s = start.elapsed().as_secs_f64();
+        let decode_start = Instant::now();
+        // The target's cache holds every context token but the last one (`pending`).
+        let mut context = prompt.to_vec();
+        let mut decided = vec![(first, false)];
+        let mut k = self.schedule.start();
+        loop {
+            for (token, drafted) in decided.drain(..) {
+                if out.tokens.len() == max_new_tokens || out.stopped_at_eos {
+                    break;
+                }
+                out.tokens.push(token);
+                out.from_draft.push(drafted);
+                context.push(token);
+                on_token(token, drafted)?;
+                out.stopped_at_eos = eos.contains(&token);
+            }
+            let remaining = max_new_tokens - out.tokens.len();
+            if remaining == 0 || out.stopped_at_eos {
+                break;
+            }
+            // Drafting more than will be kept is wasted work.
+            let want = k.min(remaining - 1);
+            let proposals = if want > 0 {
+                self.drafter
+                    .draft(self.target, &context, want, &mut sampler)?
+            } else {
+                Vec::new()
+            };
+            let base = context.len() - 1;
+            let mut input = vec![*context.last().unwrap()];
+            input.extend(proposals.iter().map(|p| p.token));
+            let rows = self
+                .target
+                .forward(&Tensor::new(input.as_slice(), &device)?.unsqueeze(0)?)?
+                .i(0)?;
+            out.target_forwards += 1;
+            out.rounds += 1;
+            let (accepted, next) = verify(&rows, &proposals, &mut sampler)?;
+            // Keep the pending token and the accepted drafts; the rest of the forward is undone.
+            self.target.truncate_cache(base + 1 + accepted);
+            out.drafted += proposals.len();
+            out.accepted += accepted;
+            for i in 0..proposals.len() {
+                if out.drafted_at.len() <= i {
+                    out.drafted_at.push(0);
+                    out.accepted_at.push(0);
+                }
+                out.drafted_at[i] += 1;
+                out.accepted_at[i] += usize::from(i < accepted);
+            }
+            decided.extend(proposals[..accepted].iter().map(|p| (p.token, true)));
+            decided.push((next, false));
+            if !proposals.is_empty() {
+                k = self.schedule.next(k, accepted == proposals.len());
+            }
+        }
+        out.decode_s = decode_start.elapsed().as_secs_f64();
+        Ok(out)
+    }
+    // ANCHOR_END: round
+}
+
+/// The modified rejection sampling of Leviathan et al. / Chen et al.: draft token x at
+/// position i is kept with probability min(1, p(x) / q(x)); at the first rejection the token
+/// is drawn from norm(max(0, p − q)) instead; when all are kept, a bonus token comes from the
+/// target's last row. Returns how many drafts were accepted and the target's own next token.
+fn verify(rows: &Tensor, proposals: &[Proposal], sampler: &mut Sampler) -> Result<(usize, u32)> {
+    for (i, proposal) in proposals.iter().enumerate() {
+        let p = sampler.distribution(&rows.i(i)?.to_vec1::<f32>()?, &[])?;
+        let x = proposal.token as usize;
+        let q_x = proposal.q.as_ref().map_or(1.0, |q| q[x]);
+        let accept = p[x] >= q_x || sampler.rng().random::<f32>() < p[x] / q_x;
+        if !accept {
+            let mut residual: Vec<f32> = match &proposal.q {
+                Some(q) => p.iter().zip(q).map(|(p, q)| (p - q).max(0.0)).collect(),
+                None => p.clone(),
+            };
+            if proposal.q.is_none() {
+                residual[x] = 0.0;
+            }
+            // p ≤ q everywhere only when p = q, where a rejection cannot happen; rounding
+            // aside, fall back to p.
+            let next = if residual.iter().sum::<f32>() > 0.0 {
+                sample_from(&residual, sampler.rng())
+            } else {
+                sample_from(&p, sampler.rng())
+            };
+            return Ok((i, next));
+        }
+    }
+    let last = rows.i(proposals.len())?.to_vec1::<f32>()?;
+    Ok((proposals.len(), sampler.sample(&last, &[])?))
+}
+
+/// The speedup speculative decoding can expect (Leviathan et al. 2023, eq. 1 and thm. 3.8):
+/// with acceptance rate `alpha`, `k` drafts per round and a draft token costing `c` target
+/// steps, (1 − α^(k+1)) / ((1 − α)(k·c + 1)). It assumes verifying k + 1 tokens costs one
+/// target step, which holds while a step is bound by reading the weights.
+pub fn expected_speedup(alpha: f64, k: usize, c: f64) -> f64 {
+    let tokens_per_round = if (1.0 - alpha).abs() < 1e-12 {
+        (k + 1) as f64
+    } else {
+        (1.0 - alpha.powi(k as i32 + 1)) / (1.0 - alpha)
+    };
+    tokens_per_round / (k as f64 * c + 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adaptive_k_grows_after_full_acceptance_and_shrinks_after_rejection() {
+        let s = KSchedule::Adaptive { start: 4, max: 10 };
+        assert_eq!(s.next(4, true), 6);
+        assert_eq!(s.next(10, true), 10);
+        assert_eq!(s.next(4, false), 3);
+        assert_eq!(s.next(1, false), 1);
+        assert_eq!(KSchedule::Fixed(4).next(4, false), 4);
+    }
+
+    #[test]
+    fn expected_speedup_matches_the_paper() {
+        // α = 0 with free drafts: one token per round, no gain.
+        assert!((expected_speedup(0.0, 4, 0.0) - 1.0).abs() < 1e-12);
+        // α = 1 with free drafts: k + 1 tokens per round.
+        assert!((expected_speedup(1.0, 4, 0.0) - 5.0).abs() < 1e-12);
+        // Leviathan et al., α = 0.8, γ = 5, c = 0.05: (1 - 0.8^6) / (0.2 · 1.25) ≈ 2.95.
+        assert!((expected_speedup(0.8, 5, 0.05) - (1.0 - 0.8f64.powi(6)) / 0.25).abs() < 1e-12);
+    }
+
+    /// The rejection rule on a four-token vocabulary: whatever q proposes, the first token a
+    /// round decides follows p. (A draft far from the target, so a wrong residual would show.)
+    #[test]
+    fn verification_turns_draws_from_q_into_draws_from_p() {
+        let p = [0.1f32, 0.2, 0.3, 0.4];
+        let q = vec![0.7f32, 0.1, 0.1, 0.1];
+        let logits = p.map(f32::ln);
+        let rows = Tensor::new(&[logits, logits], &candle_core::Device::Cpu).unwrap();
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+            seed: 11,
+        };
+        let mut sampler = Sampler::new(params).unwrap();
+        let n = 40_000;
+        let mut counts = [0usize; 4];
+        for _ in 0..n {
+            let token = sample_from(&q, sampler.rng());
+            let proposal = Proposal {
+                token,
+                q: Some(q.clone()),
+            };
+            let (accepted, next) = verify(&rows, &[proposal], &mut sampler).unwrap();
+            counts[if accepted == 1 { token } else { next } as usize] += 1;
+        }
+        for (i, (&c, &p)) in counts.iter().zip(&p).enumerate() {
+            let sd = (n as f64 * p as f64 * (1.0 - p as f64)).sqrt();
+            assert!(
+                (c as f64 - n as f64 * p as f64).abs() < 5.0 * sd,
+                "token {i}: {c} of {n}, expected {}",
+                n as f64 * p as f64
+            );
+        }
+    }
+
+    #[test]
+    fn greedy_verification_keeps_drafts_up_to_the_first_disagreement() {
+        // Rows: the target's argmax is 1, then 2, then 0.
+        let rows = Tensor::new(
+            &[[0f32, 5., 0.], [0., 0., 5.], [5., 0., 0.]],
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let mut sampler = Sampler::new(SamplingParams::default()).unwrap();
+        let deterministic = |t: u32| Proposal { token: t, q: None };
+        let (n, next) = verify(&rows, &[deterministic(1), deterministic(0)], &mut sampler).unwrap();
+        assert_eq!((n, next), (1, 2));
+        let (n, next) = verify(&rows, &[deterministic(1), deterministic(2)], &mut sampler).unwrap();
+        assert_eq!(
+            (n, next),
+            (2, 0),
+            "all accepted: the bonus comes from the last row"
+        );
+    }
+}

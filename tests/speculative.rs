@@ -1,0 +1,309 @@
+//! Speculative decoding is exact: greedy output equals the target's plain greedy output for
+//! every drafter and K, sampled output follows the target's distribution, the caches hold
+//! exactly the accepted tokens afterwards, and a draft with another tokenizer is refused.
+
+use billion_llm::assets::{asset, SMOLLM2_GGUF};
+use billion_llm::config::TransformerConfig;
+use billion_llm::generation::{generate, GenerateOptions, Sampler, SamplingParams};
+use billion_llm::loader::{load, LoadOptions};
+use billion_llm::lora::LoraAdapter;
+use billion_llm::model::{Transformer, WeightFormat};
+use billion_llm::speculative::{
+    check_same_vocabulary, DraftModel, Drafter, KSchedule, LayerSkip, PromptLookup,
+    SpeculativeDecoder,
+};
+use billion_llm::tokenizer::Tokenizer;
+use billion_llm::weights::SafetensorsWeights;
+use candle_core::{DType, Device, IndexOp, Tensor};
+use std::path::PathBuf;
+
+const CASES: [&str; 4] = ["llama", "llama3", "stablelm", "gpt_neox"];
+const SCHEDULES: [KSchedule; 5] = [
+    KSchedule::Fixed(1),
+    KSchedule::Fixed(2),
+    KSchedule::Fixed(4),
+    KSchedule::Fixed(8),
+    KSchedule::Adaptive { start: 2, max: 8 },
+];
+
+fn case_dir(case: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference")
+        .join(case)
+}
+
+/// A reference checkpoint; with `lora`, its peft adapter applied (a draft that disagrees
+/// with the target now and then, over the same vocabulary).
+fn reference(case: &str, lora: bool) -> Transformer {
+    let dir = case_dir(case);
+    let config = TransformerConfig::from_file(&dir.join("config.json")).unwrap();
+    let mut src = SafetensorsWeights::open(&[dir.join("model.safetensors")], &Device::Cpu).unwrap();
+    let format = WeightFormat {
+        dtype: DType::F32,
+        quantize: None,
+    };
+    let mut model = Transformer::load(&config, &mut src, format, &Device::Cpu).unwrap();
+    if lora {
+        LoraAdapter::load(&dir.join("lora"), &Device::Cpu)
+            .unwrap()
+            .apply(&mut model)
+            .unwrap();
+    }
+    model
+}
+
+fn plain(target: &mut Transformer, prompt: &[u32], n: usize, sampling: SamplingParams) -> Vec<u32> {
+    target.reset_cache();
+    let opts = GenerateOptions {
+        max_new_tokens: n,
+        sampling,
+        ignore_eos: false,
+        stop: None,
+    };
+    generate(target, prompt, &opts, |_| Ok(())).unwrap().tokens
+}
+
+fn speculative(
+    target: &mut Transformer,
+    drafter: &mut dyn Drafter,
+    schedule: KSchedule,
+    prompt: &[u32],
+    n: usize,
+    sampling: SamplingParams,
+) -> billion_llm::speculative::SpeculativeOutput {
+    SpeculativeDecoder {
+        target,
+        drafter,
+        schedule,
+        sampling,
+    }
+    .generate(prompt, n, |_, _| Ok(()))
+    .unwrap()
+}
+
+/// Greedy speculative decoding gives the target's own greedy tokens, whoever drafts.
+fn greedy_equals_plain(
+    target: &mut Transformer,
+    draft: Option<Transformer>,
+    prompt: &[u32],
+    n: usize,
+) {
+    let greedy = SamplingParams::default();
+    let expected = plain(target, prompt, n, greedy);
+    let layers = (target.num_layers() / 2).max(1);
+    let mut drafters: Vec<Box<dyn Drafter>> = vec![
+        Box::new(PromptLookup::default()),
+        Box::new(LayerSkip::new(layers)),
+    ];
+    if let Some(draft) = draft {
+        drafters.push(Box::new(DraftModel::new(draft, "draft")));
+    }
+    for drafter in &mut drafters {
+        for schedule in SCHEDULES {
+            let out = speculative(target, drafter.as_mut(), schedule, prompt, n, greedy);
+            assert_eq!(
+                out.tokens,
+                expected,
+                "{} with {schedule:?}",
+                drafter.describe()
+            );
+            assert_eq!(out.tokens.len(), out.from_draft.len());
+            assert_eq!(out.accepted, out.from_draft.iter().filter(|&&d| d).count());
+            // Afterwards the target's cache holds the prompt and every token but the last.
+            assert_eq!(target.cache_len(), prompt.len() + out.tokens.len() - 1);
+        }
+    }
+}
+
+#[test]
+fn greedy_speculative_decoding_equals_plain_greedy_on_the_reference_models() {
+    for case in CASES {
+        let mut target = reference(case, false);
+        let prompt = [66, 221, 47, 234, 117, 102, 13, 226, 66, 221, 47];
+        greedy_equals_plain(&mut target, Some(reference(case, true)), &prompt, 24);
+    }
+}
+
+#[test]
+fn greedy_speculative_decoding_equals_plain_greedy_on_smollm2() {
+    let path = asset(SMOLLM2_GGUF).unwrap();
+    let mut target = load(path.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let draft = load(path.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    // Input-grounded, so that prompt lookup finds something to copy.
+    let prompt = target
+        .tokenizer()
+        .unwrap()
+        .encode(
+            "Repeat the sentence exactly: The quick brown fox jumps over the lazy dog.\n\
+             Sentence: The quick brown fox",
+            true,
+        )
+        .unwrap();
+    greedy_equals_plain(&mut target.model, Some(draft.model), &prompt, 20);
+}
+
+/// After rejections, the target's cache holds exactly the accepted prefix: continuing from it
+/// gives the logits of a fresh forward over the same tokens.
+#[test]
+fn caches_hold_the_accepted_prefix_after_rejections() {
+    let mut target = reference("llama", false);
+    let mut drafter = DraftModel::new(reference("llama", true), "llama + LoRA");
+    let prompt = [66, 221, 47, 234, 117, 102, 13, 226];
+    let out = speculative(
+        &mut target,
+        &mut drafter,
+        KSchedule::Fixed(4),
+        &prompt,
+        24,
+        SamplingParams::default(),
+    );
+    assert!(
+        out.accepted < out.drafted,
+        "the LoRA draft should be rejected sometimes"
+    );
+    let mut all = prompt.to_vec();
+    all.extend(&out.tokens);
+    let last = Tensor::new(&all[all.len() - 1..], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let continued = target.forward_last(&last).unwrap().squeeze(0).unwrap();
+    let fresh = target
+        .forward_uncached(
+            &Tensor::new(all.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap(),
+        )
+        .unwrap()
+        .i((0, all.len() - 1))
+        .unwrap();
+    let diff = billion_llm::model::max_abs_diff(&continued, &fresh).unwrap();
+    assert!(
+        diff < 1e-4,
+        "continuing differs from a fresh forward by {diff}"
+    );
+}
+
+/// Sampling: the second token (the first one decided by draft and verification) must follow
+/// the target's own distribution, computed exactly as Σ p(t1) · p(t2 | t1) over the vocabulary.
+/// The draft is the target with its LoRA adapter turned up (alpha × 16): related to the
+/// target but often different, so that rejections, and the residual distribution max(0, p − q)
+/// they sample from, matter.
+#[test]
+fn sampled_speculative_decoding_follows_the_target_distribution() {
+    let mut target = reference("llama", false);
+    let strong = tempfile::tempdir().unwrap();
+    let lora = case_dir("llama").join("lora");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lora.join("adapter_config.json")).unwrap())
+            .unwrap();
+    config["lora_alpha"] = (config["lora_alpha"].as_f64().unwrap() * 16.0).into();
+    std::fs::write(
+        strong.path().join("adapter_config.json"),
+        config.to_string(),
+    )
+    .unwrap();
+    std::fs::copy(
+        lora.join("adapter_model.safetensors"),
+        strong.path().join("adapter_model.safetensors"),
+    )
+    .unwrap();
+    let mut draft = reference("llama", false);
+    LoraAdapter::load(strong.path(), &Device::Cpu)
+        .unwrap()
+        .apply(&mut draft)
+        .unwrap();
+    let mut drafter = DraftModel::new(draft, "llama + strong LoRA");
+    let prompt = [66u32, 221, 47, 234];
+    let params = |seed| SamplingParams {
+        temperature: 0.8,
+        top_p: 0.95,
+        seed,
+    };
+    let shaper = Sampler::new(params(0)).unwrap();
+    let row = |target: &mut Transformer, ids: &[u32]| -> Vec<f32> {
+        let x = Tensor::new(ids, &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits: Vec<f32> = target
+            .forward_uncached(&x)
+            .unwrap()
+            .i((0, ids.len() - 1))
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        shaper.distribution(&logits, &[]).unwrap()
+    };
+    let p1 = row(&mut target, &prompt);
+    let vocab = p1.len();
+    // A first token that is EOS ends the generation: those draws are left out.
+    let eos = target.config().eos_token_ids.clone();
+    let mut expected = vec![0f64; vocab];
+    let mut kept_mass = 0f64;
+    for (t1, &w) in p1.iter().enumerate() {
+        if w > 0.0 && !eos.contains(&(t1 as u32)) {
+            kept_mass += w as f64;
+            let mut ids = prompt.to_vec();
+            ids.push(t1 as u32);
+            for (t2, &p) in row(&mut target, &ids).iter().enumerate() {
+                expected[t2] += w as f64 * p as f64;
+            }
+        }
+    }
+    expected.iter_mut().for_each(|e| *e /= kept_mass);
+    let draws = 3000;
+    let mut counts = vec![0usize; vocab];
+    let (mut drafted, mut accepted) = (0, 0);
+    for seed in 0..draws {
+        let out = speculative(
+            &mut target,
+            &mut drafter,
+            KSchedule::Fixed(1),
+            &prompt,
+            // The first token comes from the prefill; the second from the one drafted round.
+            3,
+            params(seed as u64),
+        );
+        if let Some(&t2) = out.tokens.get(1) {
+            counts[t2 as usize] += 1;
+        }
+        drafted += out.drafted;
+        accepted += out.accepted;
+    }
+    assert!(
+        accepted > 0 && accepted < drafted,
+        "{accepted} of {drafted} accepted"
+    );
+    let n: usize = counts.iter().sum();
+    assert!(n > draws / 2, "only {n} draws got past the first token");
+    // Each cell's count is binomial: allow 5 standard deviations (over ~256 cells the chance
+    // of a false alarm is below 1e-4), plus one count for the rarest cells.
+    for (t, (&c, &p)) in counts.iter().zip(&expected).enumerate() {
+        let mean = n as f64 * p;
+        let sd = (n as f64 * p * (1.0 - p)).sqrt();
+        assert!(
+            (c as f64 - mean).abs() <= 5.0 * sd + 1.0,
+            "token {t}: {c} of {n} draws, expected {mean:.1} ± {sd:.1}"
+        );
+    }
+}
+
+#[test]
+fn a_draft_with_another_tokenizer_is_refused() {
+    let smollm2 = load(
+        asset(SMOLLM2_GGUF).unwrap().to_str().unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let llama3 =
+        Tokenizer::from_file(&asset("llama3.2-tokenizer/tokenizer.json").unwrap(), None).unwrap();
+    let smol = smollm2.tokenizer().unwrap();
+    let err = check_same_vocabulary(smol, &llama3, "smollm2-135m", "llama3.2-1b")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot draft for smollm2-135m"), "{err}");
+    assert!(err.contains("smollm2-135m → smollm2-1.7b"), "{err}");
+    check_same_vocabulary(smol, smol, "a", "b").unwrap();
+}
