@@ -147,6 +147,7 @@ impl LoraAdapter {
                 a: a.clone(),
                 b,
                 scale,
+                dropout: 0.0,
             });
         }
         if !remaining.is_empty() {

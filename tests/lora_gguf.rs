@@ -4,10 +4,13 @@
 
 use billion_llm::assets::{asset, SMOLLM2_GGUF};
 use billion_llm::config::{Norm, TransformerConfig};
-use billion_llm::finetune::rope_layout::{permuted_heads, to_hf_rows};
+use billion_llm::finetune::adapter::TrainableAdapter;
+use billion_llm::finetune::base::load_trainable;
+use billion_llm::finetune::config::{LoraConfig, Targets};
+use billion_llm::finetune::rope_layout::{permuted_heads, to_gguf_rows, to_hf_rows};
 use billion_llm::loader::{load, LoadOptions};
 use billion_llm::lora::LoraAdapter;
-use billion_llm::model::{Lora, Transformer};
+use billion_llm::model::{max_abs_diff, Lora, Transformer};
 use billion_llm::weights::{GgufWeights, WeightNames, WeightSource};
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -204,6 +207,7 @@ fn qk_adapter_moves_gguf_logits_like_the_hugging_face_layout() {
                 a: a.clone(),
                 b: b.clone(),
                 scale: adapter.config.scale(),
+                dropout: 0.0,
             });
         }
     }
@@ -211,4 +215,32 @@ fn qk_adapter_moves_gguf_logits_like_the_hugging_face_layout() {
     let corr_wrong = correlation(&effect_wrong, &effect_hf);
     eprintln!("without the permutation: correlation {corr_wrong}");
     assert!(corr_wrong < 0.9, "unpermuted correlation {corr_wrong}");
+
+    // Saving: an adapter trained on the dequantized GGUF holds B in GGUF row order; its peft
+    // file must be in Hugging Face order again, i.e. equal to the adapter it came from.
+    let mut trainable = load_trainable(gguf.to_str().unwrap(), &Device::Cpu).unwrap();
+    let lora = LoraConfig {
+        targets: Targets::Modules(vec!["q_proj".into(), "k_proj".into()]),
+        ..LoraConfig::default()
+    };
+    let trained = TrainableAdapter::attach(&mut trainable.model, &lora, 1).unwrap();
+    let original = adapter_dir.path().join("adapter_model.safetensors");
+    let original = candle_core::safetensors::load(original, &Device::Cpu).unwrap();
+    for p in &trained.params {
+        let key = |m: &str| format!("base_model.model.{}.{m}.weight", p.module);
+        let heads = permuted_heads(&config, &p.module).unwrap();
+        p.a.set(&original[&key("lora_A")]).unwrap();
+        p.b.set(&to_gguf_rows(&original[&key("lora_B")], heads).unwrap())
+            .unwrap();
+    }
+    let saved = tempfile::tempdir().unwrap();
+    trained
+        .save_peft(saved.path(), "smollm2", trainable.model.config())
+        .unwrap();
+    let saved = saved.path().join("adapter_model.safetensors");
+    let saved = candle_core::safetensors::load(saved, &Device::Cpu).unwrap();
+    assert_eq!(saved.len(), original.len());
+    for (key, t) in &original {
+        assert_eq!(max_abs_diff(t, &saved[key]).unwrap(), 0.0, "{key}");
+    }
 }

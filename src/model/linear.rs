@@ -109,6 +109,9 @@ pub struct Lora {
     pub a: Tensor,
     pub b: Tensor,
     pub scale: f64,
+    /// peft's `lora_dropout`: the probability of zeroing an input of the LoRA branch. Only a
+    /// trainer sets it above 0, for its training steps; inference always runs with 0.
+    pub dropout: f32,
 }
 
 /// A [`Linear`] layer that may carry a LoRA adapter: `y = base(x) + scale · (x Aᵀ) Bᵀ`.
@@ -136,6 +139,11 @@ impl LoraLinear {
         let y = self.base.forward(x)?;
         let Some(lora) = &self.lora else {
             return Ok(y);
+        };
+        let x = if lora.dropout > 0.0 {
+            &candle_nn::ops::dropout(x, lora.dropout)?
+        } else {
+            x
         };
         let b = x.dim(0)?;
         let a = lora.a.to_dtype(x.dtype())?.broadcast_left(b)?;
