@@ -203,6 +203,31 @@ fn training_the_tiny_llama_lowers_the_loss_and_leaves_the_base_alone() {
     let end = trainer.evaluate(&data).unwrap();
     assert_eq!(trainer.state.steps.len(), 30);
     assert_eq!(trainer.state.epochs.len(), 15);
+    // Each epoch's training loss is the token-weighted mean of its steps' losses.
+    for e in &trainer.state.epochs {
+        let steps: Vec<_> = trainer
+            .state
+            .steps
+            .iter()
+            .filter(|s| s.epoch == e.epoch)
+            .collect();
+        assert_eq!(steps.len(), 2);
+        let tokens: usize = steps.iter().map(|s| s.target_tokens).sum();
+        let mean = steps
+            .iter()
+            .map(|s| s.loss * s.target_tokens as f64)
+            .sum::<f64>()
+            / tokens as f64;
+        assert!(
+            (e.train_loss - mean).abs() < 1e-9 && e.train_loss > 0.0,
+            "{e:?}"
+        );
+    }
+    let last = trainer.state.epochs.last().unwrap();
+    assert!(
+        (last.eval_loss.unwrap() - end).abs() < 1e-4,
+        "held-out loss {last:?} vs {end}"
+    );
     assert!(
         end < 0.5 * start,
         "loss went from {start} to only {end}: training does not learn"

@@ -272,11 +272,12 @@ impl<'m> Trainer<'m> {
                 self.state.step_in_epoch += 1;
                 self.state.global_step += 1;
             }
+            // Step logs number epochs from 1.
             let epoch_steps: Vec<&StepLog> = self
                 .state
                 .steps
                 .iter()
-                .filter(|s| s.epoch == epoch)
+                .filter(|s| s.epoch == epoch + 1)
                 .collect();
             let tokens: usize = epoch_steps.iter().map(|s| s.target_tokens).sum();
             let train_loss = epoch_steps
