@@ -69,6 +69,12 @@ impl Linear {
                 if fast && weight.device().is_cpu() && super::gemv::supported() {
                     return add_bias(super::gemv::forward(weight, x)?, bias);
                 }
+                // Training: the frozen weight needs no gradient, only the input does.
+                let f32_cpu = x.dtype() == DType::F32 && weight.dtype() == DType::F32;
+                if x.track_op() && !weight.track_op() && f32_cpu && weight.device().is_cpu() {
+                    let y = crate::finetune::frozen_matmul::forward(x, weight)?;
+                    return add_bias(y, bias);
+                }
                 let y = match x.dims() {
                     [b, _, _] => x.matmul(&weight.broadcast_left(*b)?.t()?)?,
                     _ => x.matmul(&weight.t()?)?,
