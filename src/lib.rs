@@ -13,6 +13,7 @@ pub mod chat;
 pub mod chat_template;
 pub mod comparison;
 pub mod config;
+pub mod finetune;
 pub mod generation;
 pub mod hub;
 pub mod humaneval;

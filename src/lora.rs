@@ -1,5 +1,6 @@
 //! LoRA adapters in the format peft saves (`adapter_config.json` + `adapter_model.safetensors`).
 
+use crate::finetune::rope_layout;
 use crate::model::{Lora, Transformer};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -118,6 +119,7 @@ impl LoraAdapter {
     /// matching shapes, which catches an adapter trained for a different base model.
     pub fn apply(&self, model: &mut Transformer) -> Result<()> {
         let scale = self.config.scale();
+        let config = model.config().clone();
         let mut remaining: Vec<&String> = self.modules.keys().collect();
         for linear in model.linears_mut() {
             let Some((a, b)) = self.modules.get(&linear.name) else {
@@ -136,10 +138,16 @@ impl LoraAdapter {
                     b.dims()
                 );
             }
+            // On a GGUF llama, q/k rows are in llama.cpp's order: B's rows must follow.
+            let b = match rope_layout::permuted_heads(&config, &linear.name) {
+                Some(heads) => rope_layout::to_gguf_rows(b, heads)?,
+                None => b.clone(),
+            };
             linear.lora = Some(Lora {
                 a: a.clone(),
-                b: b.clone(),
+                b,
                 scale,
+                dropout: 0.0,
             });
         }
         if !remaining.is_empty() {

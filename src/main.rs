@@ -205,6 +205,9 @@ enum Command {
         #[arg(long)]
         save: bool,
     },
+    /// Train a LoRA adapter on a data file (alpaca or chat JSON/JSONL); saves it in peft format
+    /// and writes results/finetune-<timestamp>.json.
+    Finetune(billion_llm::finetune::cli::FinetuneArgs),
     /// Write the book's charts and tables (mdbook/src/generated) and docs/COMPARISON.md from the library and results/.
     BookAssets {
         #[arg(long, default_value = "mdbook/src/generated")]
@@ -338,6 +341,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Finetune(args) => billion_llm::finetune::cli::run(&args),
         Command::BookAssets {
             out,
             results,

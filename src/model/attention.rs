@@ -74,7 +74,9 @@ impl Attention {
         let k = rotary.apply(&k, past, train)?;
         let (k, v) = match cache {
             Some(cache) => cache.append(&k, &v)?,
-            None => (k, v.contiguous()?),
+            // Partial rotary concatenates along the last axis, which can leave k strided in a
+            // way batched matmul rejects (batch > 1, as in training).
+            None => (k.contiguous()?, v.contiguous()?),
         };
         let total = past + seq;
 

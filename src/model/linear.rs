@@ -69,6 +69,12 @@ impl Linear {
                 if fast && weight.device().is_cpu() && super::gemv::supported() {
                     return add_bias(super::gemv::forward(weight, x)?, bias);
                 }
+                // Training: the frozen weight needs no gradient, only the input does.
+                let f32_cpu = x.dtype() == DType::F32 && weight.dtype() == DType::F32;
+                if x.track_op() && !weight.track_op() && f32_cpu && weight.device().is_cpu() {
+                    let y = crate::finetune::frozen_matmul::forward(x, weight)?;
+                    return add_bias(y, bias);
+                }
                 let y = match x.dims() {
                     [b, _, _] => x.matmul(&weight.broadcast_left(*b)?.t()?)?,
                     _ => x.matmul(&weight.t()?)?,
@@ -109,6 +115,9 @@ pub struct Lora {
     pub a: Tensor,
     pub b: Tensor,
     pub scale: f64,
+    /// peft's `lora_dropout`: the probability of zeroing an input of the LoRA branch. Only a
+    /// trainer sets it above 0, for its training steps; inference always runs with 0.
+    pub dropout: f32,
 }
 
 /// A [`Linear`] layer that may carry a LoRA adapter: `y = base(x) + scale · (x Aᵀ) Bᵀ`.
@@ -136,6 +145,11 @@ impl LoraLinear {
         let y = self.base.forward(x)?;
         let Some(lora) = &self.lora else {
             return Ok(y);
+        };
+        let x = if lora.dropout > 0.0 {
+            &candle_nn::ops::dropout(x, lora.dropout)?
+        } else {
+            x
         };
         let b = x.dim(0)?;
         let a = lora.a.to_dtype(x.dtype())?.broadcast_left(b)?;

@@ -1,0 +1,297 @@
+//! `billion-llm finetune`: train a LoRA adapter on a data file and save it in peft format.
+
+use super::base::load_trainable;
+use super::config::{LoraConfig, Targets};
+use super::data::{read_conversations, tokenize, Dataset};
+use super::optim::Decay;
+use super::trainer::{Outcome, StepLog, TrainSettings, Trainer};
+use crate::results::{git_commit, utc_timestamp, write_json_atomic, Hardware};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct FinetuneArgs {
+    /// The base model: zoo alias, hub id, local folder or .gguf (trained dequantized to f32).
+    #[arg(long, short)]
+    pub model: String,
+    /// Training data: alpaca records (instruction, input, output) or chat records (messages),
+    /// as a JSON array or JSON Lines.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Held-out data in the same format; without it, --eval-fraction of --data is held out.
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// Fraction of --data held out for the loss after each epoch when --eval is not given.
+    #[arg(long, default_value_t = 0.1)]
+    pub eval_fraction: f64,
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 4)]
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
+    /// Fraction of the steps spent on linear warm-up.
+    #[arg(long, default_value_t = 0.03)]
+    pub warmup_ratio: f64,
+    /// Decay after the warm-up: linear or cosine.
+    #[arg(long, default_value = "linear")]
+    pub schedule: Decay,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    pub r: usize,
+    /// LoRA alpha (the update is scaled by alpha / r).
+    #[arg(long, default_value_t = 16.0)]
+    pub alpha: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f32,
+    /// Modules to adapt (comma-separated short names such as q_proj,v_proj, or all-linear);
+    /// default: peft's for the family.
+    #[arg(long, value_delimiter = ',')]
+    pub target: Vec<String>,
+    /// Cut longer examples to this many tokens (counted in the report).
+    #[arg(long, default_value_t = 512)]
+    pub max_len: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Replace an existing --out folder.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Continue from a checkpoint folder (checkpoint-epoch-N or checkpoint-step-N).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Where the adapter goes (a peft adapter folder with its checkpoints).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Where results/finetune-<timestamp>.json goes.
+    #[arg(long, default_value = "results")]
+    pub results_dir: PathBuf,
+    /// cpu, cuda[:N] or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl FinetuneArgs {
+    fn lora(&self) -> LoraConfig {
+        LoraConfig {
+            r: self.r,
+            alpha: self.alpha,
+            dropout: self.dropout,
+            targets: Targets::from_args(&self.target),
+        }
+    }
+
+    fn settings(&self) -> TrainSettings {
+        TrainSettings {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            grad_accum: self.grad_accum,
+            lr: self.lr,
+            warmup_ratio: self.warmup_ratio,
+            decay: self.schedule,
+            weight_decay: self.weight_decay,
+            max_grad_norm: self.max_grad_norm,
+            seed: self.seed,
+        }
+    }
+}
+
+/// The folder training writes into before it is complete: `<out>.partial` beside `<out>`.
+fn partial_dir(out: &Path) -> Result<PathBuf> {
+    let name = out
+        .file_name()
+        .with_context(|| format!("--out {} needs a folder name", out.display()))?;
+    Ok(out.with_file_name(format!("{}.partial", name.to_string_lossy())))
+}
+
+/// Holds out a seeded `fraction` of the training examples (at least one, never all).
+fn hold_out(train: &mut Dataset, fraction: f64, seed: u64) -> Option<Dataset> {
+    let n = train.examples.len();
+    if fraction <= 0.0 || n < 2 {
+        return None;
+    }
+    let k = ((fraction * n as f64).ceil() as usize).clamp(1, n - 1);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    train.examples.shuffle(&mut rng);
+    let held = train.examples.split_off(n - k);
+    Some(Dataset {
+        examples: held,
+        ..Dataset::default()
+    })
+}
+
+pub fn run(args: &FinetuneArgs) -> Result<()> {
+    let started = Instant::now();
+    if args.out.exists() && !args.overwrite {
+        bail!(
+            "{} already exists: choose another --out, or pass --overwrite to replace it",
+            args.out.display()
+        );
+    }
+    let lora = args.lora();
+    lora.validate()?;
+    // Read the data before loading the model: a bad file fails in a second.
+    let train_conversations = read_conversations(&args.data)?;
+    let eval_conversations = args.eval.as_deref().map(read_conversations).transpose()?;
+
+    let device = crate::loader::parse_device(&args.device)?;
+    let mut loaded = load_trainable(&args.model, &device)?;
+    let template = loaded.chat_template.clone().with_context(|| {
+        format!(
+            "{} has no chat template to render the examples with",
+            args.model
+        )
+    })?;
+    let tokenizer = loaded.tokenizer()?.clone();
+    let mut train = tokenize(&train_conversations, &template, &tokenizer, args.max_len)?;
+    let eval = match &eval_conversations {
+        Some(c) => Some(tokenize(c, &template, &tokenizer, args.max_len)?),
+        None => hold_out(&mut train, args.eval_fraction, args.seed),
+    };
+    eprintln!(
+        "{} training examples ({} tokens; {} truncated to {} tokens, {} dropped without an \
+         answer token), {} held out",
+        train.examples.len(),
+        train.tokens(),
+        train.truncated,
+        args.max_len,
+        train.dropped,
+        eval.as_ref().map_or(0, |e| e.examples.len())
+    );
+
+    let settings = args.settings();
+    let base_config = loaded.model.config().clone();
+    let mut trainer = Trainer::new(
+        &mut loaded.model,
+        &lora,
+        &settings,
+        train.examples.len(),
+        &args.model,
+    )?;
+    let parameters = trainer.adapter.parameter_summary(&base_config);
+    eprintln!("{parameters}");
+
+    let work = partial_dir(&args.out)?;
+    let resuming_inside = args.resume.as_ref().is_some_and(|r| r.starts_with(&work));
+    if work.exists() && !resuming_inside {
+        std::fs::remove_dir_all(&work)?;
+    }
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    if let Some(dir) = &args.resume {
+        trainer.resume(dir)?;
+        eprintln!(
+            "resumed from {} at step {}",
+            dir.display(),
+            trainer.state.global_step
+        );
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            eprintln!("\nstopping after this step to save a checkpoint...");
+            stop.store(true, Ordering::Relaxed);
+        })?;
+    }
+    let bar = ProgressBar::new(trainer.total_steps() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] step {pos}/{len} ETA {eta}")?
+            .progress_chars("=> "),
+    );
+    bar.set_position(trainer.state.global_step as u64);
+    let epochs = settings.epochs;
+    let mut on_step = |s: &StepLog| {
+        bar.set_message(format!(
+            "epoch {}/{epochs} loss {:.4} {:.0} tok/s",
+            s.epoch,
+            s.loss,
+            s.input_tokens as f64 / s.seconds.max(1e-9)
+        ));
+        bar.set_position(s.step as u64);
+    };
+    let outcome = trainer.train(&train, eval.as_ref(), &work, &stop, &mut on_step)?;
+    bar.finish_and_clear();
+
+    let completed = outcome == Outcome::Finished;
+    if completed {
+        trainer
+            .adapter
+            .save_peft(&work, &args.model, &base_config)?;
+        if args.out.exists() {
+            std::fs::remove_dir_all(&args.out)?;
+        }
+        std::fs::rename(&work, &args.out)
+            .with_context(|| format!("cannot move {} to {}", work.display(), args.out.display()))?;
+    }
+    for e in &trainer.state.epochs {
+        eprintln!(
+            "epoch {}: train loss {:.4}, held-out loss {}",
+            e.epoch,
+            e.train_loss,
+            e.eval_loss.map_or("-".into(), |l| format!("{l:.4}"))
+        );
+    }
+    let timestamp = utc_timestamp();
+    let report = serde_json::json!({
+        "timestamp": timestamp,
+        "git_commit": git_commit(),
+        "hardware": Hardware::detect(rayon::current_num_threads()),
+        "base_model": args.model,
+        "completed": completed,
+        "out": if completed { args.out.clone() } else { work.clone() },
+        "lora": {
+            "r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout,
+            "target_modules": trainer.adapter.target_modules(),
+        },
+        "parameters": parameters,
+        "settings": settings,
+        "max_len": args.max_len,
+        "data": {
+            "file": args.data,
+            "examples": train.examples.len(),
+            "tokens": train.tokens(),
+            "truncated": train.truncated,
+            "dropped": train.dropped,
+            "held_out_examples": eval.as_ref().map_or(0, |e| e.examples.len()),
+        },
+        "steps": trainer.state.steps,
+        "epochs": trainer.state.epochs,
+        "wall_s": started.elapsed().as_secs_f64(),
+        "train_tokens_per_s": trainer.train_tokens as f64 / trainer.train_seconds.max(1e-9),
+        "peak_rss_bytes": crate::bench::peak_rss_bytes(),
+    });
+    let path = args
+        .results_dir
+        .join(format!("finetune-{}.json", timestamp.replace(':', "-")));
+    write_json_atomic(&path, &report)?;
+    eprintln!("wrote {}", path.display());
+    match outcome {
+        Outcome::Finished => {
+            println!("adapter saved in {}", args.out.display());
+        }
+        Outcome::Interrupted { checkpoint } => {
+            println!(
+                "interrupted: checkpoint saved in {}\nresume with the same arguments plus \
+                 --resume {}",
+                checkpoint.display(),
+                checkpoint.display()
+            );
+        }
+    }
+    Ok(())
+}
