@@ -208,6 +208,9 @@ enum Command {
     /// Train a LoRA adapter on a data file (alpaca or chat JSON/JSONL); saves it in peft format
     /// and writes results/finetune-<timestamp>.json.
     Finetune(billion_llm::finetune::cli::FinetuneArgs),
+    /// Speculative decoding: a drafter proposes tokens, the target verifies them in one pass;
+    /// the output is exactly the target's. Measures plain decoding beside it.
+    Speculative(billion_llm::speculative::cli::SpeculativeArgs),
     /// Write the book's charts and tables (mdbook/src/generated) and docs/COMPARISON.md from the library and results/.
     BookAssets {
         #[arg(long, default_value = "mdbook/src/generated")]
@@ -342,6 +345,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Finetune(args) => billion_llm::finetune::cli::run(&args),
+        Command::Speculative(args) => billion_llm::speculative::cli::run(&args),
         Command::BookAssets {
             out,
             results,

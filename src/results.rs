@@ -34,6 +34,21 @@ pub fn utc_timestamp() -> String {
     )
 }
 
+/// The widest integer dot-product instructions this CPU offers, to name next to a speed figure
+/// (llama.cpp and our kernels run differently on the two kinds of host).
+pub fn instruction_set() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512vnni") {
+            return "AVX-512 VNNI";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return "AVX2";
+        }
+    }
+    std::env::consts::ARCH
+}
+
 /// The machine a result was measured on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Hardware {

@@ -11,6 +11,7 @@
 //! Uses the model (`Transformer`, its KV cache that truncates in O(1)), the sampler and the
 //! tokenizer; nothing above them.
 
+pub mod cli;
 mod decoder;
 mod drafter;
 mod pairing;

@@ -1,0 +1,265 @@
+//! `billion-llm speculative`: decode a target with a drafter, show which tokens the draft
+//! supplied, and measure plain decoding of the same target on the same prompt in the same run.
+
+use super::{
+    check_same_vocabulary, DraftModel, Drafter, KSchedule, LayerSkip, PromptLookup,
+    SpeculativeDecoder, SpeculativeOutput,
+};
+use crate::chat_template::Message;
+use crate::generation::{generate, GenerateOptions, SamplingParams};
+use crate::loader::{load, LoadOptions, LoadedModel};
+use crate::results::{git_commit, instruction_set, utc_timestamp, write_json_atomic, Hardware};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SpeculativeArgs {
+    /// The model whose output is produced: zoo alias, hub id, local folder or .gguf.
+    #[arg(long)]
+    pub target: String,
+    /// Who drafts: a smaller model with the same tokenizer (alias, hub id, folder, .gguf),
+    /// `layers:N` (the target's own first N layers) or `lookup` (prompt lookup, no model).
+    #[arg(long)]
+    pub draft: String,
+    /// Tokens drafted per round (the start value with --adaptive).
+    #[arg(long, default_value_t = 4)]
+    pub k: usize,
+    /// Grow K after fully accepted rounds, shrink it after rejections.
+    #[arg(long)]
+    pub adaptive: bool,
+    /// The largest K --adaptive may reach.
+    #[arg(long, default_value_t = 16)]
+    pub max_k: usize,
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Token ids instead of --prompt, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub ids: Option<Vec<u32>>,
+    /// Send --prompt through the target's chat template as a user message.
+    #[arg(long)]
+    pub chat: bool,
+    #[arg(long, default_value_t = 128)]
+    pub max_new_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// CPU threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Print one JSON object instead of the coloured text and the statistics.
+    #[arg(long)]
+    pub json: bool,
+    /// Where results/speculative-<timestamp>.json goes.
+    #[arg(long, default_value = "results")]
+    pub results_dir: PathBuf,
+}
+
+/// What `--json` prints and the results file holds (the latter with settings and machine).
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub acceptance_rate: f64,
+    pub tokens_per_round: f64,
+    pub target_forwards: usize,
+    pub tokens_per_s: f64,
+    pub baseline_tokens_per_s: f64,
+    pub speedup: f64,
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    timestamp: String,
+    target: &'a str,
+    drafter: String,
+    schedule: KSchedule,
+    sampling: Sampling,
+    prompt_tokens: usize,
+    summary: &'a Summary,
+    /// Rounds that drafted a token at each position, and how many of those were accepted.
+    drafted_at: &'a [usize],
+    accepted_at: &'a [usize],
+    rounds: usize,
+    /// Whether the plain and the speculative runs produced the same tokens (always, when
+    /// greedy; by chance otherwise).
+    same_tokens_as_plain: bool,
+    hardware: Hardware,
+    instruction_set: &'static str,
+    git_commit: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Sampling {
+    temperature: f64,
+    top_p: f64,
+    seed: u64,
+}
+
+pub fn run(args: &SpeculativeArgs) -> Result<()> {
+    std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
+    let mut target = load(&args.target, &LoadOptions::default())
+        .with_context(|| format!("loading the target {}", args.target))?;
+    let mut drafter = drafter(args, &target)?;
+    let prompt = prompt_ids(args, &target)?;
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    let schedule = if args.adaptive {
+        KSchedule::Adaptive {
+            start: args.k,
+            max: args.max_k.max(args.k),
+        }
+    } else {
+        KSchedule::Fixed(args.k)
+    };
+    let colour = !args.json && std::io::stdout().is_terminal();
+    let mut stream = target.tokenizer.as_ref().ok().map(|t| t.output_stream());
+    let mut stdout = std::io::stdout();
+    let out: SpeculativeOutput = SpeculativeDecoder {
+        target: &mut target.model,
+        drafter: drafter.as_mut(),
+        schedule,
+        sampling,
+    }
+    .generate(&prompt, args.max_new_tokens, |token, drafted| {
+        if args.json {
+            return Ok(());
+        }
+        if let Some(piece) = stream
+            .as_mut()
+            .map(|s| s.next_token(token))
+            .transpose()?
+            .flatten()
+        {
+            // Drafted and accepted tokens in green; the target's own in the default colour.
+            match (colour, drafted) {
+                (true, true) => write!(stdout, "\x1b[32m{piece}\x1b[0m")?,
+                _ => write!(stdout, "{piece}")?,
+            }
+            stdout.flush()?;
+        }
+        Ok(())
+    })?;
+    // Plain decoding of the same target on the same prompt, in the same run.
+    target.model.reset_cache();
+    let opts = GenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        sampling,
+        ignore_eos: false,
+        stop: None,
+    };
+    let plain = generate(&mut target.model, &prompt, &opts, |_| Ok(()))?;
+    let text = match target.tokenizer() {
+        Ok(t) => t.decode(&out.tokens, true)?,
+        Err(_) => String::new(),
+    };
+    let summary = Summary {
+        acceptance_rate: out.acceptance_rate(),
+        tokens_per_round: out.tokens_per_round(),
+        target_forwards: out.target_forwards,
+        tokens_per_s: out.decode_tokens_per_s(),
+        baseline_tokens_per_s: plain.decode_tokens_per_s(),
+        speedup: out.decode_tokens_per_s() / plain.decode_tokens_per_s().max(1e-9),
+        tokens: out.tokens.clone(),
+        text,
+    };
+    let record = Record {
+        timestamp: utc_timestamp(),
+        target: &args.target,
+        drafter: drafter.describe(),
+        schedule,
+        sampling: Sampling {
+            temperature: args.temperature,
+            top_p: args.top_p,
+            seed: args.seed,
+        },
+        prompt_tokens: prompt.len(),
+        summary: &summary,
+        drafted_at: &out.drafted_at,
+        accepted_at: &out.accepted_at,
+        rounds: out.rounds,
+        same_tokens_as_plain: plain.tokens == out.tokens,
+        hardware: Hardware::detect(args.threads),
+        instruction_set: instruction_set(),
+        git_commit: git_commit(),
+    };
+    let path = args.results_dir.join(format!(
+        "speculative-{}.json",
+        record.timestamp.replace(':', "-")
+    ));
+    write_json_atomic(&path, &record)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+        return Ok(());
+    }
+    println!();
+    println!(
+        "\n{} · acceptance {:.0}% · {:.2} tokens per round · {} target forwards\n\
+         speculative {:.1} tok/s · plain {:.1} tok/s · speedup {:.2}× ({}, {} threads)\nwrote {}",
+        record.drafter,
+        100.0 * summary.acceptance_rate,
+        summary.tokens_per_round,
+        summary.target_forwards,
+        summary.tokens_per_s,
+        summary.baseline_tokens_per_s,
+        summary.speedup,
+        instruction_set(),
+        args.threads,
+        path.display()
+    );
+    Ok(())
+}
+
+/// The drafter `--draft` names; a draft model must share the target's tokenizer.
+fn drafter(args: &SpeculativeArgs, target: &LoadedModel) -> Result<Box<dyn Drafter>> {
+    if args.draft == "lookup" {
+        return Ok(Box::new(PromptLookup::default()));
+    }
+    if let Some(n) = args.draft.strip_prefix("layers:") {
+        let layers: usize = n
+            .parse()
+            .with_context(|| format!("--draft layers:N needs a number of layers, got {n:?}"))?;
+        let total = target.model.num_layers();
+        if layers == 0 || layers >= total {
+            bail!(
+                "--draft layers:{layers}: the target has {total} layers; draft with 1 to {}",
+                total - 1
+            );
+        }
+        return Ok(Box::new(LayerSkip::new(layers)));
+    }
+    let draft = load(&args.draft, &LoadOptions::default())
+        .with_context(|| format!("loading the draft {}", args.draft))?;
+    check_same_vocabulary(
+        target.tokenizer()?,
+        draft.tokenizer()?,
+        &args.target,
+        &args.draft,
+    )?;
+    Ok(Box::new(DraftModel::new(draft.model, args.draft.clone())))
+}
+
+fn prompt_ids(args: &SpeculativeArgs, target: &LoadedModel) -> Result<Vec<u32>> {
+    match (&args.ids, &args.prompt) {
+        (Some(ids), _) => Ok(ids.clone()),
+        (None, Some(text)) if args.chat => {
+            let template = target
+                .chat_template
+                .as_ref()
+                .with_context(|| format!("{} has no chat template: drop --chat", args.target))?;
+            let rendered = template.render(&[Message::new("user", text)], true)?;
+            // The template places the special tokens, as transformers' apply_chat_template.
+            target.tokenizer()?.encode(&rendered, false)
+        }
+        (None, Some(text)) => target.tokenizer()?.encode(text, true),
+        (None, None) => bail!("give --prompt or --ids"),
+    }
+}
