@@ -50,8 +50,8 @@ pub const STOP_SEQUENCES: [&str; 5] = ["\nclass", "\ndef", "\n#", "\nif", "\npri
 /// Reads `HumanEval.jsonl.gz` (or an uncompressed `.jsonl`).
 pub fn load_problems(path: &Path) -> Result<Vec<Problem>> {
     // The hub dataset openai/openai_humaneval stores the same records as Parquet.
-    if crate::parquet_rows::is_parquet(path) {
-        return crate::parquet_rows::read_rows(path);
+    if crate::eval::parquet_rows::is_parquet(path) {
+        return crate::eval::parquet_rows::read_rows(path);
     }
     let bytes = std::fs::read(path).with_context(|| {
         format!(
