@@ -6,8 +6,9 @@
 # (with the other clone's CARGO_MANIFEST_DIR compiled in).
 #
 # The checkout's `target/` is made a link to that folder (unless a target/ is already there), so a
-# plain `cargo run` (the README's first command), these scripts and the notebook kernel's
-# `target/evcxr` all build in one place, found without any environment variable.
+# plain `cargo run` (the README's first command) and these scripts build in one place, found
+# without any environment variable. (The notebook kernel builds in target-evcxr/: see
+# notebooks/evcxr.toml for why it is neither here nor shared.)
 checkout_key="$(pwd -P | sha256sum | cut -c1-12)"
 if [ ! -e target ] && [ ! -L target ]; then
   mkdir -p "$HOME/.cache/billion-llm/target-$checkout_key"
