@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 bash scripts/fetch-assets.sh >/dev/null
 cargo build --release --quiet
-bin="$CARGO_TARGET_DIR/release/billion-llm"
+bin="target/release/billion-llm"
 model="$BILLION_LLM_ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf"
 new="${1:-96}"
 runs="$(mktemp -d)"

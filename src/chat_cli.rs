@@ -1,4 +1,4 @@
-//! `billion-llm chat`: the terminal side of [`billion_llm::chat::ChatSession`].
+//! `billion-llm chat`: the terminal side of [`billion_llm::chat::session::ChatSession`].
 //!
 //! Interactive on a terminal (line editing and history, `\` at the end of a line continues the
 //! message, Ctrl-C stops an answer, Ctrl-D leaves); with piped input, one answer and exit, with
@@ -7,8 +7,8 @@
 
 use crate::LoadArgs;
 use anyhow::{bail, Result};
-use billion_llm::chat::{ChatSession, TurnStats};
-use billion_llm::generation::{GenerateOptions, SamplingParams};
+use billion_llm::chat::session::{ChatSession, TurnStats};
+use billion_llm::model::generation::{GenerateOptions, SamplingParams};
 use clap::Args;
 use std::io::{IsTerminal, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,35 +1,31 @@
 //! billion-llm: a workbook about the 1B "sweet spot" of language models.
+//!
+//! One folder per part, each allowed to use only the parts listed before it (`chat` and `eval`
+//! are siblings and never use each other; `report` and `model` use nothing of the crate):
+//!
+//! - [`report`]: tables and charts, shown in notebooks and written for the book
+//! - [`model`]: the `Transformer`, its config and weights, LoRA, sampling
+//! - [`hub`]: from a name to a loaded model (zoo, hub client, tokenizer, chat template, loader)
+//! - [`chat`]: a multi-turn chat session
+//! - [`eval`]: MMLU, HumanEval and its sandbox, speed, and the `bench` harness
+//! - [`finetune`]: the LoRA trainer (may use `eval` for its results file)
+//! - [`speculative`]: the speculative decoder (may use `eval` for its results file)
+//! - [`workbook`]: what each Short's notebook and the book show
+//!
+//! See `docs/architecture.md` for the module map.
 
-pub mod anatomy;
-pub mod assets;
-pub mod bench;
-pub mod book;
+pub mod chat;
+pub mod eval;
+pub mod finetune;
+pub mod hub;
+pub mod model;
+pub mod report;
+pub mod speculative;
+pub mod workbook;
 
+// Re-exported so that a notebook depends on this crate alone: a notebook's own `:dep polars` would
+// build a second copy, whose DataFrames are a different type.
 pub use candle_core;
 pub use candle_nn;
 pub use plotters;
 pub use polars;
-pub mod chat;
-pub mod chat_template;
-pub mod comparison;
-pub mod config;
-pub mod finetune;
-pub mod generation;
-pub mod hub;
-pub mod humaneval;
-pub mod loader;
-pub mod lora;
-pub mod mmlu;
-pub mod model;
-pub mod next_token;
-pub mod parquet_rows;
-pub mod published;
-pub mod report;
-pub mod results;
-pub mod sandbox;
-pub mod scale;
-pub mod speculative;
-pub mod speed;
-pub mod tokenizer;
-pub mod weights;
-pub mod zoo;

@@ -1,10 +1,10 @@
 //! The `billion-llm` command line: one subcommand per job of the workbook.
 
 use anyhow::{bail, Context, Result};
-use billion_llm::generation::{generate, GenerateOptions, SamplingParams};
-use billion_llm::hub::HubClient;
-use billion_llm::loader::{self, LoadOptions, LoadedModel, ModelSource};
-use billion_llm::zoo;
+use billion_llm::hub::client::HubClient;
+use billion_llm::hub::loader::{self, LoadOptions, LoadedModel, ModelSource};
+use billion_llm::hub::zoo;
+use billion_llm::model::generation::{generate, GenerateOptions, SamplingParams};
 use candle_core::Tensor;
 use clap::{Args, Parser, Subcommand};
 use std::io::{IsTerminal, Write};
@@ -332,14 +332,14 @@ fn run(cli: Cli) -> Result<()> {
             save,
         } => {
             let mut m = model.load()?;
-            let table = billion_llm::next_token::top_next_tokens(&mut m, &prompt, top)?;
+            let table = billion_llm::workbook::next_token::top_next_tokens(&mut m, &prompt, top)?;
             print!("{table}");
             if save {
-                let path = billion_llm::book::next_token_results_path(
+                let path = billion_llm::workbook::book::next_token_results_path(
                     std::path::Path::new("results"),
                     &model.model,
                 );
-                billion_llm::results::write_json_atomic(&path, &table)?;
+                billion_llm::eval::results::write_json_atomic(&path, &table)?;
                 eprintln!("wrote {}", path.display());
             }
             Ok(())
@@ -351,7 +351,8 @@ fn run(cli: Cli) -> Result<()> {
             results,
             comparison,
         } => {
-            let written = billion_llm::book::write_book_assets(&out, &results, &comparison)?;
+            let written =
+                billion_llm::workbook::book::write_book_assets(&out, &results, &comparison)?;
             eprintln!("wrote {} files into {}", written.len(), out.display());
             Ok(())
         }
@@ -409,7 +410,7 @@ fn download(models: &[String]) -> Result<()> {
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
-    use billion_llm::bench::{run_bench, BenchSettings};
+    use billion_llm::eval::bench::{run_bench, BenchSettings};
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     let models = if args.models.is_empty() {
         zoo::compared().map(|m| m.alias.to_string()).collect()
@@ -425,7 +426,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         Some(path) => (path.clone(), None),
         None => hub_or_asset(
             "MMLU",
-            billion_llm::bench::hub_mmlu(&hub).map(|(test, dev)| (test, Some(dev))),
+            billion_llm::eval::bench::hub_mmlu(&hub).map(|(test, dev)| (test, Some(dev))),
             "mmlu.jsonl",
             |path| (path, None),
         )?,
@@ -435,14 +436,14 @@ fn bench(args: BenchArgs) -> Result<()> {
         Some(path) => path.clone(),
         None => hub_or_asset(
             "HumanEval",
-            billion_llm::bench::hub_humaneval(&hub),
+            billion_llm::eval::bench::hub_humaneval(&hub),
             "HumanEval.jsonl.gz",
             |path| path,
         )?,
     };
     let settings = BenchSettings {
         subjects: args.subjects.clone().unwrap_or_else(|| {
-            billion_llm::mmlu::DEFAULT_SUBJECTS
+            billion_llm::eval::mmlu::DEFAULT_SUBJECTS
                 .iter()
                 .map(|s| s.to_string())
                 .collect()
@@ -457,7 +458,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         humaneval_timeout: std::time::Duration::from_secs_f64(args.timeout),
         humaneval_max_new_tokens: 384,
         unsafe_no_sandbox: args.unsafe_no_sandbox,
-        speed: billion_llm::speed::SpeedSettings {
+        speed: billion_llm::eval::speed::SpeedSettings {
             threads: args.threads,
             runs: args.runs,
             warmup: 1,
@@ -482,7 +483,7 @@ fn hub_or_asset<T>(
     match from_hub {
         Ok(found) => Ok(found),
         Err(e) => {
-            let path = billion_llm::assets::asset(asset_name).with_context(|| {
+            let path = billion_llm::hub::assets::asset(asset_name).with_context(|| {
                 format!("{what}: the hub dataset is not at hand either ({e:#})")
             })?;
             eprintln!(
@@ -500,7 +501,7 @@ fn bench_speed(
     skip_llama_cpp: bool,
     out_dir: &std::path::Path,
 ) -> Result<()> {
-    use billion_llm::speed::{run_speed_benchmark, SpeedSettings};
+    use billion_llm::eval::speed::{run_speed_benchmark, SpeedSettings};
     // candle's CPU kernels use rayon's global pool: size it before the first tensor op.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let settings = SpeedSettings {
@@ -508,21 +509,21 @@ fn bench_speed(
         runs,
         ..Default::default()
     };
-    let gguf = billion_llm::assets::asset(billion_llm::assets::SMOLLM2_GGUF)?;
-    let work = billion_llm::assets::home_dir().join(".cache/billion-llm/bench");
+    let gguf = billion_llm::hub::assets::asset(billion_llm::hub::assets::SMOLLM2_GGUF)?;
+    let work = billion_llm::hub::assets::home_dir().join(".cache/billion-llm/bench");
     let cases = run_speed_benchmark(&settings, &gguf, &work, !skip_llama_cpp, |m| {
         eprintln!("{m}")
     })?;
-    let timestamp = billion_llm::results::utc_timestamp();
+    let timestamp = billion_llm::eval::results::utc_timestamp();
     let report = serde_json::json!({
         "timestamp": timestamp,
-        "git_commit": billion_llm::results::git_commit(),
-        "hardware": billion_llm::results::Hardware::detect(threads),
+        "git_commit": billion_llm::eval::results::git_commit(),
+        "hardware": billion_llm::eval::results::Hardware::detect(threads),
         "settings": settings,
         "cases": cases,
     });
     let path = out_dir.join(format!("speed-{}.json", timestamp.replace(':', "-")));
-    billion_llm::results::write_json_atomic(&path, &report)?;
+    billion_llm::eval::results::write_json_atomic(&path, &report)?;
     println!(
         "{:<52} {:>10} {:>10} {:>10} {:>10}",
         "case", "prefill", "llama.cpp", "decode", "llama.cpp"

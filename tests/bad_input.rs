@@ -288,7 +288,7 @@ fn offline_without_cache_says_what_to_do() {
 }
 
 fn smollm2() -> String {
-    billion_llm::assets::asset(billion_llm::assets::SMOLLM2_GGUF)
+    billion_llm::hub::assets::asset(billion_llm::hub::assets::SMOLLM2_GGUF)
         .unwrap()
         .to_string_lossy()
         .into_owned()
@@ -370,7 +370,7 @@ fn an_interrupted_bench_leaves_no_complete_result() {
     assert!(files[0].ends_with(".partial.json"), "{files:?}");
     let partial = std::fs::read_to_string(dir.path().join(&files[0])).unwrap();
     assert!(partial.contains("\"complete\": false"), "{partial}");
-    assert!(billion_llm::comparison::load_runs(dir.path())
+    assert!(billion_llm::workbook::comparison::load_runs(dir.path())
         .unwrap()
         .is_empty());
 }

@@ -1,7 +1,7 @@
 //! `billion-llm chat` with the real SmolLM2-135M GGUF: piped, and interactive through a
 //! pseudo-terminal (two turns, /reset, Ctrl-C during an answer, compare mode).
 
-use billion_llm::assets::{asset, SMOLLM2_GGUF};
+use billion_llm::hub::assets::{asset, SMOLLM2_GGUF};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -177,9 +177,9 @@ fn interactive_compare_mode() {
 
 #[test]
 fn the_oldest_turns_are_dropped_when_the_context_fills() {
-    use billion_llm::chat::ChatSession;
-    use billion_llm::generation::GenerateOptions;
-    use billion_llm::loader::{load, LoadOptions};
+    use billion_llm::chat::session::ChatSession;
+    use billion_llm::hub::loader::{load, LoadOptions};
+    use billion_llm::model::generation::GenerateOptions;
     let model = load(&gguf(), &LoadOptions::default()).unwrap();
     let context = model.model.config().max_position_embeddings;
     // Reserve almost the whole context for the answer: one turn fits, two do not.

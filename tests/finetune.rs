@@ -8,7 +8,7 @@ use billion_llm::finetune::data::{Dataset, Example};
 use billion_llm::finetune::loss::{summed_loss, Batch};
 use billion_llm::finetune::optim::{Decay, Optimizer, Schedule};
 use billion_llm::finetune::trainer::{Outcome, TrainSettings, Trainer};
-use billion_llm::loader::{load, LoadOptions};
+use billion_llm::hub::loader::{load, LoadOptions};
 use billion_llm::model::{max_abs_diff, Linear, Transformer};
 use candle_core::{Device, Tensor, Var};
 use std::path::PathBuf;
@@ -279,7 +279,7 @@ fn a_saved_adapter_reloads_with_the_same_logits() {
         let config = trainer.adapter.params[0].a.dims()[0];
         assert_eq!(config, 8);
         let base_config = reference(case).join("config.json");
-        let base_config = billion_llm::config::TransformerConfig::from_file(&base_config).unwrap();
+        let base_config = billion_llm::model::config::TransformerConfig::from_file(&base_config).unwrap();
         trainer.adapter.save_peft(&dir, case, &base_config).unwrap();
         let adapter = trainer.adapter.clone();
         drop(trainer);
@@ -313,7 +313,7 @@ fn a_saved_adapter_reloads_with_the_same_logits() {
 }
 
 fn smollm2() -> PathBuf {
-    billion_llm::assets::asset(billion_llm::assets::SMOLLM2_GGUF).unwrap()
+    billion_llm::hub::assets::asset(billion_llm::hub::assets::SMOLLM2_GGUF).unwrap()
 }
 
 #[test]

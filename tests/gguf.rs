@@ -2,10 +2,10 @@
 //! `scripts/fetch-assets.sh`) through our `Transformer`, checked against candle-transformers'
 //! own `quantized_llama` on the same file.
 
-use billion_llm::assets::{asset, SMOLLM2_GGUF};
-use billion_llm::chat_template::Message;
-use billion_llm::generation::{generate, GenerateOptions, Sampler, SamplingParams};
-use billion_llm::loader::{load, LoadOptions};
+use billion_llm::hub::assets::{asset, SMOLLM2_GGUF};
+use billion_llm::hub::chat_template::Message;
+use billion_llm::hub::loader::{load, LoadOptions};
+use billion_llm::model::generation::{generate, GenerateOptions, Sampler, SamplingParams};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 
@@ -59,7 +59,7 @@ fn greedy_continuation_equals_candle_quantized_llama() {
 }
 
 /// Chats once with the model's own template and returns the greedy answer.
-fn ask(m: &mut billion_llm::loader::LoadedModel, question: &str) -> (String, bool) {
+fn ask(m: &mut billion_llm::hub::loader::LoadedModel, question: &str) -> (String, bool) {
     let template = m
         .chat_template
         .clone()

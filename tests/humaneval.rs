@@ -1,8 +1,10 @@
 //! HumanEval's tests, run in the sandbox: the canonical solutions pass and wrong ones fail
 //! (hostile programs: tests/sandbox.rs).
 
-use billion_llm::assets::asset;
-use billion_llm::humaneval::{load_problems, program, select, Outcome, Problem, Sandbox, SUBSET};
+use billion_llm::eval::humaneval::{
+    load_problems, program, select, Outcome, Problem, Sandbox, SUBSET,
+};
+use billion_llm::hub::assets::asset;
 use std::time::Duration;
 
 fn problems() -> Vec<Problem> {

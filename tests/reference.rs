@@ -2,11 +2,11 @@
 //! `../shared/reference` (see its README): logits of every position, greedy continuations and
 //! LoRA logits.
 
-use billion_llm::config::TransformerConfig;
-use billion_llm::generation::{generate, GenerateOptions, SamplingParams};
-use billion_llm::lora::LoraAdapter;
+use billion_llm::model::config::TransformerConfig;
+use billion_llm::model::generation::{generate, GenerateOptions, SamplingParams};
+use billion_llm::model::lora::LoraAdapter;
+use billion_llm::model::weights::SafetensorsWeights;
 use billion_llm::model::{max_abs_diff, Transformer, WeightFormat};
-use billion_llm::weights::SafetensorsWeights;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use std::path::PathBuf;

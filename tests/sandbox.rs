@@ -7,8 +7,8 @@
 //! connection made, nothing left running) and counted as a failure, and the next program
 //! must still run.
 
-use billion_llm::humaneval::{load_problems, program, Problem};
-use billion_llm::sandbox::{Mechanism, Outcome, Sandbox, UidPolicy};
+use billion_llm::eval::humaneval::{load_problems, program, Problem};
+use billion_llm::eval::sandbox::{Mechanism, Outcome, Sandbox, UidPolicy};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -205,7 +205,7 @@ fn hostile_programs_are_contained() {
         attacks_work_unconfined(Path::new(&home));
         return;
     }
-    let humaneval = billion_llm::assets::asset("HumanEval.jsonl.gz").ok();
+    let humaneval = billion_llm::hub::assets::asset("HumanEval.jsonl.gz").ok();
     let problems: Vec<Problem> = humaneval
         .as_deref()
         .map(|p| load_problems(p).unwrap().into_iter().take(20).collect())

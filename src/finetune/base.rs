@@ -5,11 +5,11 @@
 //! applies to the quantized file at inference: the dequantized values are exactly what its
 //! blocks hold, so only the kernels' rounding of activations differs.
 
-use crate::chat_template::ChatTemplate;
-use crate::loader::{self, LoadOptions, LoadedModel, ModelSource};
+use crate::hub::chat_template::ChatTemplate;
+use crate::hub::loader::{self, LoadOptions, LoadedModel, ModelSource};
 use crate::model::{Transformer, WeightFormat};
-use crate::tokenizer::Tokenizer;
-use crate::weights::{GgufWeights, Weight, WeightSource};
+use crate::hub::tokenizer::Tokenizer;
+use crate::model::weights::{GgufWeights, Weight, WeightSource};
 use anyhow::Result;
 use candle_core::{DType, Device};
 use std::time::Instant;

@@ -5,7 +5,7 @@ use super::config::{LoraConfig, Targets};
 use super::data::{read_conversations, tokenize, Dataset};
 use super::optim::Decay;
 use super::trainer::{Outcome, StepLog, TrainSettings, Trainer};
-use crate::results::{git_commit, utc_timestamp, write_json_atomic, Hardware};
+use crate::eval::results::{git_commit, utc_timestamp, write_json_atomic, Hardware};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -148,7 +148,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
     let train_conversations = read_conversations(&args.data)?;
     let eval_conversations = args.eval.as_deref().map(read_conversations).transpose()?;
 
-    let device = crate::loader::parse_device(&args.device)?;
+    let device = crate::hub::loader::parse_device(&args.device)?;
     let mut loaded = load_trainable(&args.model, &device)?;
     let template = loaded.chat_template.clone().with_context(|| {
         format!(
@@ -273,7 +273,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         "epochs": trainer.state.epochs,
         "wall_s": started.elapsed().as_secs_f64(),
         "train_tokens_per_s": trainer.train_tokens as f64 / trainer.train_seconds.max(1e-9),
-        "peak_rss_bytes": crate::bench::peak_rss_bytes(),
+        "peak_rss_bytes": crate::eval::bench::peak_rss_bytes(),
     });
     let path = args
         .results_dir

@@ -1,8 +1,8 @@
 //! What a LoRA adapter is before it is trained: rank, scaling, dropout and the linear layers it
 //! adapts. The training-side counterpart of peft's `LoraConfig` (the loaded side is
-//! [`crate::lora::LoraConfig`], read back from `adapter_config.json`).
+//! [`crate::model::lora::LoraConfig`], read back from `adapter_config.json`).
 
-use crate::config::Architecture;
+use crate::model::config::Architecture;
 use crate::model::Transformer;
 use anyhow::{bail, Result};
 

@@ -7,8 +7,8 @@
 //! (`<|im_end|>`) included, so the model also learns where to stop. Everything else is masked,
 //! as transformers does with the label -100.
 
-use crate::chat_template::{ChatTemplate, Message};
-use crate::tokenizer::Tokenizer;
+use crate::hub::chat_template::{ChatTemplate, Message};
+use crate::hub::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::Path;

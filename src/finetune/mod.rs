@@ -13,8 +13,6 @@ pub mod base;
 pub mod cli;
 pub mod config;
 pub mod data;
-pub mod frozen_matmul;
 pub mod loss;
 pub mod optim;
-pub mod rope_layout;
 pub mod trainer;

@@ -72,7 +72,7 @@ impl Linear {
                 // Training: the frozen weight needs no gradient, only the input does.
                 let f32_cpu = x.dtype() == DType::F32 && weight.dtype() == DType::F32;
                 if x.track_op() && !weight.track_op() && f32_cpu && weight.device().is_cpu() {
-                    let y = crate::finetune::frozen_matmul::forward(x, weight)?;
+                    let y = crate::model::frozen_matmul::forward(x, weight)?;
                     return add_bias(y, bias);
                 }
                 let y = match x.dims() {

@@ -9,28 +9,38 @@
 //! ```
 //! Everything that differs between the families is a field of [`TransformerConfig`]; this file
 //! only reads those knobs.
+//!
+//! The model part: the config knobs and weight sources a `Transformer` is built from, its layers,
+//! LoRA adapters on its linears, and sampling tokens from it. It uses no other part of the crate
+//! (only candle), so the layers can be read and tested on their own.
 
 pub mod attention;
+pub mod config;
+pub mod frozen_matmul;
 pub mod gemv;
+pub mod generation;
 pub mod kv_cache;
 pub mod linear;
+pub mod lora;
 pub mod mlp;
 pub mod norm;
 pub mod quant;
 pub mod rope;
+pub mod rope_layout;
+pub mod weights;
 
-use crate::config::{Mlp, Norm, TransformerConfig};
-use crate::weights::{Weight, WeightNames, WeightSource};
 use anyhow::{bail, Context, Result};
 use attention::{Attention, QkvProjection};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, IndexOp, Tensor};
+use config::{Mlp, Norm, TransformerConfig};
 pub use kv_cache::KvCache;
 pub use linear::{Linear, Lora, LoraLinear};
 use mlp::FeedForward;
 use norm::NormLayer;
 use rope::Rotary;
 use std::sync::Arc;
+use weights::{Weight, WeightNames, WeightSource};
 
 /// The largest absolute difference between two tensors of the same shape, as f32: how the
 /// tests (and notebooks) compare logits.

@@ -1,6 +1,6 @@
 //! Normalisation layers: RMSNorm (Llama) and LayerNorm (StableLM, GPT-NeoX).
 
-use crate::config::Norm;
+use crate::model::config::Norm;
 use anyhow::Result;
 use candle_core::Tensor;
 

@@ -6,7 +6,7 @@
 //! Pythia), which dimensions form a pair ([`RopeStyle`]), and, for Llama 3, a rescaling of the
 //! slow frequencies that stretches the trained context.
 
-use crate::config::{Llama3RopeScaling, RopeStyle, TransformerConfig};
+use crate::model::config::{Llama3RopeScaling, RopeStyle, TransformerConfig};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, D};
 

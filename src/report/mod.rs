@@ -5,6 +5,9 @@
 //! (a method that prints a MIME bundle between `EVCXR_BEGIN_CONTENT` and `EVCXR_END_CONTENT`), and
 //! both write the files the book includes: a chart as `.svg`, a table as a markdown `.md`. A
 //! notebook cell and the book therefore show the same object, made by the same library call.
+//!
+//! Uses no other part of the crate, so every part above the model can return a `Table` or a
+//! `Chart`.
 
 mod chart;
 mod table;

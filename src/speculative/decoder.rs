@@ -1,7 +1,7 @@
 //! The decoding loop: draft, verify in one target forward, accept or correct, roll back.
 
 use super::drafter::{sample_from, Drafter, Proposal};
-use crate::generation::{Sampler, SamplingParams};
+use crate::model::generation::{Sampler, SamplingParams};
 use crate::model::Transformer;
 use anyhow::{bail, Result};
 use candle_core::{IndexOp, Tensor};

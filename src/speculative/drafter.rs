@@ -1,6 +1,6 @@
 //! The drafters: where the K proposed tokens come from.
 
-use crate::generation::Sampler;
+use crate::model::generation::Sampler;
 use crate::model::kv_cache::KvCache;
 use crate::model::Transformer;
 use anyhow::Result;

@@ -1,6 +1,6 @@
 //! Which models can draft for which: the draft's token ids must mean the target's tokens.
 
-use crate::tokenizer::Tokenizer;
+use crate::hub::tokenizer::Tokenizer;
 use anyhow::{bail, Result};
 
 /// Zoo pairs (draft → target) that share a tokenizer.

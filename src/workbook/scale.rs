@@ -1,11 +1,13 @@
 //! Short 1, "Why one billion?": how big the four models are, what their weights need in memory,
 //! and how much text they were trained on. Sizes are computed from the hub configs (no download);
-//! training-token counts are published figures ([`crate::published`]).
+//! training-token counts are published figures ([`crate::workbook::published`]).
 
-use crate::config::TransformerConfig;
-use crate::published::{self, CHINCHILLA_TOKENS_PER_PARAMETER, PUBLISHED_SCORES, TRAINING_TOKENS};
+use crate::hub::zoo::{self, ZooModel};
+use crate::model::config::TransformerConfig;
 use crate::report::{human_count, BarChart, Chart, Table};
-use crate::zoo::{self, ZooModel};
+use crate::workbook::published::{
+    self, CHINCHILLA_TOKENS_PER_PARAMETER, PUBLISHED_SCORES, TRAINING_TOKENS,
+};
 use anyhow::{Context, Result};
 use candle_core::quantized::GgmlDType;
 use polars::prelude::{Column, DataFrame};
@@ -64,7 +66,7 @@ fn names(models: &[(&ZooModel, TransformerConfig)]) -> Vec<&'static str> {
 pub fn parameter_table() -> Result<Table> {
     let models = compared_models()?;
     let counts: Vec<_> = models.iter().map(|(_, c)| c.parameter_counts()).collect();
-    let col = |name: &str, f: &dyn Fn(&crate::config::ParameterCounts) -> u64| {
+    let col = |name: &str, f: &dyn Fn(&crate::model::config::ParameterCounts) -> u64| {
         Column::new(name.into(), counts.iter().map(f).collect::<Vec<u64>>())
     };
     let share = counts
@@ -89,7 +91,7 @@ pub fn parameter_table() -> Result<Table> {
 pub fn parameter_chart() -> Result<Chart> {
     let models = compared_models()?;
     let counts: Vec<_> = models.iter().map(|(_, c)| c.parameter_counts()).collect();
-    let billions = |f: fn(&crate::config::ParameterCounts) -> usize| {
+    let billions = |f: fn(&crate::model::config::ParameterCounts) -> usize| {
         counts.iter().map(|c| f(c) as f64 / 1e9).collect::<Vec<_>>()
     };
     BarChart::new(

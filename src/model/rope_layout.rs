@@ -8,7 +8,7 @@
 //! adapter is applied, and permuted back when an adapter trained on a GGUF base is saved, so that
 //! the file on disk is always the Hugging Face layout peft expects.
 
-use crate::config::{Architecture, RopeStyle, TransformerConfig};
+use crate::model::config::{Architecture, RopeStyle, TransformerConfig};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 

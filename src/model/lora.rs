@@ -1,6 +1,6 @@
 //! LoRA adapters in the format peft saves (`adapter_config.json` + `adapter_model.safetensors`).
 
-use crate::finetune::rope_layout;
+use crate::model::rope_layout;
 use crate::model::{Lora, Transformer};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};

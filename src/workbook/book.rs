@@ -3,11 +3,11 @@
 //! prose never repeats a number. The test command regenerates them and fails when the committed
 //! files differ, so the book cannot show a stale figure.
 
-use crate::anatomy;
-use crate::comparison;
-use crate::next_token::NextTokenTable;
 use crate::report::{Chart, Table};
-use crate::scale;
+use crate::workbook::anatomy;
+use crate::workbook::comparison;
+use crate::workbook::next_token::NextTokenTable;
+use crate::workbook::scale;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,7 @@
 //! same model code therefore runs the trained TinyLlama, the SmolLM2 GGUF, or a random 1B model
 //! whose speed and memory equal the real one's.
 
-use crate::config::{Architecture, Norm, TransformerConfig};
+use crate::model::config::{Architecture, Norm, TransformerConfig};
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
@@ -287,11 +287,11 @@ fn gguf_config(content: &gguf_file::Content) -> Result<TransformerConfig> {
         norm: Norm::RmsNorm {
             eps: get_f32("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64,
         },
-        mlp: crate::config::Mlp::SwiGlu,
+        mlp: crate::model::config::Mlp::SwiGlu,
         rotary_dim: get_u32("llama.rope.dimension_count").unwrap_or(head_dim),
         rope_theta: get_f32("llama.rope.freq_base").unwrap_or(10_000.0) as f64,
         rope_scaling: None,
-        rope_style: crate::config::RopeStyle::Interleaved,
+        rope_style: crate::model::config::RopeStyle::Interleaved,
         parallel_residual: false,
         qkv_bias: false,
         attn_out_bias: false,

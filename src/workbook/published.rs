@@ -118,11 +118,11 @@ mod tests {
     #[test]
     fn every_figure_names_a_zoo_model_and_a_source() {
         for t in TRAINING_TOKENS {
-            assert!(crate::zoo::lookup(t.alias).is_some(), "{}", t.alias);
+            assert!(crate::hub::zoo::lookup(t.alias).is_some(), "{}", t.alias);
             assert!(!t.source.is_empty());
         }
         for s in PUBLISHED_SCORES {
-            assert!(crate::zoo::lookup(s.alias).is_some(), "{}", s.alias);
+            assert!(crate::hub::zoo::lookup(s.alias).is_some(), "{}", s.alias);
             assert!((0.0..=100.0).contains(&s.score));
             assert!(!s.source.is_empty() && !s.setting.is_empty());
         }

@@ -1,6 +1,6 @@
 //! The model zoo: short aliases for the compared models and their same-tokenizer companions.
 
-use crate::config::Architecture;
+use crate::model::config::Architecture;
 use anyhow::Result;
 
 /// Which chat format a model was trained with.
@@ -53,7 +53,7 @@ pub const ZOO: &[ZooModel] = &[
         tokenizer_family: "llama2",
         compared: true,
         config_json: Some(include_str!(
-            "../configs/TinyLlama--TinyLlama-1.1B-Chat-v1.0.json"
+            "../../configs/TinyLlama--TinyLlama-1.1B-Chat-v1.0.json"
         )),
     },
     ZooModel {
@@ -68,7 +68,7 @@ pub const ZOO: &[ZooModel] = &[
         tokenizer_family: "llama3",
         compared: true,
         config_json: Some(include_str!(
-            "../configs/meta-llama--Llama-3.2-1B-Instruct.json"
+            "../../configs/meta-llama--Llama-3.2-1B-Instruct.json"
         )),
     },
     ZooModel {
@@ -83,7 +83,7 @@ pub const ZOO: &[ZooModel] = &[
         tokenizer_family: "stablelm2",
         compared: true,
         config_json: Some(include_str!(
-            "../configs/stabilityai--stablelm-2-1_6b-chat.json"
+            "../../configs/stabilityai--stablelm-2-1_6b-chat.json"
         )),
     },
     ZooModel {
@@ -97,7 +97,7 @@ pub const ZOO: &[ZooModel] = &[
         chat_format: ChatFormat::Plain,
         tokenizer_family: "gpt-neox",
         compared: true,
-        config_json: Some(include_str!("../configs/EleutherAI--pythia-1b.json")),
+        config_json: Some(include_str!("../../configs/EleutherAI--pythia-1b.json")),
     },
     ZooModel {
         alias: "llama3.2-3b",
@@ -194,7 +194,7 @@ pub const ZOO: &[ZooModel] = &[
 
 impl ZooModel {
     /// The model's hub config.json as shipped with the crate (the four compared models).
-    pub fn config(&self) -> Result<crate::config::TransformerConfig> {
+    pub fn config(&self) -> Result<crate::model::config::TransformerConfig> {
         let json = self.config_json.ok_or_else(|| {
             anyhow::anyhow!(
                 "{} ships no config.json with the crate; download it: billion-llm download {}",
@@ -202,7 +202,7 @@ impl ZooModel {
                 self.alias
             )
         })?;
-        crate::config::TransformerConfig::from_hub_json(json)
+        crate::model::config::TransformerConfig::from_hub_json(json)
     }
 }
 
@@ -267,7 +267,8 @@ mod tests {
     fn embedded_configs_parse() {
         for m in compared() {
             let cfg =
-                crate::config::TransformerConfig::from_hub_json(m.config_json.unwrap()).unwrap();
+                crate::model::config::TransformerConfig::from_hub_json(m.config_json.unwrap())
+                    .unwrap();
             assert_eq!(cfg.architecture, m.architecture, "{}", m.alias);
         }
         assert_eq!(

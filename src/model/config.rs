@@ -512,7 +512,7 @@ mod tests {
             ("pythia-1b", 1_011_781_632),
         ];
         for (alias, total) in expected {
-            let m = crate::zoo::find(alias).unwrap();
+            let m = crate::hub::zoo::find(alias).unwrap();
             let c = m.config().unwrap();
             assert_eq!(c.parameter_counts().total(), total, "{alias}");
         }

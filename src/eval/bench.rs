@@ -6,13 +6,13 @@
 //! and memory is the process's peak resident set while loading and running, not a reading
 //! taken before generation.
 
-use crate::generation::{generate, GenerateOptions, SamplingParams};
-use crate::hub::HubClient;
-use crate::humaneval::{self, Isolation, Outcome, Problem, Sandbox};
-use crate::loader::{load, LoadOptions, LoadedModel};
-use crate::mmlu::{self, Dataset, Scored, Scorer, Summary};
-use crate::results::{git_commit, utc_timestamp, write_json_atomic, Hardware};
-use crate::speed::{prompt_ids, Measured, SpeedSettings};
+use crate::eval::humaneval::{self, Isolation, Outcome, Problem, Sandbox};
+use crate::eval::mmlu::{self, Dataset, Scored, Scorer, Summary};
+use crate::eval::results::{git_commit, utc_timestamp, write_json_atomic, Hardware};
+use crate::eval::speed::{prompt_ids, Measured, SpeedSettings};
+use crate::hub::client::HubClient;
+use crate::hub::loader::{load, LoadOptions, LoadedModel};
+use crate::model::generation::{generate, GenerateOptions, SamplingParams};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -440,7 +440,7 @@ pub fn run_humaneval(
 /// Prefill and decode speed over timed runs, generation forced to the full length.
 pub fn run_speed(model: &mut LoadedModel, s: &SpeedSettings) -> Result<SpeedResult> {
     let prompt = prompt_ids(s.prompt_tokens, model.model.config().vocab_size);
-    let speed = crate::speed::measure_ours(&mut model.model, &prompt, s)?;
+    let speed = crate::eval::speed::measure_ours(&mut model.model, &prompt, s)?;
     Ok(SpeedResult {
         prompt_tokens: s.prompt_tokens,
         new_tokens: s.new_tokens,

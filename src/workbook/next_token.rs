@@ -1,6 +1,6 @@
 //! "What comes next?": the most likely next tokens after a prompt, with their probabilities.
 
-use crate::loader::LoadedModel;
+use crate::hub::loader::LoadedModel;
 use anyhow::Result;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};

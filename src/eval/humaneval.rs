@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::Path;
 
 /// The sandbox's types, re-exported: a HumanEval result is a sandboxed [`Execution`].
-pub use crate::sandbox::{executions_table, Execution, Isolation, Outcome, Sandbox};
+pub use crate::eval::sandbox::{executions_table, Execution, Isolation, Outcome, Sandbox};
 
 /// One HumanEval problem, as in OpenAI's `HumanEval.jsonl.gz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,8 +51,8 @@ pub const STOP_SEQUENCES: [&str; 5] = ["\nclass", "\ndef", "\n#", "\nif", "\npri
 /// Reads `HumanEval.jsonl.gz` (or an uncompressed `.jsonl`).
 pub fn load_problems(path: &Path) -> Result<Vec<Problem>> {
     // The hub dataset openai/openai_humaneval stores the same records as Parquet.
-    if crate::parquet_rows::is_parquet(path) {
-        return crate::parquet_rows::read_rows(path);
+    if crate::eval::parquet_rows::is_parquet(path) {
+        return crate::eval::parquet_rows::read_rows(path);
     }
     let bytes = std::fs::read(path).with_context(|| {
         format!(

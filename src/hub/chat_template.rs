@@ -5,7 +5,7 @@
 //! methods and helpers (`raise_exception`, `strftime_now`) that templates expect. Built-in
 //! templates per format are the fallback when a model ships none.
 
-use crate::zoo::ChatFormat;
+use crate::hub::zoo::ChatFormat;
 use anyhow::{Context, Result};
 use candle_core::quantized::gguf_file;
 use minijinja::{context, Environment, Error, ErrorKind};

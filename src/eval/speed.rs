@@ -5,10 +5,10 @@
 //! and then 5 timed runs; the median is reported and every run kept. Prefill is the one
 //! forward over the prompt; decode is the 127 one-token forwards after it.
 
-use crate::config::TransformerConfig;
-use crate::generation::{generate, GenerateOptions, SamplingParams};
-use crate::loader::{load, LoadOptions};
-use crate::weights::{GgufWeights, RandomWeights, Weight, WeightNames, WeightSource};
+use crate::hub::loader::{load, LoadOptions};
+use crate::model::config::TransformerConfig;
+use crate::model::generation::{generate, GenerateOptions, SamplingParams};
+use crate::model::weights::{GgufWeights, RandomWeights, Weight, WeightNames, WeightSource};
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device};
@@ -176,7 +176,7 @@ pub fn write_random_gguf(
     dtype: GgmlDType,
     path: &Path,
 ) -> Result<()> {
-    if config.architecture != crate::config::Architecture::Llama {
+    if config.architecture != crate::model::config::Architecture::Llama {
         bail!("only llama-family models can be written as GGUF");
     }
     let c = config;
@@ -244,9 +244,8 @@ pub fn write_random_gguf(
         (
             "llama.attention.layer_norm_rms_epsilon",
             V::F32(match c.norm {
-                crate::config::Norm::RmsNorm { eps } | crate::config::Norm::LayerNorm { eps } => {
-                    eps as f32
-                }
+                crate::model::config::Norm::RmsNorm { eps }
+                | crate::model::config::Norm::LayerNorm { eps } => eps as f32,
             }),
         ),
         ("tokenizer.ggml.model", V::String("llama".into())),
@@ -283,7 +282,7 @@ pub fn run_speed_benchmark(
     with_llama_cpp: bool,
     mut log: impl FnMut(&str),
 ) -> Result<Vec<SpeedCase>> {
-    let tinyllama = crate::zoo::find("tinyllama")?;
+    let tinyllama = crate::hub::zoo::find("tinyllama")?;
     let tiny_cfg = tinyllama.config()?;
     let mut cases = Vec::new();
     let plans: Vec<(String, LoadOptions, String, PathBuf, Option<GgmlDType>)> = vec![

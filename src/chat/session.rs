@@ -6,11 +6,11 @@
 //! (the cache is rolled back to that prefix). When the conversation no longer fits in the
 //! context, the oldest turns are dropped and the caller is told how many.
 
-use crate::chat_template::{ChatTemplate, Message};
-use crate::generation::{generate, GenerateOptions};
-use crate::loader::LoadedModel;
+use crate::hub::chat_template::{ChatTemplate, Message};
+use crate::hub::loader::LoadedModel;
+use crate::hub::zoo::ChatFormat;
+use crate::model::generation::{generate, GenerateOptions};
 use crate::report::Table;
-use crate::zoo::ChatFormat;
 use anyhow::{bail, Result};
 use polars::prelude::{Column, DataFrame};
 use serde::Serialize;

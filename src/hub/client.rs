@@ -42,9 +42,11 @@ impl HubClient {
     /// `$HF_HOME`), `HF_HUB_CACHE` / `HF_HOME`, and `HF_HUB_OFFLINE=1`.
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let hf_home = var("HF_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| crate::assets::home_dir().join(".cache").join("huggingface"));
+        let hf_home = var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
+            crate::hub::assets::home_dir()
+                .join(".cache")
+                .join("huggingface")
+        });
         let cache_dir = var("HF_HUB_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|| hf_home.join("hub"));

@@ -1,13 +1,13 @@
 //! From a name to a ready model: a zoo alias, a hub id, a local folder or a `.gguf` file.
 
-use crate::chat_template::ChatTemplate;
-use crate::config::TransformerConfig;
-use crate::hub::HubClient;
-use crate::lora::LoraAdapter;
+use crate::hub::chat_template::ChatTemplate;
+use crate::hub::client::{HubClient, HubRepo};
+use crate::hub::tokenizer::Tokenizer;
+use crate::hub::zoo::{self, ZooModel};
+use crate::model::config::TransformerConfig;
+use crate::model::lora::LoraAdapter;
+use crate::model::weights::{GgufWeights, RandomWeights, SafetensorsWeights};
 use crate::model::{Transformer, WeightFormat};
-use crate::tokenizer::Tokenizer;
-use crate::weights::{GgufWeights, RandomWeights, SafetensorsWeights};
-use crate::zoo::{self, ZooModel};
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
@@ -311,7 +311,7 @@ fn folder_tokenizer(dir: &Path) -> Result<(Option<Tokenizer>, Option<ChatTemplat
     )
 }
 
-fn hub_tokenizer(repo: &crate::hub::HubRepo) -> Result<(Option<Tokenizer>, Option<ChatTemplate>)> {
+fn hub_tokenizer(repo: &HubRepo) -> Result<(Option<Tokenizer>, Option<ChatTemplate>)> {
     tokenizer_and_template(
         repo.get_optional("tokenizer.json")?,
         repo.get_optional("tokenizer_config.json")?,
