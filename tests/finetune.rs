@@ -279,7 +279,8 @@ fn a_saved_adapter_reloads_with_the_same_logits() {
         let config = trainer.adapter.params[0].a.dims()[0];
         assert_eq!(config, 8);
         let base_config = reference(case).join("config.json");
-        let base_config = billion_llm::model::config::TransformerConfig::from_file(&base_config).unwrap();
+        let base_config =
+            billion_llm::model::config::TransformerConfig::from_file(&base_config).unwrap();
         trainer.adapter.save_peft(&dir, case, &base_config).unwrap();
         let adapter = trainer.adapter.clone();
         drop(trainer);

@@ -2,16 +2,16 @@
 //! same weights in Hugging Face layout. llama.cpp permuted the q/k rows of the GGUF for its
 //! interleaved RoPE, so the adapter's `B` rows have to be permuted the same way when it is applied.
 
-use billion_llm::hub::assets::{asset, SMOLLM2_GGUF};
-use billion_llm::model::config::{Norm, TransformerConfig};
 use billion_llm::finetune::adapter::TrainableAdapter;
 use billion_llm::finetune::base::load_trainable;
 use billion_llm::finetune::config::{LoraConfig, Targets};
-use billion_llm::model::rope_layout::{permuted_heads, to_gguf_rows, to_hf_rows};
+use billion_llm::hub::assets::{asset, SMOLLM2_GGUF};
 use billion_llm::hub::loader::{load, LoadOptions};
+use billion_llm::model::config::{Norm, TransformerConfig};
 use billion_llm::model::lora::LoraAdapter;
-use billion_llm::model::{max_abs_diff, Lora, Transformer};
+use billion_llm::model::rope_layout::{permuted_heads, to_gguf_rows, to_hf_rows};
 use billion_llm::model::weights::{GgufWeights, WeightNames, WeightSource};
+use billion_llm::model::{max_abs_diff, Lora, Transformer};
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;

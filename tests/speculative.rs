@@ -3,17 +3,17 @@
 //! exactly the accepted tokens afterwards, and a draft with another tokenizer is refused.
 
 use billion_llm::hub::assets::{asset, SMOLLM2_GGUF};
+use billion_llm::hub::loader::{load, LoadOptions};
+use billion_llm::hub::tokenizer::Tokenizer;
 use billion_llm::model::config::TransformerConfig;
 use billion_llm::model::generation::{generate, GenerateOptions, Sampler, SamplingParams};
-use billion_llm::hub::loader::{load, LoadOptions};
 use billion_llm::model::lora::LoraAdapter;
+use billion_llm::model::weights::SafetensorsWeights;
 use billion_llm::model::{Transformer, WeightFormat};
 use billion_llm::speculative::{
     check_same_vocabulary, DraftModel, Drafter, KSchedule, LayerSkip, PromptLookup,
     SpeculativeDecoder,
 };
-use billion_llm::hub::tokenizer::Tokenizer;
-use billion_llm::model::weights::SafetensorsWeights;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use std::path::PathBuf;
 

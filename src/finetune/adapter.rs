@@ -6,8 +6,8 @@
 //! clones of the `Var`s and sees every optimizer update without being told.
 
 use super::config::LoraConfig;
-use crate::model::rope_layout;
 use crate::model::config::TransformerConfig;
+use crate::model::rope_layout;
 use crate::model::{Linear, Lora, LoraLinear, Transformer};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor, Var};

@@ -7,9 +7,9 @@
 
 use crate::hub::chat_template::ChatTemplate;
 use crate::hub::loader::{self, LoadOptions, LoadedModel, ModelSource};
-use crate::model::{Transformer, WeightFormat};
 use crate::hub::tokenizer::Tokenizer;
 use crate::model::weights::{GgufWeights, Weight, WeightSource};
+use crate::model::{Transformer, WeightFormat};
 use anyhow::Result;
 use candle_core::{DType, Device};
 use std::time::Instant;

@@ -5,10 +5,12 @@ use super::{
     check_same_vocabulary, DraftModel, Drafter, KSchedule, LayerSkip, PromptLookup,
     SpeculativeDecoder, SpeculativeOutput,
 };
+use crate::eval::results::{
+    git_commit, instruction_set, utc_timestamp, write_json_atomic, Hardware,
+};
 use crate::hub::chat_template::Message;
-use crate::model::generation::{generate, GenerateOptions, SamplingParams};
 use crate::hub::loader::{load, LoadOptions, LoadedModel};
-use crate::eval::results::{git_commit, instruction_set, utc_timestamp, write_json_atomic, Hardware};
+use crate::model::generation::{generate, GenerateOptions, SamplingParams};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
