@@ -193,15 +193,21 @@ impl Drafter for LayerSkip {
 }
 
 /// Prompt lookup decoding: find the latest earlier occurrence of the context's last n tokens
-/// (n from `max_ngram` down to 1) and propose what followed it. Free, and right whenever the
-/// output copies the input (edits, summaries, code changes).
+/// (n from `max_ngram` down to `min_ngram`) and propose what followed it. Free, and right
+/// whenever the output copies the input (edits, summaries, code changes).
 pub struct PromptLookup {
     pub max_ngram: usize,
+    /// Shorter matches propose nothing: a single recurring token (a space, "the") is mostly
+    /// chance, and each failed proposal costs a wider verification.
+    pub min_ngram: usize,
 }
 
 impl Default for PromptLookup {
     fn default() -> Self {
-        Self { max_ngram: 3 }
+        Self {
+            max_ngram: 3,
+            min_ngram: 2,
+        }
     }
 }
 
@@ -209,7 +215,7 @@ impl PromptLookup {
     /// The tokens that followed the latest earlier match of the longest suffix that recurs.
     pub fn lookup<'c>(&self, context: &'c [u32], k: usize) -> &'c [u32] {
         let len = context.len();
-        for n in (1..=self.max_ngram.min(len.saturating_sub(1))).rev() {
+        for n in (self.min_ngram..=self.max_ngram.min(len.saturating_sub(1))).rev() {
             let suffix = &context[len - n..];
             // Latest first: recent text predicts the next tokens best.
             if let Some(start) = (0..len - n).rev().find(|&i| &context[i..i + n] == suffix) {
@@ -223,7 +229,10 @@ impl PromptLookup {
 
 impl Drafter for PromptLookup {
     fn describe(&self) -> String {
-        format!("prompt lookup (n-grams up to {})", self.max_ngram)
+        format!(
+            "prompt lookup (n-grams of {} to {})",
+            self.min_ngram, self.max_ngram
+        )
     }
 
     fn draft(
@@ -247,7 +256,10 @@ mod tests {
 
     #[test]
     fn lookup_copies_what_followed_the_latest_longest_match() {
-        let l = PromptLookup::default();
+        let l = PromptLookup {
+            max_ngram: 3,
+            min_ngram: 1,
+        };
         // The suffix 1 2 3 occurred twice before: the latest one was followed by 7 8 4.
         let ctx = [1, 2, 3, 9, 5, 1, 2, 3, 7, 8, 4, 1, 2, 3];
         assert_eq!(l.lookup(&ctx, 2), &[7, 8]);
@@ -257,6 +269,8 @@ mod tests {
         // Nothing recurs.
         assert!(l.lookup(&[1, 2, 3], 4).is_empty());
         assert!(l.lookup(&[], 4).is_empty());
+        // By default a lone recurring token proposes nothing.
+        assert!(PromptLookup::default().lookup(&[5, 6, 7, 6], 3).is_empty());
     }
 
     #[test]
