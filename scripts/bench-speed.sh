@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 bash scripts/fetch-assets.sh >/dev/null
-python3 -c "import llama_cpp" 2>/dev/null || python3 -m pip install --quiet llama-cpp-python numpy
+bash scripts/install-llama-cpp.sh
 cargo run --release -- bench-speed "$@"

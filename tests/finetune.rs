@@ -51,6 +51,29 @@ fn logits(model: &mut Transformer, ids: &[u32]) -> Tensor {
     model.forward_uncached(&input).unwrap()
 }
 
+/// The size the workbook's adapter table computes from a config alone equals what attaching the
+/// adapter to the model creates, for each family, with the default targets and all-linear.
+#[test]
+fn adapter_size_from_the_config_equals_the_attached_adapter() {
+    for case in ["llama", "llama3", "stablelm", "gpt_neox"] {
+        for targets in [Targets::FamilyDefault, Targets::AllLinear] {
+            let mut model = tiny(case);
+            let lora = LoraConfig {
+                r: 4,
+                targets: targets.clone(),
+                ..LoraConfig::default()
+            };
+            let counted = lora.parameter_count(model.config()).unwrap();
+            let attached = TrainableAdapter::attach(&mut model, &lora, 0).unwrap();
+            assert_eq!(
+                counted,
+                attached.trainable_parameters(),
+                "{case} {targets:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn adamw_steps_equal_the_hand_computed_update() {
     let w0 = [0.5f64, -1.0, 0.25, 2.0];
@@ -444,8 +467,9 @@ fn billion_llm(args: &[&str]) -> (bool, String) {
 }
 
 /// The command end to end on the real SmolLM2 GGUF: two steps, a checkpoint, the adapter in
-/// peft format that `--adapter` applies to the quantized file, a results file, and no second
-/// run into the same folder without --overwrite.
+/// peft format that `--adapter` applies to the quantized file and in llama.cpp's GGUF format, a
+/// merged GGUF, the before/after rows on the held-out example, a results file, and no second run
+/// into the same folder without --overwrite.
 #[test]
 fn finetune_command_trains_smollm2_and_refuses_an_existing_folder() {
     let dir = tempfile::tempdir().unwrap();
@@ -459,6 +483,7 @@ fn finetune_command_trains_smollm2_and_refuses_an_existing_folder() {
         .collect();
     std::fs::write(&data, lines.join("\n")).unwrap();
     let out = dir.path().join("adapter");
+    let merged = dir.path().join("merged.gguf");
     let results = dir.path().join("results");
     let gguf = smollm2();
     let args = [
@@ -479,6 +504,8 @@ fn finetune_command_trains_smollm2_and_refuses_an_existing_folder() {
         "64",
         "--out",
         out.to_str().unwrap(),
+        "--merge",
+        merged.to_str().unwrap(),
         "--results-dir",
         results.to_str().unwrap(),
     ];
@@ -489,9 +516,11 @@ fn finetune_command_trains_smollm2_and_refuses_an_existing_folder() {
         "adapter_config.json",
         "adapter_model.safetensors",
         "checkpoint-epoch-1/trainer_state.json",
+        "adapter.gguf",
     ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
+    assert!(merged.exists() && !dir.path().join("merged.gguf.partial").exists());
     assert!(!dir.path().join("adapter.partial").exists());
     let report = std::fs::read_dir(&results)
         .unwrap()
@@ -508,6 +537,20 @@ fn finetune_command_trains_smollm2_and_refuses_an_existing_folder() {
     );
     assert!(report["epochs"][0]["eval_loss"].as_f64().unwrap() > 0.0);
     assert!(report["train_tokens_per_s"].as_f64().unwrap() > 0.0);
+    // One held-out example, asked plainly, with the 3 training examples, and with the adapter.
+    assert_eq!(report["heldout"]["metric"], "exact_match");
+    let rows = report["heldout"]["rows"].as_array().unwrap();
+    let labels: Vec<&str> = rows.iter().map(|r| r["label"].as_str().unwrap()).collect();
+    assert_eq!(
+        labels,
+        [
+            "base model, plain prompt",
+            "base model, 3 examples in the prompt",
+            "LoRA adapter, plain prompt"
+        ]
+    );
+    assert!(rows.iter().all(|r| r["examples"] == 1));
+    assert!(log.contains("all right %"), "{log}");
 
     let (ok, log) = billion_llm(&[
         "logits",

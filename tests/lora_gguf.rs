@@ -1,10 +1,14 @@
 //! A peft adapter on `q_proj` / `k_proj` moves the SmolLM2 GGUF's logits the way it moves the
 //! same weights in Hugging Face layout. llama.cpp permuted the q/k rows of the GGUF for its
 //! interleaved RoPE, so the adapter's `B` rows have to be permuted the same way when it is applied.
+//!
+//! The adapter written for llama.cpp (its GGUF LoRA format) and the merged GGUF are checked
+//! against llama.cpp itself, through llama-cpp-python, which `.ci/run` installs.
 
 use billion_llm::finetune::adapter::TrainableAdapter;
 use billion_llm::finetune::base::load_trainable;
 use billion_llm::finetune::config::{LoraConfig, Targets};
+use billion_llm::finetune::export;
 use billion_llm::hub::assets::{asset, SMOLLM2_GGUF};
 use billion_llm::hub::loader::{load, LoadOptions};
 use billion_llm::model::config::{Norm, TransformerConfig};
@@ -243,4 +247,141 @@ fn qk_adapter_moves_gguf_logits_like_the_hugging_face_layout() {
     for (key, t) in &original {
         assert_eq!(max_abs_diff(t, &saved[key]).unwrap(), 0.0, "{key}");
     }
+}
+
+/// Whether llama-cpp-python can be imported. Under CI it must be: `.ci/run` installs it.
+fn llama_cpp_available() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import llama_cpp"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "llama-cpp-python is missing: .ci/run installs it (pip install llama-cpp-python)"
+        );
+        eprintln!("skipped: llama-cpp-python is not installed (pip install llama-cpp-python)");
+    }
+    ok
+}
+
+/// llama.cpp's logits at every position of `ids`, with an optional GGUF LoRA adapter.
+fn llama_cpp_logits(model: &Path, lora: Option<&Path>, ids: &[u32]) -> Vec<f32> {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/llama_cpp_logits.py");
+    let ids_arg: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(script)
+        .arg("--model")
+        .arg(model)
+        .arg("--ids")
+        .arg(ids_arg.join(","))
+        .arg("--out")
+        .arg(out.path());
+    if let Some(lora) = lora {
+        cmd.arg("--lora").arg(lora);
+    }
+    let run = cmd.output().unwrap();
+    assert!(
+        run.status.success(),
+        "llama_cpp_logits.py failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::read(out.path())
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+#[test]
+fn gguf_adapter_and_merged_gguf_give_llama_cpp_our_logits() {
+    if !llama_cpp_available() {
+        return;
+    }
+    let gguf = asset(SMOLLM2_GGUF).unwrap();
+    // An adapter as training leaves it on the GGUF base (B in GGUF row order), with non-zero B
+    // on q, k and v so that both the permuted and the plain modules are exercised.
+    let mut trainable = load_trainable(gguf.to_str().unwrap(), &Device::Cpu).unwrap();
+    let lora = LoraConfig {
+        targets: Targets::Modules(vec!["q_proj".into(), "k_proj".into(), "v_proj".into()]),
+        ..LoraConfig::default()
+    };
+    let trained = TrainableAdapter::attach(&mut trainable.model, &lora, 3).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for p in &trained.params {
+        let (out, r) = p.b.dims2().unwrap();
+        let v: Vec<f32> = (0..out * r).map(|_| rng.random_range(-0.5..0.5)).collect();
+        p.b.set(&Tensor::from_vec(v, (out, r), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    trained
+        .save_peft(dir.path(), "smollm2", trainable.model.config())
+        .unwrap();
+    drop(trainable);
+    let adapter = LoraAdapter::load(dir.path(), &Device::Cpu).unwrap();
+    let adapter_gguf = dir.path().join("adapter.gguf");
+    let merged_gguf = dir.path().join("merged.gguf");
+    export::write_gguf_lora(&adapter, &gguf, &adapter_gguf).unwrap();
+    export::merge_into_gguf(&adapter, &gguf, &merged_gguf).unwrap();
+
+    let mut base = load(gguf.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let ids = base
+        .tokenizer()
+        .unwrap()
+        .encode(
+            "Turn this sentence into a JSON record: Ines Park, 41, cooks in Oslo.",
+            false,
+        )
+        .unwrap();
+    let with_adapter = LoadOptions {
+        adapter: Some(dir.path().to_path_buf()),
+        ..LoadOptions::default()
+    };
+    let ours_base = logits(&mut base.model, &ids);
+    let ours_adapted = logits(
+        &mut load(gguf.to_str().unwrap(), &with_adapter).unwrap().model,
+        &ids,
+    );
+    let ours_merged = logits(
+        &mut load(merged_gguf.to_str().unwrap(), &LoadOptions::default())
+            .unwrap()
+            .model,
+        &ids,
+    );
+    let cpp_base = llama_cpp_logits(&gguf, None, &ids);
+    let cpp_adapted = llama_cpp_logits(&gguf, Some(&adapter_gguf), &ids);
+    let cpp_merged = llama_cpp_logits(&merged_gguf, None, &ids);
+    assert_eq!(cpp_base.len(), ours_base.len());
+
+    // The yardstick: the two engines on the same file differ by their kernels' rounding.
+    let engine_error = max_abs(&diff(&ours_base, &cpp_base));
+    let effect_ours = diff(&ours_adapted, &ours_base);
+    let effect_cpp = diff(&cpp_adapted, &cpp_base);
+    let adapted_error = max_abs(&diff(&ours_adapted, &cpp_adapted));
+    let merged_error = max_abs(&diff(&ours_merged, &cpp_merged));
+    let corr = correlation(&effect_ours, &effect_cpp);
+    let corr_merged = correlation(&diff(&ours_merged, &ours_base), &effect_ours);
+    eprintln!(
+        "max|effect| {} engine error {engine_error} adapted error {adapted_error} merged error \
+         {merged_error} correlation {corr} merged-vs-adapter correlation {corr_merged}",
+        max_abs(&effect_ours)
+    );
+    assert!(
+        max_abs(&effect_ours) > 10.0 * engine_error,
+        "the adapter must move the logits well beyond the engines' difference"
+    );
+    assert!(corr > 0.99, "llama.cpp's adapter effect correlates {corr}");
+    assert!(
+        adapted_error <= 3.0 * engine_error,
+        "with the adapter the engines differ by {adapted_error}, without by {engine_error}"
+    );
+    // Both engines read the merged file alike, and merging (then quantizing again) keeps the
+    // adapter's effect.
+    assert!(
+        merged_error <= 3.0 * engine_error,
+        "on the merged GGUF the engines differ by {merged_error}, on the base by {engine_error}"
+    );
+    assert!(corr_merged > 0.95, "merged effect correlates {corr_merged}");
 }

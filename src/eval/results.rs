@@ -2,7 +2,7 @@
 //! description of the machine.
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Writes `value` as pretty JSON to `path` via a temporary file and a rename, so an interrupted
@@ -50,7 +50,7 @@ pub fn instruction_set() -> &'static str {
 }
 
 /// The machine a result was measured on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hardware {
     pub cpu: String,
     pub cores: usize,

@@ -2,10 +2,17 @@
 
 use super::base::load_trainable;
 use super::config::{LoraConfig, Targets};
-use super::data::{read_conversations, tokenize, Dataset};
+use super::data::{read_conversations, tokenize};
+use super::export;
+use super::heldout::{self, Evaluation, Metric};
 use super::optim::Decay;
 use super::trainer::{Outcome, StepLog, TrainSettings, Trainer};
-use crate::eval::results::{git_commit, utc_timestamp, write_json_atomic, Hardware};
+use crate::eval::results::{
+    git_commit, instruction_set, utc_timestamp, write_json_atomic, Hardware,
+};
+use crate::hub::chat_template::Message;
+use crate::hub::loader::{self, LoadOptions, ModelSource};
+use crate::model::lora::LoraAdapter;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -74,9 +81,24 @@ pub struct FinetuneArgs {
     /// Continue from a checkpoint folder (checkpoint-epoch-N or checkpoint-step-N).
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// Where the adapter goes (a peft adapter folder with its checkpoints).
+    /// Where the adapter goes (a peft adapter folder with its checkpoints; on a GGUF base also
+    /// `adapter.gguf`, llama.cpp's LoRA format).
     #[arg(long)]
     pub out: PathBuf,
+    /// Also write the base with the adapter folded in: a .gguf for a GGUF base (same
+    /// quantization), a model folder otherwise.
+    #[arg(long)]
+    pub merge: Option<PathBuf>,
+    /// How held-out answers are scored: json-fields or exact-match (default: json-fields when
+    /// every held-out answer is a JSON object).
+    #[arg(long)]
+    pub metric: Option<Metric>,
+    /// Training examples put in the prompt for the few-shot row of the before/after table.
+    #[arg(long, default_value_t = 3)]
+    pub few_shot: usize,
+    /// Held-out examples answered for the before/after table (default: all; 0 skips it).
+    #[arg(long)]
+    pub answer_limit: Option<usize>,
     /// Where results/finetune-<timestamp>.json goes.
     #[arg(long, default_value = "results")]
     pub results_dir: PathBuf,
@@ -118,20 +140,46 @@ fn partial_dir(out: &Path) -> Result<PathBuf> {
     Ok(out.with_file_name(format!("{}.partial", name.to_string_lossy())))
 }
 
-/// Holds out a seeded `fraction` of the training examples (at least one, never all).
-fn hold_out(train: &mut Dataset, fraction: f64, seed: u64) -> Option<Dataset> {
-    let n = train.examples.len();
+/// Holds out a seeded `fraction` of the training conversations (at least one, never all).
+fn hold_out(train: &mut Vec<Vec<Message>>, fraction: f64, seed: u64) -> Vec<Vec<Message>> {
+    let n = train.len();
     if fraction <= 0.0 || n < 2 {
-        return None;
+        return Vec::new();
     }
     let k = ((fraction * n as f64).ceil() as usize).clamp(1, n - 1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    train.examples.shuffle(&mut rng);
-    let held = train.examples.split_off(n - k);
-    Some(Dataset {
-        examples: held,
-        ..Dataset::default()
-    })
+    train.shuffle(&mut rng);
+    train.split_off(n - k)
+}
+
+/// The model as a user runs it (a GGUF stays quantized), with `adapter` applied.
+fn load_for_answers(
+    model: &str,
+    adapter: Option<&Path>,
+    device: &str,
+) -> Result<loader::LoadedModel> {
+    loader::load(
+        model,
+        &LoadOptions {
+            device: loader::parse_device(device)?,
+            adapter: adapter.map(Path::to_path_buf),
+            ..LoadOptions::default()
+        },
+    )
+}
+
+/// Prints the before/after table and what it means.
+fn print_comparison(rows: &[Evaluation]) -> Result<()> {
+    println!("{}", heldout::comparison_table(rows)?.to_markdown());
+    for row in rows {
+        if let Some(s) = row.samples.iter().find(|s| !s.score.correct) {
+            println!(
+                "{}: asked {:?}\n  answered {:?}\n  expected {:?}",
+                row.label, s.question, s.answer, s.reference
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn run(args: &FinetuneArgs) -> Result<()> {
@@ -145,8 +193,49 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
     let lora = args.lora();
     lora.validate()?;
     // Read the data before loading the model: a bad file fails in a second.
-    let train_conversations = read_conversations(&args.data)?;
-    let eval_conversations = args.eval.as_deref().map(read_conversations).transpose()?;
+    let mut train_conversations = read_conversations(&args.data)?;
+    let eval_conversations = match &args.eval {
+        Some(path) => read_conversations(path)?,
+        None => hold_out(&mut train_conversations, args.eval_fraction, args.seed),
+    };
+    let answered: Vec<Vec<Message>> = eval_conversations
+        .iter()
+        .take(args.answer_limit.unwrap_or(usize::MAX))
+        .cloned()
+        .collect();
+    let references: Vec<&str> = answered
+        .iter()
+        .map(|c| heldout::split_reference(c).map(|(_, r)| r))
+        .collect::<Result<_>>()?;
+    let metric = args.metric.unwrap_or_else(|| Metric::detect(&references));
+    let shots: Vec<Vec<Message>> = train_conversations
+        .iter()
+        .take(args.few_shot)
+        .cloned()
+        .collect();
+    let mut comparison: Vec<Evaluation> = Vec::new();
+    if !answered.is_empty() {
+        eprintln!(
+            "asking the base model {} held-out questions, plainly and with {} examples...",
+            answered.len(),
+            shots.len()
+        );
+        let mut base = load_for_answers(&args.model, None, &args.device)?;
+        comparison.push(heldout::evaluate(
+            "base model, plain prompt",
+            &mut base,
+            &answered,
+            &[],
+            metric,
+            16,
+        )?);
+        if !shots.is_empty() {
+            let label = format!("base model, {} examples in the prompt", shots.len());
+            comparison.push(heldout::evaluate(
+                &label, &mut base, &answered, &shots, metric, 16,
+            )?);
+        }
+    }
 
     let device = crate::hub::loader::parse_device(&args.device)?;
     let mut loaded = load_trainable(&args.model, &device)?;
@@ -157,10 +246,16 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         )
     })?;
     let tokenizer = loaded.tokenizer()?.clone();
-    let mut train = tokenize(&train_conversations, &template, &tokenizer, args.max_len)?;
-    let eval = match &eval_conversations {
-        Some(c) => Some(tokenize(c, &template, &tokenizer, args.max_len)?),
-        None => hold_out(&mut train, args.eval_fraction, args.seed),
+    let train = tokenize(&train_conversations, &template, &tokenizer, args.max_len)?;
+    let eval = if eval_conversations.is_empty() {
+        None
+    } else {
+        Some(tokenize(
+            &eval_conversations,
+            &template,
+            &tokenizer,
+            args.max_len,
+        )?)
     };
     eprintln!(
         "{} training examples ({} tokens; {} truncated to {} tokens, {} dropped without an \
@@ -183,6 +278,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         &args.model,
     )?;
     let parameters = trainer.adapter.parameter_summary(&base_config);
+    let target_modules = trainer.adapter.target_modules();
     eprintln!("{parameters}");
 
     let work = partial_dir(&args.out)?;
@@ -228,17 +324,43 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
     bar.finish_and_clear();
 
     let completed = outcome == Outcome::Finished;
+    let train_tokens_per_s = trainer.train_tokens as f64 / trainer.train_seconds.max(1e-9);
+    let state = trainer.state.clone();
     if completed {
         trainer
             .adapter
             .save_peft(&work, &args.model, &base_config)?;
+    }
+    drop(trainer);
+    drop(loaded);
+    if completed {
+        let adapter = LoraAdapter::load(&work, &candle_core::Device::Cpu)?;
+        if let ModelSource::Gguf(base) = ModelSource::resolve(&args.model)? {
+            export::write_gguf_lora(&adapter, &base, &work.join("adapter.gguf"))?;
+        }
         if args.out.exists() {
             std::fs::remove_dir_all(&args.out)?;
         }
         std::fs::rename(&work, &args.out)
             .with_context(|| format!("cannot move {} to {}", work.display(), args.out.display()))?;
+        if let Some(merged) = &args.merge {
+            export::merge(&adapter, &args.model, merged)?;
+            eprintln!("merged model written to {}", merged.display());
+        }
+        if !answered.is_empty() {
+            eprintln!("asking the adapted model the held-out questions...");
+            let mut tuned = load_for_answers(&args.model, Some(&args.out), &args.device)?;
+            comparison.push(heldout::evaluate(
+                "LoRA adapter, plain prompt",
+                &mut tuned,
+                &answered,
+                &[],
+                metric,
+                16,
+            )?);
+        }
     }
-    for e in &trainer.state.epochs {
+    for e in &state.epochs {
         eprintln!(
             "epoch {}: train loss {:.4}, held-out loss {}",
             e.epoch,
@@ -251,12 +373,13 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         "timestamp": timestamp,
         "git_commit": git_commit(),
         "hardware": Hardware::detect(rayon::current_num_threads()),
+        "instruction_set": instruction_set(),
         "base_model": args.model,
         "completed": completed,
         "out": if completed { args.out.clone() } else { work.clone() },
         "lora": {
             "r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout,
-            "target_modules": trainer.adapter.target_modules(),
+            "target_modules": target_modules,
         },
         "parameters": parameters,
         "settings": settings,
@@ -269,10 +392,15 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
             "dropped": train.dropped,
             "held_out_examples": eval.as_ref().map_or(0, |e| e.examples.len()),
         },
-        "steps": trainer.state.steps,
-        "epochs": trainer.state.epochs,
+        "steps": state.steps,
+        "epochs": state.epochs,
+        "heldout": {
+            "metric": metric,
+            "few_shot": shots.len(),
+            "rows": comparison.iter().map(|r| r.with_samples(5)).collect::<Vec<_>>(),
+        },
         "wall_s": started.elapsed().as_secs_f64(),
-        "train_tokens_per_s": trainer.train_tokens as f64 / trainer.train_seconds.max(1e-9),
+        "train_tokens_per_s": train_tokens_per_s,
         "peak_rss_bytes": crate::eval::bench::peak_rss_bytes(),
     });
     let path = args
@@ -280,6 +408,9 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         .join(format!("finetune-{}.json", timestamp.replace(':', "-")));
     write_json_atomic(&path, &report)?;
     eprintln!("wrote {}", path.display());
+    if !comparison.is_empty() {
+        print_comparison(&comparison)?;
+    }
     match outcome {
         Outcome::Finished => {
             println!("adapter saved in {}", args.out.display());

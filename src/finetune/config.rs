@@ -2,7 +2,7 @@
 //! adapts. The training-side counterpart of peft's `LoraConfig` (the loaded side is
 //! [`crate::model::lora::LoraConfig`], read back from `adapter_config.json`).
 
-use crate::model::config::Architecture;
+use crate::model::config::{Architecture, Mlp, TransformerConfig};
 use crate::model::Transformer;
 use anyhow::{bail, Result};
 
@@ -34,6 +34,33 @@ pub fn default_targets(architecture: Architecture) -> &'static [&'static str] {
     match architecture {
         Architecture::Llama | Architecture::StableLm => &["q_proj", "v_proj"],
         Architecture::GptNeox => &["query_key_value"],
+    }
+}
+
+/// The linear layers of one block as `(short name, inputs, outputs)`, in the family's names.
+pub fn block_linears(c: &TransformerConfig) -> Vec<(&'static str, usize, usize)> {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let (q, kv) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+    match c.architecture {
+        Architecture::GptNeox => vec![
+            ("query_key_value", h, q + 2 * kv),
+            ("dense", q, h),
+            ("dense_h_to_4h", h, i),
+            ("dense_4h_to_h", i, h),
+        ],
+        Architecture::Llama | Architecture::StableLm => {
+            let mut l = vec![
+                ("q_proj", h, q),
+                ("k_proj", h, kv),
+                ("v_proj", h, kv),
+                ("o_proj", q, h),
+            ];
+            if c.mlp == Mlp::SwiGlu {
+                l.push(("gate_proj", h, i));
+            }
+            l.extend([("up_proj", h, i), ("down_proj", i, h)]);
+            l
+        }
     }
 }
 
@@ -77,6 +104,33 @@ impl LoraConfig {
             bail!("lora dropout must be in [0, 1), got {}", self.dropout);
         }
         Ok(())
+    }
+
+    /// The numbers an adapter with this config trains on a model of `config`, without building
+    /// the model: `r · (in + out)` per adapted layer, as [`super::adapter::TrainableAdapter`]
+    /// counts them once attached.
+    pub fn parameter_count(&self, config: &TransformerConfig) -> Result<usize> {
+        let linears = block_linears(config);
+        let wanted = |name: &str| match &self.targets {
+            Targets::FamilyDefault => default_targets(config.architecture).contains(&name),
+            Targets::AllLinear => true,
+            Targets::Modules(list) => list.iter().any(|t| t == name),
+        };
+        if let Targets::Modules(list) = &self.targets {
+            if let Some(missing) = list.iter().find(|t| !linears.iter().any(|l| l.0 == *t)) {
+                let names: Vec<&str> = linears.iter().map(|l| l.0).collect();
+                bail!(
+                    "the model has no module {missing:?} to adapt; its linear layers are: {}",
+                    names.join(", ")
+                );
+            }
+        }
+        let per_block: usize = linears
+            .iter()
+            .filter(|l| wanted(l.0))
+            .map(|&(_, inp, out)| self.r * (inp + out))
+            .sum();
+        Ok(per_block * config.num_layers)
     }
 
     /// The full names of the layers of `model` this config adapts. A named target the model

@@ -4,15 +4,18 @@
 //! matrices and peft files, [`data`] examples rendered with the chat template and the answer
 //! mask, [`loss`] batches and the masked cross-entropy, [`optim`] AdamW with schedule,
 //! accumulation and clipping, [`trainer`] the loop with checkpoints, [`base`] the f32 base
-//! model (GGUF dequantized), [`frozen_matmul`] products that skip the frozen weights'
-//! gradients, [`rope_layout`] llama.cpp's q/k row order on GGUF bases, and [`cli`] the
-//! `finetune` command.
+//! model (GGUF dequantized), [`heldout`] the before/after test on held-out examples,
+//! [`export`] llama.cpp's GGUF adapter and merged models, and [`cli`] the `finetune` command.
+//! (The frozen weights' gradient-free matmul and llama.cpp's q/k row order live in
+//! [`crate::model`], which inference shares.)
 
 pub mod adapter;
 pub mod base;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod export;
+pub mod heldout;
 pub mod loss;
 pub mod optim;
 pub mod trainer;

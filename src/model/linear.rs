@@ -141,6 +141,7 @@ impl LoraLinear {
         }
     }
 
+    // ANCHOR: lora_forward
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.base.forward(x)?;
         let Some(lora) = &self.lora else {
@@ -157,4 +158,5 @@ impl LoraLinear {
         let update = x.matmul(&a.t()?)?.matmul(&bm.t()?)?;
         Ok((y + (update * lora.scale)?)?)
     }
+    // ANCHOR_END: lora_forward
 }

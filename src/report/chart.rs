@@ -1,4 +1,4 @@
-//! Bar and scatter charts drawn with plotters into SVG text.
+//! Bar, scatter and line charts drawn with plotters into SVG text.
 //!
 //! SVG keeps charts sharp in the book, diffable in git, and needs no font files: plotters'
 //! SVG backend writes `<text>` elements and the browser renders them.
@@ -424,6 +424,117 @@ impl ScatterChart {
     }
 }
 
+/// One named curve of a line chart: `(x, y)` points in order of x.
+#[derive(Debug, Clone)]
+pub struct Curve {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Curves on two linear axes, e.g. the training loss against the step.
+#[derive(Debug, Clone)]
+pub struct LineChart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub curves: Vec<Curve>,
+    /// Start the y axis at zero (for quantities such as a speed-up, whose size matters);
+    /// otherwise it spans the data (for a loss, whose change matters).
+    pub y_from_zero: bool,
+}
+
+impl LineChart {
+    pub fn new(
+        title: impl Into<String>,
+        x_label: impl Into<String>,
+        y_label: impl Into<String>,
+    ) -> Self {
+        LineChart {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            curves: Vec::new(),
+            y_from_zero: false,
+        }
+    }
+
+    pub fn curve(mut self, name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        self.curves.push(Curve {
+            name: name.into(),
+            points,
+        });
+        self
+    }
+
+    pub fn y_from_zero(mut self) -> Self {
+        self.y_from_zero = true;
+        self
+    }
+
+    pub fn render(&self) -> Result<Chart> {
+        let all = || self.curves.iter().flat_map(|c| c.points.iter());
+        if all().next().is_none() {
+            anyhow::bail!("the chart {:?} has no points", self.title);
+        }
+        let (x_min, x_max) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        let (y_min, y_max) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        let x_span = (x_max - x_min).max(1e-9);
+        let y_pad = 0.08 * (y_max - y_min).max(1e-9);
+        let y_low = if self.y_from_zero { 0.0 } else { y_min - y_pad };
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+            root.fill(&WHITE).map_err(plot_error)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(&self.title, ("sans-serif", 22))
+                .margin(14)
+                .x_label_area_size(44)
+                .y_label_area_size(74)
+                .build_cartesian_2d(x_min..x_min + x_span, y_low..y_max + y_pad)
+                .map_err(plot_error)?;
+            chart
+                .configure_mesh()
+                .x_desc(self.x_label.as_str())
+                .y_desc(self.y_label.as_str())
+                .label_style(("sans-serif", 14))
+                .draw()
+                .map_err(plot_error)?;
+            for (i, c) in self.curves.iter().enumerate() {
+                let color = PALETTE[i % PALETTE.len()];
+                chart
+                    .draw_series(LineSeries::new(
+                        c.points.iter().copied(),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(plot_error)?
+                    .label(c.name.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
+                    });
+                // Markers only where the points are few enough to tell apart.
+                if c.points.len() <= 40 {
+                    chart
+                        .draw_series(c.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                        .map_err(plot_error)?;
+                }
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.3))
+                .label_font(("sans-serif", 13))
+                .draw()
+                .map_err(plot_error)?;
+            root.present().map_err(plot_error)?;
+        }
+        Ok(Chart {
+            title: self.title.clone(),
+            svg,
+        })
+    }
+}
+
 fn plot_error<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing the chart failed: {e}")
 }
@@ -439,6 +550,25 @@ mod tests {
     /// plotters writes each text on a line of its own inside `<text>`.
     fn has_text(svg: &str, text: &str) -> bool {
         svg.contains(&format!(">\n{text}\n</text>"))
+    }
+
+    #[test]
+    fn line_chart_draws_each_curve_and_its_legend() {
+        let chart = LineChart::new("Loss", "step", "loss")
+            .curve("train", vec![(1.0, 2.0), (2.0, 1.5), (3.0, 1.2)])
+            .curve("held out", vec![(1.0, 2.1), (3.0, 1.4)])
+            .render()
+            .unwrap();
+        assert_eq!(
+            count(&chart.svg, "<polyline"),
+            2 + 2,
+            "two curves, two legend marks"
+        );
+        assert_eq!(count(&chart.svg, "<circle"), 5);
+        for label in ["Loss", "train", "held out", "step"] {
+            assert!(has_text(&chart.svg, label), "{label}");
+        }
+        assert!(LineChart::new("empty", "x", "y").render().is_err());
     }
 
     #[test]

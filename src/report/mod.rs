@@ -12,7 +12,7 @@
 mod chart;
 mod table;
 
-pub use chart::{BarChart, Chart, ScatterChart, ScatterPoint, Series};
+pub use chart::{BarChart, Chart, Curve, LineChart, ScatterChart, ScatterPoint, Series};
 pub use table::Table;
 
 /// Prints one evcxr MIME bundle (what `evcxr_display` methods emit).

@@ -6,6 +6,7 @@
 use crate::report::{Chart, Table};
 use crate::workbook::anatomy;
 use crate::workbook::comparison;
+use crate::workbook::finetuning;
 use crate::workbook::next_token::NextTokenTable;
 use crate::workbook::scale;
 use anyhow::{Context, Result};
@@ -48,6 +49,8 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
         written.push(path);
         Ok(())
     };
+    // Tables a chapter includes whose source is missing: the file then says how to get it.
+    let mut placeholders: Vec<(&str, &str)> = Vec::new();
     table("01-parameters", scale::parameter_table()?)?;
     table("01-memory", scale::memory_table()?)?;
     table(
@@ -91,14 +94,50 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
             charts.push(("03-mmlu-subjects".into(), chart));
         }
     } else {
-        // The chapter includes this file: without results it says how to get them.
-        let path = out.join("03-measured.md");
-        std::fs::write(
-            &path,
+        placeholders.push((
+            "03-measured",
             "*No benchmark results in `results/` yet: run `billion-llm bench`, then \
              `billion-llm book-assets`.*\n",
-        )
-        .with_context(|| format!("cannot write {}", path.display()))?;
+        ));
+    }
+    table(
+        "05-adapter-size",
+        finetuning::adapter_size_table(&finetuning::short_models()?, 8)?,
+    )?;
+    let run = finetuning::latest_run(results)?;
+    let finetune_tables = [
+        ("05-cost", run.as_ref().map(|r| r.cost_table()).transpose()?),
+        (
+            "05-before-after",
+            run.as_ref()
+                .map(|r| r.before_after_table())
+                .transpose()?
+                .flatten(),
+        ),
+        (
+            "05-examples",
+            run.as_ref()
+                .map(|r| r.examples_table(4))
+                .transpose()?
+                .flatten(),
+        ),
+    ];
+    for (name, t) in finetune_tables {
+        match t {
+            Some(t) => table(name, t)?,
+            None => placeholders.push((
+                name,
+                "*No fine-tuning run in `results/` yet: run `bash scripts/bench-finetune.sh`, \
+                 then `billion-llm book-assets`.*\n",
+            )),
+        }
+    }
+    if let Some(run) = &run {
+        charts.push(("05-loss".into(), run.loss_chart()?));
+    }
+    for (name, text) in placeholders {
+        let path = out.join(format!("{name}.md"));
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
     std::fs::write(comparison_md, comparison::comparison_markdown(&entries)?)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The fine-tuning Short's full run on the real SmolLM2-135M GGUF: LoRA on the 100 training
+# examples of data/finetune/person-json for 3 epochs (batch 4, gradient accumulation 4, as the
+# original demo), 2 threads, then the before/after table on the 60 held-out examples. Writes
+# results/finetune-<timestamp>.json; the adapter (peft + llama.cpp GGUF) and the merged GGUF go
+# to ~/.cache/billion-llm/runs/, outside the clone. Extra arguments go to `billion-llm finetune`.
+#   bash scripts/bench-finetune.sh [--lr 1e-3 ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+bash scripts/fetch-assets.sh >/dev/null
+cargo build --release --quiet
+runs="$HOME/.cache/billion-llm/runs"
+mkdir -p "$runs"
+RAYON_NUM_THREADS=2 target/release/billion-llm finetune \
+  --model "$BILLION_LLM_ASSETS/SmolLM2-135M-Instruct.Q4_1.gguf" \
+  --data data/finetune/person-json/train.jsonl \
+  --eval data/finetune/person-json/heldout.jsonl \
+  --epochs 3 --batch-size 4 --grad-accum 4 \
+  --out "$runs/person-json-adapter" --merge "$runs/person-json-merged.gguf" --overwrite "$@"
