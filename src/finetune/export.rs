@@ -10,9 +10,12 @@
 //! GGUF base's row order (see [`crate::model::rope_layout`]), as llama.cpp's converter does.
 //!
 //! Merging folds `scale · B A` into each adapted weight, so the result runs at the base model's
-//! speed with no adapter at all: a GGUF base gives a GGUF with the same quantization (each adapted
-//! tensor dequantized, updated and quantized again, as llama.cpp's `llama-export-lora` does), a
-//! safetensors base gives a model folder in the base's dtype.
+//! speed with no adapter at all. A safetensors base gives a model folder in the base's dtype. A
+//! GGUF base gives a GGUF whose untouched tensors are copied block for block, and whose adapted
+//! tensors are dequantized, updated, and quantized again as q8_0 (float tensors keep their type):
+//! an adapter's update is often smaller than one step of a 4-bit grid, so quantizing the merged
+//! weight back to 4 bits would round much of what training learned away (the reason QLoRA keeps
+//! the adapter beside the quantized weight). The adapted tensors grow to 8.5 bits per weight.
 
 use crate::hub::loader::ModelSource;
 use crate::model::lora::LoraAdapter;
@@ -123,8 +126,16 @@ fn merged(w: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<Tensor> {
     Ok((w.to_dtype(DType::F32)? + delta)?)
 }
 
-/// Writes the GGUF `base` with `adapter` folded into its weights, each adapted tensor in its
-/// original quantization; all metadata (tokenizer, chat template) is kept.
+/// The type a merged GGUF tensor is stored in: float types stay, quantized ones become q8_0.
+fn merged_type(base: GgmlDType) -> GgmlDType {
+    match base {
+        GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => base,
+        _ => GgmlDType::Q8_0,
+    }
+}
+
+/// Writes the GGUF `base` with `adapter` folded into its weights (adapted tensors as
+/// [`merged_type`] says); all metadata (tokenizer, chat template) is kept.
 pub fn merge_into_gguf(adapter: &LoraAdapter, base: &Path, out: &Path) -> Result<()> {
     let (_, config) = GgufWeights::open(base, &Device::Cpu)?;
     let (mut file, content) = open_gguf(base)?;
@@ -157,7 +168,7 @@ pub fn merge_into_gguf(adapter: &LoraAdapter, base: &Path, out: &Path) -> Result
                 let (a, b) = &adapter.modules[*module];
                 let b = gguf_b(module, b, &config)?;
                 let w = merged(&q.dequantize(&Device::Cpu)?, a, &b, scale)?;
-                QTensor::quantize(&w, q.dtype())
+                QTensor::quantize(&w, merged_type(q.dtype()))
                     .with_context(|| format!("quantizing the merged {name} again"))?
             }
         };

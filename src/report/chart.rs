@@ -559,12 +559,13 @@ mod tests {
             .curve("held out", vec![(1.0, 2.1), (3.0, 1.4)])
             .render()
             .unwrap();
-        assert_eq!(
-            count(&chart.svg, "<polyline"),
-            2 + 2,
-            "two curves, two legend marks"
-        );
-        assert_eq!(count(&chart.svg, "<circle"), 5);
+        // Per curve: its line and its legend mark in its colour, and a marker per point.
+        let hex = |c: RGBColor| format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2);
+        for (color, points) in [(PALETTE[0], 3), (PALETTE[1], 2)] {
+            let strokes = count(&chart.svg, &format!("stroke=\"{}\"", hex(color)));
+            let fills = count(&chart.svg, &format!("fill=\"{}\"", hex(color)));
+            assert_eq!((strokes, fills), (2, points), "{}", chart.svg);
+        }
         for label in ["Loss", "train", "held out", "step"] {
             assert!(has_text(&chart.svg, label), "{label}");
         }
