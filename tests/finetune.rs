@@ -74,6 +74,46 @@ fn adapter_size_from_the_config_equals_the_attached_adapter() {
     }
 }
 
+/// The loss computes logits only at answer positions; it must equal the cross-entropy of the
+/// full forward's logits at those positions, padding and prompts excluded.
+#[test]
+fn the_answer_only_loss_equals_the_masked_full_cross_entropy() {
+    let mut model = tiny("llama");
+    let data = toy_data();
+    // Two examples of different lengths, so the shorter one is padded.
+    let mut short = data.examples[1].clone();
+    short.ids.truncate(18);
+    short.trained.truncate(18);
+    let refs: Vec<&Example> = vec![&data.examples[0], &short];
+    let batch = Batch::new(&refs, &Device::Cpu).unwrap();
+    let loss: f32 = summed_loss(&mut model, &batch)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let mut expected = 0f64;
+    let mut count = 0;
+    for e in &refs {
+        let n = e.ids.len() - 1;
+        let log_probs = candle_nn::ops::log_softmax(&logits(&mut model, &e.ids[..n]), 2)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for t in 0..n {
+            if e.trained[t + 1] {
+                expected -= f64::from(log_probs[t][e.ids[t + 1] as usize]);
+                count += 1;
+            }
+        }
+    }
+    assert_eq!(batch.target_tokens, count);
+    assert!(
+        (f64::from(loss) - expected).abs() < 1e-4 * expected,
+        "{loss} vs {expected}"
+    );
+}
+
 #[test]
 fn adamw_steps_equal_the_hand_computed_update() {
     let w0 = [0.5f64, -1.0, 0.25, 2.0];

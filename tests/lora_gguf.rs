@@ -395,7 +395,10 @@ fn gguf_adapter_and_merged_gguf_give_llama_cpp_our_logits() {
         adapted_error <= 2.0 * engine_error,
         "with the adapter the engines differ by {adapted_error} (RMS), without by {engine_error}"
     );
-    assert!(corr_wrong < 0.9, "an unpermuted adapter correlates {corr_wrong}");
+    assert!(
+        corr_wrong < 0.9,
+        "an unpermuted adapter correlates {corr_wrong}"
+    );
     // Both engines read the merged file alike, and merging (then quantizing again) keeps the
     // adapter's effect.
     assert!(

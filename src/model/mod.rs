@@ -441,6 +441,21 @@ impl Transformer {
             .to_dtype(DType::F32)?)
     }
 
+    /// Logits at the given positions only, `(n, vocab)` in f32, without touching the KV cache.
+    /// `positions` (u32) number the `batch · seq` positions row by row. Training needs logits
+    /// only where a target is trained (the answer), and the output projection of the other
+    /// positions is wasted work: with SmolLM2's 49k vocabulary it is a fifth of the forward pass.
+    pub fn forward_positions(&mut self, ids: &Tensor, positions: &Tensor) -> Result<Tensor> {
+        let h = self.hidden(ids, false)?;
+        let (b, s, d) = h.dims3()?;
+        let picked = h.reshape((b * s, d))?.index_select(positions, 0)?;
+        Ok(self
+            .lm_head
+            .forward(&picked.unsqueeze(0)?)?
+            .squeeze(0)?
+            .to_dtype(DType::F32)?)
+    }
+
     /// Logits of every position without touching the KV cache (training, one-shot scoring).
     pub fn forward_uncached(&mut self, ids: &Tensor) -> Result<Tensor> {
         let h = self.hidden(ids, false)?;
