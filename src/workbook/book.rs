@@ -81,6 +81,8 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
         charts.push((format!("02-{stem}"), next.chart()?));
     }
     let entries = comparison::latest_entries(&comparison::load_runs(results)?);
+    // The chapter includes these files: without results they say how to get them.
+    let mut placeholders = Vec::new();
     if !entries.is_empty() {
         table("03-measured", comparison::measured_table(&entries)?)?;
         charts.push((
@@ -91,12 +93,20 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
             charts.push(("03-mmlu-subjects".into(), chart));
         }
     } else {
-        // The chapter includes this file: without results it says how to get them.
-        let path = out.join("03-measured.md");
+        placeholders.push(("03-measured", "benchmark results"));
+    }
+    match comparison::humaneval_table(&entries)? {
+        Some(t) => table("03-humaneval", t)?,
+        None => placeholders.push(("03-humaneval", "HumanEval results")),
+    }
+    for (name, what) in placeholders {
+        let path = out.join(format!("{name}.md"));
         std::fs::write(
             &path,
-            "*No benchmark results in `results/` yet: run `billion-llm bench`, then \
-             `billion-llm book-assets`.*\n",
+            format!(
+                "*No {what} in `results/` yet: run `billion-llm bench`, then \
+                 `billion-llm book-assets`.*\n"
+            ),
         )
         .with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
