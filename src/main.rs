@@ -124,6 +124,25 @@ struct BenchArgs {
     /// Seconds each HumanEval test program may run.
     #[arg(long, default_value_t = 3.0)]
     timeout: f64,
+    /// How HumanEval problems are put to the models: `completion` (the prompt as raw text to
+    /// continue, for base models), `chat` (through the model's chat template, the code taken
+    /// from the answer's code block, as EvalPlus does for instruction-tuned models) or `auto`
+    /// (chat when the model has a chat template, completion otherwise).
+    #[arg(long, default_value = "auto", value_parser = ["completion", "chat", "auto"])]
+    humaneval_format: String,
+    /// HumanEval samples per problem; pass@k is reported for k = 1, 5, 10 up to N. More than
+    /// one needs --temperature above 0.
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
+    /// HumanEval sampling temperature; 0 is greedy (Chen et al. sample at 0.8 for pass@10).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// HumanEval nucleus (top-p) when sampling [default: 0.95, as Chen et al.].
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Seed of HumanEval's first sample of each problem (sample i uses seed + i).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
     /// CPU threads (rayon).
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -411,6 +430,7 @@ fn download(models: &[String]) -> Result<()> {
 
 fn bench(args: BenchArgs) -> Result<()> {
     use billion_llm::eval::bench::{run_bench, BenchSettings};
+    use billion_llm::eval::humaneval::{Format, Sampling};
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     let models = if args.models.is_empty() {
         zoo::compared().map(|m| m.alias.to_string()).collect()
@@ -456,7 +476,20 @@ fn bench(args: BenchArgs) -> Result<()> {
         mmlu_dev_file,
         humaneval_file,
         humaneval_timeout: std::time::Duration::from_secs_f64(args.timeout),
-        humaneval_max_new_tokens: 384,
+        humaneval_format: match args.humaneval_format.as_str() {
+            "completion" => Some(Format::Completion),
+            "chat" => Some(Format::Chat),
+            _ => None,
+        },
+        humaneval_sampling: Sampling {
+            samples: args.samples,
+            temperature: args.temperature,
+            // Greedy decoding keeps every token: no nucleus.
+            top_p: args
+                .top_p
+                .unwrap_or(if args.temperature > 0.0 { 0.95 } else { 1.0 }),
+            seed: args.seed,
+        },
         unsafe_no_sandbox: args.unsafe_no_sandbox,
         speed: billion_llm::eval::speed::SpeedSettings {
             threads: args.threads,

@@ -337,6 +337,33 @@ fn bench_with_a_missing_dataset_or_an_unknown_subject() {
     );
 }
 
+#[test]
+fn bench_sampling_that_cannot_estimate_pass_at_k() {
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().to_str().unwrap();
+    // Refused before any model is loaded (this one does not even exist).
+    let bench = [
+        "bench",
+        "--model",
+        "/nonexistent/model.gguf",
+        "--skip-mmlu",
+        "--out-dir",
+        out,
+    ];
+    expect_error(
+        &[&bench[..], &["--samples", "0"]].concat(),
+        &["--samples 0", "at least 1"],
+    );
+    expect_error(
+        &[&bench[..], &["--samples", "10"]].concat(),
+        &[
+            "--samples 10 with --temperature 0",
+            "identical",
+            "--samples 1",
+        ],
+    );
+}
+
 /// A run that fails part-way leaves only a `.partial.json` marked incomplete, never a file that
 /// looks like a finished run.
 #[test]

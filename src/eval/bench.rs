@@ -6,14 +6,16 @@
 //! and memory is the process's peak resident set while loading and running, not a reading
 //! taken before generation.
 
-use crate::eval::humaneval::{self, Isolation, Outcome, Problem, Sandbox};
+use crate::eval::humaneval::{self, Format, Isolation, Outcome, Problem, Sampling, Sandbox};
+use crate::eval::humaneval_chat::{self, ChatPrompter};
 use crate::eval::mmlu::{self, Dataset, Scored, Scorer, Summary};
 use crate::eval::results::{git_commit, utc_timestamp, write_json_atomic, Hardware};
 use crate::eval::speed::{prompt_ids, Measured, SpeedSettings};
 use crate::hub::client::HubClient;
 use crate::hub::loader::{load, LoadOptions, LoadedModel};
-use crate::model::generation::{generate, GenerateOptions, SamplingParams};
-use anyhow::{Context, Result};
+use crate::model::generation::{generate, GenerateOptions};
+use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -59,7 +61,11 @@ pub struct BenchSettings {
     /// HumanEval as the hub's Parquet or OpenAI's `HumanEval.jsonl.gz`.
     pub humaneval_file: PathBuf,
     pub humaneval_timeout: Duration,
-    pub humaneval_max_new_tokens: usize,
+    /// How problems are put to the models; `None` (`auto`): chat for models with a chat
+    /// template, completion for the others.
+    pub humaneval_format: Option<Format>,
+    /// Samples per problem and their decoding (default: one greedy sample, pass@1).
+    pub humaneval_sampling: Sampling,
     /// Run model-written code without the sandbox's confinement where the OS offers none
     /// (`--unsafe-no-sandbox`); otherwise such a system refuses HumanEval.
     pub unsafe_no_sandbox: bool,
@@ -84,28 +90,89 @@ pub struct MmluResult {
     pub questions: Vec<Scored>,
 }
 
+/// One sample of one problem, as it ran.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProblemResult {
     pub task_id: String,
+    /// Which of the problem's samples, from 0 (files written before sampling hold sample 0).
+    #[serde(default)]
+    pub sample: usize,
+    /// What the model wrote: in completion format cut at the next top-level statement; in
+    /// chat format its whole answer after the response prefix (when there was one).
     pub completion: String,
+    /// Chat format: the code taken from the answer, which is what ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Chat format: the code defined the function itself, so it ran as the program (after the
+    /// prompt's imports and helpers) instead of after the prompt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub whole_program: bool,
+    /// New tokens generated (0 in files written before it was recorded).
+    #[serde(default)]
+    pub tokens: usize,
     pub outcome: Outcome,
     pub error: String,
     pub generate_seconds: f64,
     pub run_seconds: f64,
 }
 
+/// One problem's score: `c` of its `n` samples passed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProblemScore {
+    pub task_id: String,
+    pub n: usize,
+    pub c: usize,
+    /// The unbiased estimate for this problem, for each k reported (k ≤ n).
+    pub pass_at_k: BTreeMap<usize, f64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HumanEvalResult {
     pub source: String,
     pub subset: String,
-    pub samples_per_problem: usize,
+    /// How the problems were put to the model (files written before formats were recorded
+    /// read as completion, which they used).
+    #[serde(default)]
+    pub format: Format,
+    /// Chat format: the start of the answer written for the model, when its template allowed
+    /// one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_prefix: Option<String>,
+    /// Samples per problem and their decoding (older files: one greedy sample).
+    #[serde(default)]
+    pub sampling: Sampling,
+    /// The limit on new tokens per sample (absent in older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_new_tokens: Option<usize>,
+    /// Problems with at least one passing sample.
     pub passed: usize,
     pub problems: usize,
+    /// The mean over problems of the unbiased pass@1 estimate (greedy: the share passed).
     pub pass_at_1: f64,
+    /// The mean over problems of the unbiased pass@k estimate, for k in 1, 5, 10 up to n
+    /// (absent in older files, which hold pass@1 only).
+    #[serde(default)]
+    pub pass_at_k: BTreeMap<usize, f64>,
+    /// Every problem's n and c (absent in older files: one sample per problem in `results`).
+    #[serde(default)]
+    pub per_problem: Vec<ProblemScore>,
     pub isolation: Isolation,
     pub timeout_seconds: f64,
     pub seconds: f64,
+    /// Every sample that ran, problem by problem.
     pub results: Vec<ProblemResult>,
+}
+
+impl HumanEvalResult {
+    /// What the numbers measure, for tables: the format, and the decoding when it is not
+    /// greedy ("chat", "chat, 10 samples at T 0.8, top-p 0.95").
+    pub fn setting(&self) -> String {
+        if self.sampling.is_greedy() {
+            self.format.name().to_string()
+        } else {
+            format!("{}, {}", self.format.name(), self.sampling.describe())
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -312,35 +379,84 @@ pub fn run_mmlu(model: &mut LoadedModel, data: &Dataset, s: &BenchSettings) -> R
     })
 }
 
-/// Greedy completion of a HumanEval prompt, stopped at the first stop sequence.
-pub fn complete(
+/// What one sample generated.
+struct Drawn {
+    text: String,
+    tokens: usize,
+    seconds: f64,
+}
+
+/// Draws `sampling.samples` continuations of `prompt`, each ended by EOS, by `max_new_tokens`
+/// or as soon as `done` finds its text complete. The prompt is read once: all but its last token
+/// fill the KV cache, and each sample rolls the cache back to them and goes on from the last
+/// token, so n samples cost one prefill (counted in the first sample's seconds).
+fn draw_samples(
     model: &mut LoadedModel,
-    problem: &Problem,
+    prompt: &[u32],
+    sampling: &Sampling,
     max_new_tokens: usize,
-) -> Result<String> {
+    done: impl Fn(&str) -> bool,
+) -> Result<Vec<Drawn>> {
     let tokenizer = model.tokenizer()?.clone();
-    let prompt = tokenizer.encode(&problem.prompt, true)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let options = GenerateOptions {
-        max_new_tokens,
-        sampling: SamplingParams::default(),
-        ignore_eos: false,
-        stop: Some(stop.clone()),
+    let Some((last, context)) = prompt.split_last() else {
+        bail!("the HumanEval prompt is empty");
     };
-    let mut ids = Vec::new();
+    let start = Instant::now();
     model.model.reset_cache();
-    generate(&mut model.model, &prompt, &options, |id| {
-        ids.push(id);
-        // Decoding the whole completion each step is cheap next to a forward pass.
-        let text = tokenizer.decode(&ids, true)?;
-        if humaneval::truncate_at_stop(&text).len() < text.len() {
-            stop.store(true, Ordering::Relaxed);
-        }
-        Ok(())
-    })?;
+    if !context.is_empty() {
+        let ids = Tensor::new(context, model.model.device())?.unsqueeze(0)?;
+        model.model.forward_last(&ids)?;
+    }
+    let mut prefill_seconds = start.elapsed().as_secs_f64();
+    let mut drawn = Vec::with_capacity(sampling.samples);
+    for i in 0..sampling.samples {
+        let t = Instant::now();
+        model.model.truncate_cache(context.len());
+        let stop = Arc::new(AtomicBool::new(false));
+        let options = GenerateOptions {
+            max_new_tokens,
+            sampling: sampling.params(i),
+            ignore_eos: false,
+            stop: Some(stop.clone()),
+        };
+        let mut ids = Vec::new();
+        generate(&mut model.model, &[*last], &options, |id| {
+            ids.push(id);
+            // Decoding the whole sample each step is cheap next to a forward pass.
+            if done(&tokenizer.decode(&ids, true)?) {
+                stop.store(true, Ordering::Relaxed);
+            }
+            Ok(())
+        })?;
+        drawn.push(Drawn {
+            text: tokenizer.decode(&ids, true)?,
+            tokens: ids.len(),
+            seconds: t.elapsed().as_secs_f64() + std::mem::take(&mut prefill_seconds),
+        });
+    }
     model.model.reset_cache();
-    let text = tokenizer.decode(&ids, true)?;
-    Ok(humaneval::truncate_at_stop(&text).to_string())
+    Ok(drawn)
+}
+
+/// The format HumanEval uses for `model`: the one asked for, or (`None`, auto) chat when the
+/// model has a chat template and completion otherwise. A model never trained to chat (its
+/// only template is the plain transcript the zoo gives Pythia) has none.
+pub fn humaneval_format(model: &LoadedModel, asked: Option<Format>) -> Result<Format> {
+    let has_template = model
+        .chat_template
+        .as_ref()
+        .is_some_and(|t| !t.is_plain_transcript());
+    match asked {
+        Some(Format::Chat) if !has_template => bail!(
+            "{} has no chat template (a base model, or files that ship none), so HumanEval \
+             cannot be put to it as a chat: use --humaneval-format completion, or auto, which \
+             picks completion for such models",
+            model.name
+        ),
+        Some(format) => Ok(format),
+        None if has_template => Ok(Format::Chat),
+        None => Ok(Format::Completion),
+    }
 }
 
 /// HumanEval's problems with the sandbox their tests run in and what that sandbox granted.
@@ -354,6 +470,7 @@ impl HumanEvalSetup {
     /// Loads the problems and sets up the sandbox before any model is loaded, so that a
     /// system that cannot confine model-written code says so at once.
     pub fn new(s: &BenchSettings) -> Result<Self> {
+        s.humaneval_sampling.validate()?;
         let problems = humaneval::load_problems(&s.humaneval_file)?;
         let sandbox = if s.unsafe_no_sandbox {
             Sandbox::new(s.humaneval_timeout)
@@ -377,14 +494,109 @@ impl HumanEvalSetup {
     }
 }
 
-/// Completes and tests the selected HumanEval problems (one greedy sample each: pass@1).
+/// The samples of one problem as they ran, and its score.
+#[derive(Debug, Clone)]
+pub struct ProblemRun {
+    pub samples: Vec<ProblemResult>,
+    pub score: ProblemScore,
+}
+
+/// Puts one problem to the model in `format`, draws `sampling.samples` answers and runs each
+/// in the sandbox.
+pub fn run_problem(
+    model: &mut LoadedModel,
+    problem: &Problem,
+    format: Format,
+    sampling: &Sampling,
+    sandbox: &Sandbox,
+) -> Result<ProblemRun> {
+    let tokenizer = model.tokenizer()?.clone();
+    let max_new_tokens = format.max_new_tokens();
+    let prompter = match format {
+        Format::Completion => None,
+        Format::Chat => Some(ChatPrompter::new(
+            model.chat_template.clone().with_context(|| {
+                format!("{} has no chat template for the chat format", model.name)
+            })?,
+        )),
+    };
+    let drawn = match &prompter {
+        None => draw_samples(
+            model,
+            &tokenizer.encode(&problem.prompt, true)?,
+            sampling,
+            max_new_tokens,
+            |text| humaneval::truncate_at_stop(text).len() < text.len(),
+        )?,
+        // The template places the special tokens, as transformers' apply_chat_template.
+        Some(chat) => draw_samples(
+            model,
+            &tokenizer.encode(&chat.prompt(problem)?, false)?,
+            sampling,
+            max_new_tokens,
+            // Only the first code block is used: stop once it is closed.
+            |text| humaneval_chat::first_fenced_block(&chat.answer(text)).is_some_and(|b| b.1),
+        )?,
+    };
+    let mut samples = Vec::with_capacity(drawn.len());
+    for (sample, d) in drawn.into_iter().enumerate() {
+        let (completion, code, program) = match &prompter {
+            None => {
+                let completion = humaneval::truncate_at_stop(&d.text).to_string();
+                let program = humaneval::program(problem, &completion);
+                (completion, None, program)
+            }
+            Some(chat) => {
+                let code = humaneval_chat::extract_code(&chat.answer(&d.text));
+                let program = humaneval_chat::program(problem, &code);
+                (d.text, Some(code), program)
+            }
+        };
+        let run = sandbox.run(&program)?;
+        samples.push(ProblemResult {
+            task_id: problem.task_id.clone(),
+            sample,
+            whole_program: code
+                .as_deref()
+                .is_some_and(|c| humaneval_chat::defines_entry_point(c, problem)),
+            completion,
+            code,
+            tokens: d.tokens,
+            outcome: run.outcome,
+            error: run.error,
+            generate_seconds: d.seconds,
+            run_seconds: run.seconds,
+        });
+    }
+    let n = samples.len();
+    let c = samples
+        .iter()
+        .filter(|r| r.outcome == Outcome::Passed)
+        .count();
+    let score = ProblemScore {
+        task_id: problem.task_id.clone(),
+        n,
+        c,
+        pass_at_k: sampling
+            .ks()
+            .into_iter()
+            .map(|k| (k, humaneval::pass_at_k(n, c, k)))
+            .collect(),
+    };
+    Ok(ProblemRun { samples, score })
+}
+
+/// Puts the selected HumanEval problems to the model in its format, draws the samples and
+/// runs each in the sandbox; pass@k by the unbiased estimator, averaged over the problems.
 pub fn run_humaneval(
     model: &mut LoadedModel,
     setup: &HumanEvalSetup,
     s: &BenchSettings,
 ) -> Result<HumanEvalResult> {
+    let sampling = &s.humaneval_sampling;
+    sampling.validate()?;
+    let format = humaneval_format(model, s.humaneval_format)?;
     let problems = &setup.problems;
-    let sandbox = &setup.sandbox;
     let selected: Vec<&Problem> = if s.humaneval_all {
         problems.iter().collect()
     } else {
@@ -394,26 +606,36 @@ pub fn run_humaneval(
     let bar = progress(s.progress, selected.len(), "HumanEval problems");
     let start = Instant::now();
     let mut results = Vec::new();
+    let mut per_problem = Vec::new();
     for p in selected {
-        let t = Instant::now();
-        let completion = complete(model, p, s.humaneval_max_new_tokens)?;
-        let generate_seconds = t.elapsed().as_secs_f64();
-        let run = sandbox.run(&humaneval::program(p, &completion))?;
-        results.push(ProblemResult {
-            task_id: p.task_id.clone(),
-            completion,
-            outcome: run.outcome,
-            error: run.error,
-            generate_seconds,
-            run_seconds: run.seconds,
-        });
+        let run = run_problem(model, p, format, sampling, &setup.sandbox)?;
         bar.inc(1);
+        // Without a terminal for the bar, a line per problem shows the run is alive.
+        if !s.progress {
+            eprintln!(
+                "   HumanEval {}: {}/{} passed ({:.0} s)",
+                p.task_id,
+                run.score.c,
+                run.score.n,
+                start.elapsed().as_secs_f64()
+            );
+        }
+        results.extend(run.samples);
+        per_problem.push(run.score);
     }
     bar.finish_and_clear();
-    let passed = results
-        .iter()
-        .filter(|r| r.outcome == Outcome::Passed)
-        .count();
+    let mean = |k: usize| {
+        per_problem.iter().map(|p| p.pass_at_k[&k]).sum::<f64>() / per_problem.len().max(1) as f64
+    };
+    let pass_at_k: BTreeMap<usize, f64> = sampling.ks().into_iter().map(|k| (k, mean(k))).collect();
+    let response_prefix = match format {
+        Format::Completion => None,
+        Format::Chat => model
+            .chat_template
+            .clone()
+            .and_then(|t| ChatPrompter::new(t).response_prefix())
+            .map(String::from),
+    };
     Ok(HumanEvalResult {
         source: s.humaneval_file.display().to_string(),
         subset: if s.humaneval_all {
@@ -421,20 +643,50 @@ pub fn run_humaneval(
         } else {
             format!("{} fixed problems", selected.len())
         },
-        samples_per_problem: 1,
-        passed,
-        problems: results.len(),
-        // One sample per problem: the unbiased estimator reduces to the share passed.
-        pass_at_1: results
-            .iter()
-            .map(|r| humaneval::pass_at_k(1, usize::from(r.outcome == Outcome::Passed), 1))
-            .sum::<f64>()
-            / results.len().max(1) as f64,
+        format,
+        response_prefix,
+        sampling: *sampling,
+        max_new_tokens: Some(format.max_new_tokens()),
+        passed: per_problem.iter().filter(|p| p.c > 0).count(),
+        problems: per_problem.len(),
+        pass_at_1: pass_at_k[&1],
+        pass_at_k,
+        per_problem,
         isolation: setup.isolation,
         timeout_seconds: s.humaneval_timeout.as_secs_f64(),
         seconds: start.elapsed().as_secs_f64(),
         results,
     })
+}
+
+/// Samples side by side, each with the format it was asked in: what the model wrote, the code
+/// that ran, and how it ended.
+pub fn samples_table(samples: &[(Format, &ProblemResult)]) -> Result<crate::report::Table> {
+    use polars::prelude::{Column, DataFrame};
+    let col = |name: &str, f: &dyn Fn(Format, &ProblemResult) -> String| {
+        Column::new(
+            name.into(),
+            samples.iter().map(|(fm, r)| f(*fm, r)).collect::<Vec<_>>(),
+        )
+    };
+    let df = DataFrame::new_infer_height(vec![
+        col("problem", &|_, r| r.task_id.clone()),
+        col("format", &|f, _| f.name().to_string()),
+        col("the model wrote", &|_, r| r.completion.clone()),
+        col("code run", &|_, r| {
+            r.code.clone().unwrap_or_else(|| r.completion.clone())
+        }),
+        col("ran as", &|_, r| {
+            if r.whole_program {
+                "the program".into()
+            } else {
+                "the prompt's continuation".into()
+            }
+        }),
+        col("outcome", &|_, r| format!("{:?}", r.outcome)),
+        col("error", &|_, r| r.error.clone()),
+    ])?;
+    Ok(crate::report::Table::new("HumanEval samples", df))
 }
 
 /// Prefill and decode speed over timed runs, generation forced to the full length.
@@ -461,6 +713,10 @@ pub fn bench_model(
     reset_peak_rss();
     let device_memory = DeviceMemorySampler::start(&options.device);
     let mut model = load(name, options).with_context(|| format!("loading {name}"))?;
+    if humaneval.is_some() && !options.random_weights {
+        // Refuse a format the model cannot take now, not after its MMLU run.
+        humaneval_format(&model, s.humaneval_format)?;
+    }
     let mmlu = match mmlu_data {
         Some(data) if !options.random_weights => Some(run_mmlu(&mut model, data, s)?),
         _ => None,
@@ -551,6 +807,21 @@ pub fn run_bench(
             result.tokens_per_second,
             result.peak_memory_gb
         );
+        if let Some(h) = &result.humaneval {
+            let pass_at_k: Vec<String> = h
+                .pass_at_k
+                .iter()
+                .map(|(k, v)| format!("pass@{k} {:.1}%", 100.0 * v))
+                .collect();
+            eprintln!(
+                "   HumanEval ({}): {}; {}/{} problems solved by a sample, in {:.0} s",
+                h.setting(),
+                pass_at_k.join(", "),
+                h.passed,
+                h.problems,
+                h.seconds
+            );
+        }
         if let Some(m) = &result.mmlu {
             eprintln!(
                 "   MMLU: {} questions in {:.0} s ({:.2} s each); {} prompt tokens read, {} not \

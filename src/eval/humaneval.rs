@@ -1,6 +1,11 @@
 //! HumanEval: complete a Python function from its signature and docstring, then run the
 //! problem's unit tests on it. Generated code is untrusted, so it runs in a [`Sandbox`].
+//!
+//! Two prompt formats ([`Format`]): the raw completion of the prompt, which suits base models,
+//! and the chat format of [`crate::eval::humaneval_chat`] for chat models. Greedy decoding gives
+//! pass@1; [`Sampling`] draws n samples per problem for pass@k (Chen et al. 2021).
 
+use crate::model::generation::SamplingParams;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
@@ -47,6 +52,126 @@ pub const SUBSET: [&str; 20] = [
 
 /// Where a completion ends: the next top-level statement after the function body.
 pub const STOP_SEQUENCES: [&str; 5] = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"];
+
+/// How a problem is put to the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The prompt as raw text to continue, cut at the next top-level statement (Codex's
+    /// protocol, for base models). Results files written before formats were recorded used it.
+    #[default]
+    Completion,
+    /// Through the model's chat template, the code taken from the answer's code block
+    /// (EvalPlus's protocol for instruction-tuned models).
+    Chat,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Completion => "completion",
+            Format::Chat => "chat",
+        }
+    }
+
+    /// Most new tokens per sample: a completion is the function's body, a chat answer
+    /// rewrites the signature and the docstring as well before its body.
+    pub fn max_new_tokens(self) -> usize {
+        match self {
+            Format::Completion => 384,
+            Format::Chat => 512,
+        }
+    }
+}
+
+/// How many completions are drawn per problem, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// n, the samples per problem.
+    pub samples: usize,
+    /// 0 is greedy.
+    pub temperature: f64,
+    pub top_p: f64,
+    /// Sample i of every problem is drawn with seed `seed + i`.
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    /// One greedy completion per problem: pass@1, what results files held before sampling.
+    fn default() -> Self {
+        Self {
+            samples: 1,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 42,
+        }
+    }
+}
+
+impl Sampling {
+    /// Refuses settings that cannot estimate pass@k: no samples, or several greedy ones.
+    pub fn validate(&self) -> Result<()> {
+        if self.samples == 0 {
+            bail!(
+                "--samples 0 draws no completion: give at least 1 (1 with the default greedy \
+                 decoding is pass@1)"
+            );
+        }
+        if self.temperature.is_nan() || self.temperature < 0.0 {
+            bail!(
+                "--temperature must be 0 (greedy) or positive, got {}",
+                self.temperature
+            );
+        }
+        if self.temperature == 0.0 && self.samples > 1 {
+            bail!(
+                "--samples {} with --temperature 0: greedy decoding draws the same completion \
+                 every time, so the samples would be identical; give a temperature (Chen et al. \
+                 sample at 0.8 for pass@10) or --samples 1",
+                self.samples
+            );
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            bail!("--top-p must be in (0, 1], got {}", self.top_p);
+        }
+        Ok(())
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+
+    /// The k reported: 1, 5 and 10, those not above n.
+    pub fn ks(&self) -> Vec<usize> {
+        [1, 5, 10]
+            .into_iter()
+            .filter(|&k| k <= self.samples)
+            .collect()
+    }
+
+    /// The decoding of sample `i`.
+    pub fn params(&self, i: usize) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed + i as u64,
+        }
+    }
+
+    /// "greedy", or "10 samples at T 0.8, top-p 0.95".
+    pub fn describe(&self) -> String {
+        if self.is_greedy() {
+            return "greedy".into();
+        }
+        format!(
+            "{} sample{} at T {}, top-p {}",
+            self.samples,
+            if self.samples == 1 { "" } else { "s" },
+            self.temperature,
+            self.top_p
+        )
+    }
+}
 
 /// Reads `HumanEval.jsonl.gz` (or an uncompressed `.jsonl`).
 pub fn load_problems(path: &Path) -> Result<Vec<Problem>> {
@@ -115,10 +240,13 @@ pub fn program(problem: &Problem, completion: &str) -> String {
     )
 }
 
-/// The unbiased pass@k estimator of Chen et al. (2021): `1 - C(n-c, k) / C(n, k)`, computed as
-/// a product to stay exact for large `n`.
+/// The unbiased pass@k estimator of Chen et al. (2021) for a problem with `c` of `n` samples
+/// passing: the chance that k samples drawn from the n without replacement include a passing
+/// one, `1 - C(n-c, k) / C(n, k)`. Computed as `1 - prod_{i=n-c+1..n} (1 - k/i)`, which equals it
+/// and never forms the binomials (they overflow for large n). NaN when k is 0 or above n, or c
+/// above n.
 pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
-    if n < k || n == 0 {
+    if k == 0 || k > n || c > n {
         return f64::NAN;
     }
     if n - c < k {

@@ -133,6 +133,12 @@ impl ChatTemplate {
         &self.source
     }
 
+    /// Whether this is the plain `User:`/`Assistant:` transcript given to models never trained
+    /// to chat (the zoo's Pythia): a way to talk to a base model, not a chat format it learned.
+    pub fn is_plain_transcript(&self) -> bool {
+        self.source == PLAIN
+    }
+
     fn environment(&self) -> Environment<'static> {
         let mut env = Environment::new();
         // transformers renders with trim_blocks and lstrip_blocks on.
@@ -230,6 +236,12 @@ mod tests {
             plain.render(&msgs, true).unwrap(),
             "Be brief.\n\nUser: Hi\nAssistant:"
         );
+    }
+
+    #[test]
+    fn only_the_plain_transcript_is_no_chat_format() {
+        assert!(ChatTemplate::builtin(ChatFormat::Plain, "", "").is_plain_transcript());
+        assert!(!ChatTemplate::builtin(ChatFormat::ChatMl, "", "").is_plain_transcript());
     }
 
     #[test]

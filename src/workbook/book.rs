@@ -100,6 +100,14 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
              `billion-llm book-assets`.*\n",
         ));
     }
+    match comparison::humaneval_table(&entries)? {
+        Some(t) => table("03-humaneval", t)?,
+        None => placeholders.push((
+            "03-humaneval",
+            "*No HumanEval results in `results/` yet: run `billion-llm bench`, then \
+             `billion-llm book-assets`.*\n",
+        )),
+    }
     table(
         "05-adapter-size",
         finetuning::adapter_size_table(&finetuning::short_models()?, 8)?,

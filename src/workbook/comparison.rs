@@ -1,25 +1,62 @@
 //! Reading `billion-llm bench` results back: the comparison table, its charts, and
 //! `docs/COMPARISON.md`. Measured numbers come only from result files; published ones only from
 //! [`crate::workbook::published`], in a separate, labelled section.
+//!
+//! A model's row combines its latest run of each measurement: a HumanEval-only run (say, in
+//! chat format) does not hide the MMLU score of an earlier run, and HumanEval is kept per
+//! setting (format and decoding), because a chat model's score depends on the format as much
+//! as on its code.
 
-use crate::eval::bench::{BenchHardware, BenchReport, ModelResult};
+use crate::eval::bench::{BenchHardware, BenchReport, HumanEvalResult, MmluResult, ModelResult};
 use crate::hub::zoo;
 use crate::report::{BarChart, Chart, ScatterChart, Table};
 use crate::workbook::scale;
 use anyhow::{Context, Result};
 use polars::prelude::{Column, DataFrame};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// One model's latest measured result.
+/// A measurement and the results file it was read from.
+#[derive(Debug, Clone)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub file: PathBuf,
+}
+
+/// One model's latest measurements.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// A short name: the zoo name, or the file name of a path, with the weights and format.
     pub name: String,
+    /// The model's latest run: its speed, memory and machine.
     pub file: PathBuf,
     pub timestamp: String,
     pub hardware: BenchHardware,
+    /// The latest run's result, its `mmlu` and `humaneval` moved into the fields below.
     pub result: ModelResult,
+    /// From the latest run that scored MMLU.
+    pub mmlu: Option<Sourced<MmluResult>>,
+    /// The latest HumanEval result of each setting (format and decoding), by setting name.
+    pub humaneval: Vec<Sourced<HumanEvalResult>>,
+}
+
+impl Entry {
+    /// The names of the results files the entry's numbers come from, the latest run first.
+    pub fn files(&self) -> Vec<String> {
+        let mut files: Vec<&PathBuf> = vec![&self.file];
+        files.extend(self.mmlu.iter().map(|m| &m.file));
+        files.extend(self.humaneval.iter().map(|h| &h.file));
+        let mut names: Vec<String> = Vec::new();
+        for f in files {
+            let name = f
+                .file_name()
+                .map_or(String::new(), |f| f.to_string_lossy().into_owned());
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
 }
 
 /// Complete `bench-*.json` files in `dir` (a `.partial.json` is a run still going or cut
@@ -74,29 +111,79 @@ fn display_name(source: &str, r: &ModelResult) -> String {
     name
 }
 
-/// The latest result of each model (same name, weights and format), in name order.
+/// Each model's (same name, weights and format) latest measurements, in name order, from runs
+/// ordered oldest first: speed and memory from its latest run, MMLU from the latest run that
+/// scored it, HumanEval from the latest run of each setting.
 pub fn latest_entries(runs: &[(PathBuf, BenchReport)]) -> Vec<Entry> {
-    let mut by_name: std::collections::BTreeMap<String, Entry> = Default::default();
+    let mut by_name: BTreeMap<String, (Entry, BTreeMap<String, Sourced<HumanEvalResult>>)> =
+        BTreeMap::new();
     for (path, report) in runs {
         for (source, result) in &report.models {
             let name = display_name(source, result);
-            by_name.insert(
-                name.clone(),
-                Entry {
+            let mut result = result.clone();
+            let mmlu = result.mmlu.take();
+            let humaneval = result.humaneval.take();
+            let (entry, by_setting) = by_name.entry(name.clone()).or_insert_with(|| {
+                let entry = Entry {
                     name,
                     file: path.clone(),
                     timestamp: report.timestamp.clone(),
                     hardware: report.hardware.clone(),
                     result: result.clone(),
-                },
-            );
+                    mmlu: None,
+                    humaneval: Vec::new(),
+                };
+                (entry, BTreeMap::new())
+            });
+            entry.file = path.clone();
+            entry.timestamp = report.timestamp.clone();
+            entry.hardware = report.hardware.clone();
+            entry.result = result;
+            if let Some(value) = mmlu {
+                entry.mmlu = Some(Sourced {
+                    value,
+                    file: path.clone(),
+                });
+            }
+            if let Some(value) = humaneval {
+                by_setting.insert(
+                    value.setting(),
+                    Sourced {
+                        value,
+                        file: path.clone(),
+                    },
+                );
+            }
         }
     }
-    by_name.into_values().collect()
+    by_name
+        .into_values()
+        .map(|(mut entry, by_setting)| {
+            entry.humaneval = by_setting.into_values().collect();
+            entry
+        })
+        .collect()
 }
 
 fn pct(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{:.1}", 100.0 * v))
+}
+
+/// A run whose sandbox was not fully isolated is flagged where its number is.
+fn isolation_flag(h: &HumanEvalResult) -> &'static str {
+    if h.isolation.is_full() {
+        ""
+    } else {
+        " ⚠"
+    }
+}
+
+/// pass@k of a run; files written before pass@k was recorded hold pass@1 only.
+fn pass_at(h: &HumanEvalResult, k: usize) -> Option<f64> {
+    h.pass_at_k
+        .get(&k)
+        .copied()
+        .or((k == 1).then_some(h.pass_at_1))
 }
 
 /// The headline table: quality, speed and memory of every measured model.
@@ -107,7 +194,7 @@ pub fn measured_table(entries: &[Entry]) -> Result<Table> {
     let df = DataFrame::new_infer_height(vec![
         col("model", &|e| e.name.clone()),
         col("MMLU 5-shot % (95% CI)", &|e| {
-            e.result.mmlu.as_ref().map_or("–".into(), |m| {
+            e.mmlu.as_ref().map(|m| &m.value).map_or("–".into(), |m| {
                 format!(
                     "{:.1} ({:.1}–{:.1}), {} q",
                     100.0 * m.summary.micro.accuracy,
@@ -117,17 +204,29 @@ pub fn measured_table(entries: &[Entry]) -> Result<Table> {
                 )
             })
         }),
-        col("HumanEval pass@1 %", &|e| {
-            e.result.humaneval.as_ref().map_or("–".into(), |h| {
-                // A run whose sandbox was not fully isolated is flagged where its number is.
-                let flag = if h.isolation.is_full() { "" } else { " ⚠" };
-                format!(
-                    "{} ({}/{}){flag}",
-                    pct(Some(h.pass_at_1)),
-                    h.passed,
-                    h.problems
-                )
-            })
+        col("HumanEval pass@1 % (format)", &|e| {
+            if e.humaneval.is_empty() {
+                return "–".into();
+            }
+            e.humaneval
+                .iter()
+                .map(|h| {
+                    let h = &h.value;
+                    // Greedy: the problems passed; sampled pass@1 is a mean of estimates.
+                    let passed = if h.sampling.is_greedy() {
+                        format!(" ({}/{})", h.passed, h.problems)
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "{}{passed} {}{}",
+                        pct(Some(h.pass_at_1)),
+                        h.setting(),
+                        isolation_flag(h)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" · ")
         }),
         col("prefill tok/s", &|e| {
             let m = &e.result.speed.prefill_tokens_per_s;
@@ -146,35 +245,86 @@ pub fn measured_table(entries: &[Entry]) -> Result<Table> {
         col("machine", &|e| {
             format!("{}, {} threads", e.hardware.cpu, e.hardware.threads)
         }),
-        col("result file", &|e| {
-            e.file
-                .file_name()
-                .map_or(String::new(), |f| f.to_string_lossy().into_owned())
-        }),
+        col("result files", &|e| e.files().join(", ")),
     ])?;
     Ok(Table::new("Measured by billion-llm bench", df).with_note(
         "MMLU: lm-eval's 5-shot prompt, prediction by log-probability of \" A\"..\" D\", micro accuracy \
-         with a Wilson 95% interval. HumanEval: greedy completion, unit tests in a sandbox (⚠: it was not \
-         fully isolated; the result file's `isolation` says what held). Speed: \
+         with a Wilson 95% interval. HumanEval: per format (completion: the prompt continued; chat: through the \
+         chat template, the answer's code block run), greedy unless the decoding is named, unit \
+         tests in a sandbox (⚠: it was not fully isolated; the result file's `isolation` says \
+         what held); pass@k in the HumanEval table. Each row takes MMLU and each HumanEval \
+         setting from the latest run that measured it, speed and memory from the latest run. \
+         Speed: \
          mean ± std over timed runs after a warm-up, prefill and decode apart. Peak memory: the \
          process's peak resident set while loading and running the model (on a GPU, the \
          device's peak).",
     ))
 }
 
+/// HumanEval in detail: one row per model and setting (format and decoding), with pass@k.
+/// `None` when no model ran HumanEval.
+pub fn humaneval_table(entries: &[Entry]) -> Result<Option<Table>> {
+    let rows: Vec<(&Entry, &Sourced<HumanEvalResult>)> = entries
+        .iter()
+        .flat_map(|e| e.humaneval.iter().map(move |h| (e, h)))
+        .collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let col = |name: &str, f: &dyn Fn(&Entry, &HumanEvalResult) -> String| {
+        Column::new(
+            name.into(),
+            rows.iter().map(|(e, h)| f(e, &h.value)).collect::<Vec<_>>(),
+        )
+    };
+    let files: Vec<String> = rows
+        .iter()
+        .map(|(_, h)| {
+            h.file
+                .file_name()
+                .map_or(String::new(), |f| f.to_string_lossy().into_owned())
+        })
+        .collect();
+    let df = DataFrame::new_infer_height(vec![
+        col("model", &|e, _| e.name.clone()),
+        col("format", &|_, h| h.format.name().to_string()),
+        col("decoding", &|_, h| h.sampling.describe()),
+        col("pass@1 %", &|_, h| {
+            format!("{}{}", pct(pass_at(h, 1)), isolation_flag(h))
+        }),
+        col("pass@5 %", &|_, h| pct(pass_at(h, 5))),
+        col("pass@10 %", &|_, h| pct(pass_at(h, 10))),
+        col("solved by a sample", &|_, h| {
+            format!("{}/{}", h.passed, h.problems)
+        }),
+        Column::new("result file".into(), files),
+    ])?;
+    Ok(Some(
+        Table::new("HumanEval by format and decoding", df).with_note(
+            "completion: the problem's prompt continued as raw text and cut at the next top-level \
+         statement; chat: the prompt sent through the model's chat template with EvalPlus's \
+         instruction (and its response prefix where the template allows one), the first code \
+         block of the answer run. pass@k: the unbiased estimator of Chen et al. (2021), \
+         1 − C(n−c, k)/C(n, k), averaged over problems, for k ≤ n samples per problem; greedy \
+         decoding draws one sample (pass@1). Solved by a sample: problems with c > 0. ⚠: the \
+         sandbox was not fully isolated.",
+        ),
+    ))
+}
+
 /// MMLU accuracy per subject, one bar per measured model.
 pub fn mmlu_subject_chart(entries: &[Entry]) -> Result<Option<Chart>> {
-    let with: Vec<&Entry> = entries.iter().filter(|e| e.result.mmlu.is_some()).collect();
+    let with: Vec<&Entry> = entries.iter().filter(|e| e.mmlu.is_some()).collect();
     if with.is_empty() {
         return Ok(None);
     }
     let subjects: BTreeSet<String> = with
         .iter()
         .flat_map(|e| {
-            e.result
-                .mmlu
+            e.mmlu
                 .as_ref()
                 .unwrap()
+                .value
                 .summary
                 .per_subject
                 .keys()
@@ -191,7 +341,7 @@ pub fn mmlu_subject_chart(entries: &[Entry]) -> Result<Option<Chart>> {
     .format(|v| format!("{v:.0}"))
     .reference_line("chance, 25%", 25.0);
     for e in with {
-        let per = &e.result.mmlu.as_ref().unwrap().summary.per_subject;
+        let per = &e.mmlu.as_ref().unwrap().value.summary.per_subject;
         chart = chart.series(
             e.name.clone(),
             subjects
@@ -239,14 +389,14 @@ pub fn advice(entries: &[Entry]) -> Vec<String> {
     let mut by_mmlu: Vec<&Entry> = trained
         .iter()
         .copied()
-        .filter(|e| e.result.mmlu.is_some())
+        .filter(|e| e.mmlu.is_some())
         .collect();
     by_mmlu.sort_by(|a, b| {
-        let acc = |e: &Entry| e.result.mmlu.as_ref().unwrap().summary.micro.accuracy;
+        let acc = |e: &Entry| e.mmlu.as_ref().unwrap().value.summary.micro.accuracy;
         acc(b).total_cmp(&acc(a))
     });
     if let Some(best) = by_mmlu.first() {
-        let m = &best.result.mmlu.as_ref().unwrap().summary.micro;
+        let m = &best.mmlu.as_ref().unwrap().value.summary.micro;
         let claim = if by_mmlu.len() == 1 {
             "is the only model with an MMLU score here"
         } else {
@@ -260,7 +410,7 @@ pub fn advice(entries: &[Entry]) -> Vec<String> {
             100.0 * m.ci95_high
         );
         if let Some(next) = by_mmlu.get(1) {
-            let n = &next.result.mmlu.as_ref().unwrap().summary.micro;
+            let n = &next.mmlu.as_ref().unwrap().value.summary.micro;
             if n.ci95_high >= m.ci95_low {
                 line.push_str(&format!(
                     " Its interval overlaps {}'s ({:.1}%): the difference is not established.",
@@ -276,26 +426,44 @@ pub fn advice(entries: &[Entry]) -> Vec<String> {
         }
         lines.push(line);
     }
-    let coders: Vec<&Entry> = trained
+    let runs: Vec<(&Entry, &HumanEvalResult)> = trained
         .iter()
-        .copied()
-        .filter(|e| e.result.humaneval.is_some())
+        .flat_map(|e| e.humaneval.iter().map(move |h| (*e, &h.value)))
         .collect();
-    if let Some(best) = coders.iter().max_by(|a, b| {
-        let p = |e: &Entry| e.result.humaneval.as_ref().unwrap().pass_at_1;
-        p(a).total_cmp(&p(b))
-    }) {
-        let h = best.result.humaneval.as_ref().unwrap();
+    if let Some((best, h)) = runs
+        .iter()
+        .max_by(|a, b| a.1.pass_at_1.total_cmp(&b.1.pass_at_1))
+    {
         lines.push(if h.passed == 0 {
+            let mut settings: Vec<String> = runs.iter().map(|(_, h)| h.setting()).collect();
+            settings.sort();
+            settings.dedup();
             format!(
-                "**Code:** none of the measured models passed a HumanEval problem ({} tried): \
-                 use a larger or code-trained model for code.",
-                h.problems
+                "**Code:** none of the measured models passed a HumanEval problem ({} tried; \
+                 {}): use a larger or code-trained model for code.",
+                h.problems,
+                settings.join("; ")
             )
         } else {
+            // The same model in its other settings: how much the format moved its score.
+            let others: Vec<String> = runs
+                .iter()
+                .filter(|(e, o)| e.name == best.name && o.setting() != h.setting())
+                .map(|(_, o)| format!("{} {:.1}%", o.setting(), 100.0 * o.pass_at_1))
+                .collect();
+            let others = if others.is_empty() {
+                String::new()
+            } else {
+                format!(" Its other settings: {}.", others.join(", "))
+            };
             format!(
-                "**Code:** {} passes the most HumanEval problems ({}/{}).",
-                best.name, h.passed, h.problems
+                "**Code:** {} has the highest HumanEval pass@1 here: {:.1}% ({}; {}/{} problems \
+                 solved).{others}",
+                best.name,
+                100.0 * h.pass_at_1,
+                h.setting(),
+                h.passed,
+                h.problems
             )
         });
     }
@@ -361,6 +529,10 @@ pub fn comparison_markdown(entries: &[Entry]) -> Result<String> {
     } else {
         md.push_str(&measured_table(entries)?.to_markdown());
         md.push('\n');
+        if let Some(table) = humaneval_table(entries)? {
+            md.push_str(&table.to_markdown());
+            md.push('\n');
+        }
     }
     md.push_str("## When to use each model\n\nFrom the measured numbers above only.\n\n");
     for line in advice(entries) {
@@ -368,13 +540,15 @@ pub fn comparison_markdown(entries: &[Entry]) -> Result<String> {
     }
     let partial: Vec<String> = entries
         .iter()
-        .filter_map(|e| {
-            let i = e.result.humaneval.as_ref()?.isolation;
-            let file = e.file.file_name()?.to_string_lossy();
+        .flat_map(|e| e.humaneval.iter().map(move |h| (e, h)))
+        .filter_map(|(e, h)| {
+            let i = h.value.isolation;
+            let file = h.file.file_name()?.to_string_lossy();
             (!i.is_full()).then(|| {
                 format!(
-                    "- {} ({file}): sandbox `{:?}` lacked {}",
+                    "- {} ({file}, {}): sandbox `{:?}` lacked {}",
                     e.name,
+                    h.value.setting(),
                     i.mechanism,
                     i.missing().join(", ")
                 )
@@ -405,15 +579,16 @@ mod tests {
         assert_eq!(short_subject("us_foreign_policy"), "us foreign policy");
     }
 
-    /// An entry with the given decode speed and peak memory, and an MMLU score when `mmlu`
-    /// is `Some((correct, total))`.
-    fn entry(
+    /// A model result with the given decode speed and peak memory, an MMLU score when `mmlu`
+    /// is `Some((correct, total))` and the given HumanEval result.
+    fn result(
         source: &str,
         weights: &str,
         tok_s: f64,
         peak_gb: f64,
         mmlu: Option<(usize, usize)>,
-    ) -> Entry {
+        humaneval: serde_json::Value,
+    ) -> ModelResult {
         let speed = crate::eval::speed::Measured::new(vec![tok_s]);
         let mmlu = mmlu.map(|(correct, total)| {
             let acc = crate::eval::mmlu::Accuracy::new(correct, total);
@@ -433,13 +608,15 @@ mod tests {
             "memory": {"weights_bytes": 1, "peak_rss_bytes": 1},
             "speed": {"prompt_tokens": 64, "new_tokens": 128, "warmup": 1,
                       "prefill_tokens_per_s": speed, "decode_tokens_per_s": speed},
-            "mmlu": mmlu, "humaneval": null
+            "mmlu": mmlu, "humaneval": humaneval
         });
-        let result: ModelResult = serde_json::from_value(result).unwrap();
-        Entry {
-            name: display_name(source, &result),
-            file: PathBuf::from("bench-test.json"),
-            timestamp: "2026-01-01T00:00:00Z".into(),
+        serde_json::from_value(result).unwrap()
+    }
+
+    fn report(timestamp: &str, models: Vec<ModelResult>) -> BenchReport {
+        BenchReport {
+            timestamp: timestamp.into(),
+            complete: true,
             hardware: BenchHardware {
                 device: "Cpu".into(),
                 gpu_name: None,
@@ -447,8 +624,147 @@ mod tests {
                 cores: 2,
                 threads: 2,
             },
-            result,
+            models: models.into_iter().map(|m| (m.source.clone(), m)).collect(),
+            versions: Default::default(),
+            git_commit: None,
         }
+    }
+
+    /// The entry of one model measured once.
+    fn entry(
+        source: &str,
+        weights: &str,
+        tok_s: f64,
+        peak_gb: f64,
+        mmlu: Option<(usize, usize)>,
+    ) -> Entry {
+        let r = result(
+            source,
+            weights,
+            tok_s,
+            peak_gb,
+            mmlu,
+            serde_json::Value::Null,
+        );
+        let runs = [(
+            PathBuf::from("bench-test.json"),
+            report("2026-01-01T00:00:00Z", vec![r]),
+        )];
+        latest_entries(&runs).remove(0)
+    }
+
+    /// HumanEval as a results file written before formats and sampling were recorded.
+    fn humaneval_without_format(passed: usize) -> serde_json::Value {
+        serde_json::json!({
+            "source": "HumanEval.jsonl.gz", "subset": "20 fixed problems",
+            "samples_per_problem": 1, "passed": passed, "problems": 20,
+            "pass_at_1": passed as f64 / 20.0, "isolation": {"network": true},
+            "timeout_seconds": 3.0, "seconds": 40.0, "results": []
+        })
+    }
+
+    fn humaneval_chat(samples: usize, temperature: f64, pass_at_1: f64) -> serde_json::Value {
+        serde_json::json!({
+            "source": "HumanEval.jsonl.gz", "subset": "20 fixed problems", "format": "chat",
+            "sampling": {"samples": samples, "temperature": temperature, "top_p": 0.95, "seed": 42},
+            "passed": 4, "problems": 20, "pass_at_1": pass_at_1,
+            "pass_at_k": {"1": pass_at_1, "10": 0.3},
+            "isolation": {"mechanism": "namespaces", "network": true, "filesystem_read_only": true,
+                          "home_hidden": true, "private_tmp": true, "pid_namespace": true,
+                          "signals_confined": true, "uid": "root_to_nobody"},
+            "timeout_seconds": 3.0, "seconds": 40.0, "results": []
+        })
+    }
+
+    #[test]
+    fn a_row_keeps_the_latest_run_of_each_measurement_and_every_humaneval_setting() {
+        let m = "/m/smol.gguf";
+        let runs = [
+            (
+                PathBuf::from("bench-1.json"),
+                report(
+                    "2026-01-01T00:00:00Z",
+                    vec![result(
+                        m,
+                        "pretrained",
+                        40.0,
+                        0.6,
+                        Some((27, 100)),
+                        humaneval_without_format(0),
+                    )],
+                ),
+            ),
+            (
+                PathBuf::from("bench-2.json"),
+                report(
+                    "2026-01-02T00:00:00Z",
+                    vec![result(
+                        m,
+                        "pretrained",
+                        44.0,
+                        0.5,
+                        None,
+                        humaneval_chat(1, 0.0, 0.15),
+                    )],
+                ),
+            ),
+            (
+                PathBuf::from("bench-3.json"),
+                report(
+                    "2026-01-03T00:00:00Z",
+                    vec![result(
+                        m,
+                        "pretrained",
+                        45.0,
+                        0.5,
+                        None,
+                        humaneval_chat(10, 0.8, 0.12),
+                    )],
+                ),
+            ),
+        ];
+        let entries = latest_entries(&runs);
+        assert_eq!(entries.len(), 1);
+        let e = &entries[0];
+        assert_eq!(e.result.tokens_per_second, 45.0);
+        assert!(e.mmlu.as_ref().unwrap().file.ends_with("bench-1.json"));
+        let settings: Vec<String> = e.humaneval.iter().map(|h| h.value.setting()).collect();
+        assert_eq!(
+            settings,
+            [
+                "chat",
+                "chat, 10 samples at T 0.8, top-p 0.95",
+                "completion"
+            ]
+        );
+        assert_eq!(e.files(), ["bench-3.json", "bench-1.json", "bench-2.json"]);
+
+        let row = &measured_table(&entries).unwrap().rows()[0];
+        assert_eq!(row[1], "27.0 (19.3–36.4), 100 q");
+        assert_eq!(
+            row[2],
+            "15.0 (4/20) chat · 12.0 chat, 10 samples at T 0.8, top-p 0.95 · 0.0 (0/20) completion ⚠"
+        );
+        let detail = humaneval_table(&entries).unwrap().unwrap().rows();
+        assert_eq!(detail.len(), 3);
+        assert_eq!(
+            &detail[1][1..7],
+            [
+                "chat",
+                "10 samples at T 0.8, top-p 0.95",
+                "12.0",
+                "–",
+                "30.0",
+                "4/20"
+            ]
+        );
+        assert_eq!(&detail[2][1..4], ["completion", "greedy", "0.0 ⚠"]);
+        let advice = advice(&entries).join("\n");
+        assert!(
+            advice.contains("smol q4_0 has the highest HumanEval pass@1 here: 15.0% (chat; 4/20"),
+            "{advice}"
+        );
+        assert!(advice.contains("completion 0.0%"), "{advice}");
     }
 
     #[test]
