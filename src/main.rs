@@ -230,6 +230,9 @@ enum Command {
     /// Speculative decoding: a drafter proposes tokens, the target verifies them in one pass;
     /// the output is exactly the target's. Measures plain decoding beside it.
     Speculative(billion_llm::speculative::cli::SpeculativeArgs),
+    /// Time a draft step, a target step and a verification of K + 1 tokens (random weights
+    /// work: the cost of a step depends only on the architecture) -> results/speculative-costs-<timestamp>.json.
+    SpeculativeCosts(billion_llm::speculative::cli::CostsArgs),
     /// Write the book's charts and tables (mdbook/src/generated) and docs/COMPARISON.md from the library and results/.
     BookAssets {
         #[arg(long, default_value = "mdbook/src/generated")]
@@ -365,6 +368,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Finetune(args) => billion_llm::finetune::cli::run(&args),
         Command::Speculative(args) => billion_llm::speculative::cli::run(&args),
+        Command::SpeculativeCosts(args) => billion_llm::speculative::cli::run_costs(&args),
         Command::BookAssets {
             out,
             results,

@@ -1,6 +1,6 @@
 //! From a name to a ready model: a zoo alias, a hub id, a local folder or a `.gguf` file.
 
-use crate::hub::chat_template::ChatTemplate;
+use crate::hub::chat_template::{ChatTemplate, Message};
 use crate::hub::client::{HubClient, HubRepo};
 use crate::hub::tokenizer::Tokenizer;
 use crate::hub::zoo::{self, ZooModel};
@@ -155,6 +155,20 @@ impl LoadedModel {
         self.tokenizer
             .as_ref()
             .map_err(|why| anyhow::anyhow!("{why}"))
+    }
+
+    /// One user message through the model's chat template, ready to generate the answer, as
+    /// token ids. The template places the special tokens, as transformers'
+    /// `apply_chat_template` does, so the tokenizer adds none.
+    pub fn chat_prompt(&self, user: &str) -> Result<Vec<u32>> {
+        let template = self.chat_template.as_ref().with_context(|| {
+            format!(
+                "{} has no chat template: send the text as it is, without the template",
+                self.name
+            )
+        })?;
+        let rendered = template.render(&[Message::new("user", user)], true)?;
+        self.tokenizer()?.encode(&rendered, false)
     }
 }
 

@@ -123,7 +123,12 @@ pub const ZOO: &[ZooModel] = &[
         chat_format: ChatFormat::Llama2,
         tokenizer_family: "llama2",
         compared: false,
-        config_json: None,
+        // The hub's config.json of meta-llama/Llama-2-7b-chat-hf (transformers 4.32 wrote it,
+        // leaving rope_theta at its llama default of 10000): the target of the 1B → 7B
+        // speculative-decoding costs, measured with random weights since the repo is gated.
+        config_json: Some(include_str!(
+            "../../configs/meta-llama--Llama-2-7b-chat-hf.json"
+        )),
     },
     ZooModel {
         alias: "pythia-160m",
@@ -193,7 +198,8 @@ pub const ZOO: &[ZooModel] = &[
 ];
 
 impl ZooModel {
-    /// The model's hub config.json as shipped with the crate (the four compared models).
+    /// The model's hub config.json as shipped with the crate (the four compared models and
+    /// Llama 2 7B, the target of the 1B → 7B speculative-decoding costs).
     pub fn config(&self) -> Result<crate::model::config::TransformerConfig> {
         let json = self.config_json.ok_or_else(|| {
             anyhow::anyhow!(
@@ -265,12 +271,14 @@ mod tests {
 
     #[test]
     fn embedded_configs_parse() {
-        for m in compared() {
-            let cfg =
-                crate::model::config::TransformerConfig::from_hub_json(m.config_json.unwrap())
-                    .unwrap();
+        for m in ZOO.iter().filter(|m| m.config_json.is_some()) {
+            let cfg = m.config().unwrap();
             assert_eq!(cfg.architecture, m.architecture, "{}", m.alias);
         }
+        assert!(compared().all(|m| m.config_json.is_some()));
+        // Llama 2's config.json leaves rope_theta at transformers' default.
+        let llama2 = find("llama-2-7b-chat").unwrap().config().unwrap();
+        assert_eq!((llama2.rope_theta, llama2.num_kv_heads), (10000.0, 32));
         assert_eq!(
             find("TinyLlama/TinyLlama-1.1B-Chat-v1.0").unwrap().alias,
             "tinyllama"

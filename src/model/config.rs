@@ -501,8 +501,8 @@ impl ParameterCounts {
 mod tests {
     use super::*;
 
-    /// Totals of the four compared models as the hub reports them for their safetensors
-    /// checkpoints: our per-kind counts must add up to exactly these.
+    /// Totals of the four compared models and Llama 2 7B as the hub reports them for their
+    /// safetensors checkpoints: our per-kind counts must add up to exactly these.
     #[test]
     fn parameter_counts_match_the_published_totals() {
         let expected = [
@@ -510,6 +510,7 @@ mod tests {
             ("llama3.2-1b", 1_235_814_400),
             ("stablelm-2-1.6b", 1_644_515_328),
             ("pythia-1b", 1_011_781_632),
+            ("llama-2-7b-chat", 6_738_415_616),
         ];
         for (alias, total) in expected {
             let m = crate::hub::zoo::find(alias).unwrap();

@@ -441,6 +441,9 @@ pub struct LineChart {
     /// Start the y axis at zero (for quantities such as a speed-up, whose size matters);
     /// otherwise it spans the data (for a loss, whose change matters).
     pub y_from_zero: bool,
+    /// A fixed top of the y axis (room for the legend above rising curves); otherwise fitted
+    /// to the data.
+    pub y_max: Option<f64>,
 }
 
 impl LineChart {
@@ -455,6 +458,7 @@ impl LineChart {
             y_label: y_label.into(),
             curves: Vec::new(),
             y_from_zero: false,
+            y_max: None,
         }
     }
 
@@ -468,6 +472,11 @@ impl LineChart {
 
     pub fn y_from_zero(mut self) -> Self {
         self.y_from_zero = true;
+        self
+    }
+
+    pub fn y_max(mut self, top: f64) -> Self {
+        self.y_max = Some(top);
         self
     }
 
@@ -490,7 +499,10 @@ impl LineChart {
                 .margin(14)
                 .x_label_area_size(44)
                 .y_label_area_size(74)
-                .build_cartesian_2d(x_min..x_min + x_span, y_low..y_max + y_pad)
+                .build_cartesian_2d(
+                    x_min..x_min + x_span,
+                    y_low..self.y_max.unwrap_or(y_max + y_pad),
+                )
                 .map_err(plot_error)?;
             chart
                 .configure_mesh()

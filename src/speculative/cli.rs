@@ -1,16 +1,18 @@
 //! `billion-llm speculative`: decode a target with a drafter, show which tokens the draft
 //! supplied, and measure plain decoding of the same target on the same prompt in the same run.
+//! `billion-llm speculative-costs`: time the steps a round is made of, for the speedup formula.
 
 use super::{
-    check_same_vocabulary, DraftModel, Drafter, KSchedule, LayerSkip, PromptLookup,
-    SpeculativeDecoder, SpeculativeOutput,
+    check_same_vocabulary, measure_costs, CostSettings, CostedModel, CostsRecord, DraftModel,
+    Drafter, KSchedule, LayerSkip, PromptLookup, SameRun, SpeculativeDecoder,
 };
+use crate::eval::bench::peak_rss_bytes;
 use crate::eval::results::{
     git_commit, instruction_set, utc_timestamp, write_json_atomic, Hardware,
 };
-use crate::hub::chat_template::Message;
-use crate::hub::loader::{load, LoadOptions, LoadedModel};
-use crate::model::generation::{generate, GenerateOptions, SamplingParams};
+use crate::hub::loader::{load, parse_quantization, LoadOptions, LoadedModel};
+use crate::hub::zoo;
+use crate::model::generation::SamplingParams;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
@@ -125,13 +127,13 @@ pub fn run(args: &SpeculativeArgs) -> Result<()> {
     let colour = !args.json && std::io::stdout().is_terminal();
     let mut stream = target.tokenizer.as_ref().ok().map(|t| t.output_stream());
     let mut stdout = std::io::stdout();
-    let out: SpeculativeOutput = SpeculativeDecoder {
+    let run: SameRun = SpeculativeDecoder {
         target: &mut target.model,
         drafter: drafter.as_mut(),
         schedule,
         sampling,
     }
-    .generate(&prompt, args.max_new_tokens, |token, drafted| {
+    .generate_beside_plain(&prompt, args.max_new_tokens, |token, drafted| {
         if args.json {
             return Ok(());
         }
@@ -150,15 +152,7 @@ pub fn run(args: &SpeculativeArgs) -> Result<()> {
         }
         Ok(())
     })?;
-    // Plain decoding of the same target on the same prompt, in the same run.
-    target.model.reset_cache();
-    let opts = GenerateOptions {
-        max_new_tokens: args.max_new_tokens,
-        sampling,
-        ignore_eos: false,
-        stop: None,
-    };
-    let plain = generate(&mut target.model, &prompt, &opts, |_| Ok(()))?;
+    let (out, plain) = (&run.speculative, &run.plain);
     let text = match target.tokenizer() {
         Ok(t) => t.decode(&out.tokens, true)?,
         Err(_) => String::new(),
@@ -169,7 +163,7 @@ pub fn run(args: &SpeculativeArgs) -> Result<()> {
         target_forwards: out.target_forwards,
         tokens_per_s: out.decode_tokens_per_s(),
         baseline_tokens_per_s: plain.decode_tokens_per_s(),
-        speedup: out.decode_tokens_per_s() / plain.decode_tokens_per_s().max(1e-9),
+        speedup: run.speedup(),
         tokens: out.tokens.clone(),
         text,
     };
@@ -188,7 +182,7 @@ pub fn run(args: &SpeculativeArgs) -> Result<()> {
         drafted_at: &out.drafted_at,
         accepted_at: &out.accepted_at,
         rounds: out.rounds,
-        same_tokens_as_plain: plain.tokens == out.tokens,
+        same_tokens_as_plain: run.same_tokens(),
         hardware: Hardware::detect(args.threads),
         instruction_set: instruction_set(),
         git_commit: git_commit(),
@@ -252,16 +246,142 @@ fn drafter(args: &SpeculativeArgs, target: &LoadedModel) -> Result<Box<dyn Draft
 fn prompt_ids(args: &SpeculativeArgs, target: &LoadedModel) -> Result<Vec<u32>> {
     match (&args.ids, &args.prompt) {
         (Some(ids), _) => Ok(ids.clone()),
-        (None, Some(text)) if args.chat => {
-            let template = target
-                .chat_template
-                .as_ref()
-                .with_context(|| format!("{} has no chat template: drop --chat", args.target))?;
-            let rendered = template.render(&[Message::new("user", text)], true)?;
-            // The template places the special tokens, as transformers' apply_chat_template.
-            target.tokenizer()?.encode(&rendered, false)
+        (None, Some(_)) if args.chat && target.chat_template.is_none() => {
+            bail!("{} has no chat template: drop --chat", args.target)
         }
+        (None, Some(text)) if args.chat => target.chat_prompt(text),
         (None, Some(text)) => target.tokenizer()?.encode(text, true),
         (None, None) => bail!("give --prompt or --ids"),
     }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CostsArgs {
+    /// The model that verifies: zoo alias, hub id, local folder or .gguf.
+    #[arg(long)]
+    pub target: String,
+    /// The model that drafts; it must share the target's vocabulary.
+    #[arg(long)]
+    pub draft: String,
+    /// `random`: both models' real configs with random weights (no download; a token costs
+    /// what it costs with trained weights).
+    #[arg(long, default_value = "pretrained", value_parser = ["pretrained", "random"])]
+    pub weights: String,
+    /// Quantize both models' plain weights at load time: q8_0, q4_0, q4_1, q4k or q6k.
+    #[arg(long)]
+    pub quantize: Option<String>,
+    /// Drafts per round whose verification (K + 1 tokens) is timed, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    pub k: Vec<usize>,
+    /// Tokens in the caches when a step is timed.
+    #[arg(long, default_value_t = 64)]
+    pub context: usize,
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// CPU threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Where results/speculative-costs-<timestamp>.json goes.
+    #[arg(long, default_value = "results")]
+    pub results_dir: PathBuf,
+}
+
+/// `billion-llm speculative-costs`: loads the target first (so the peak resident set right
+/// after is its load's), then the draft, times their steps and writes the results file.
+pub fn run_costs(args: &CostsArgs) -> Result<()> {
+    std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
+    let opts = LoadOptions {
+        quantize: args
+            .quantize
+            .as_deref()
+            .map(parse_quantization)
+            .transpose()?,
+        random_weights: args.weights == "random",
+        ..LoadOptions::default()
+    };
+    let mut target =
+        load(&args.target, &opts).with_context(|| format!("loading the target {}", args.target))?;
+    let target_load_peak_rss_bytes = peak_rss_bytes();
+    eprintln!(
+        "{}: {:.1} GB of weights, loaded in {:.0} s, peak resident set {:.1} GB",
+        args.target,
+        target.model.weight_bytes() as f64 / 1e9,
+        target.load_s,
+        target_load_peak_rss_bytes as f64 / 1e9
+    );
+    let mut draft =
+        load(&args.draft, &opts).with_context(|| format!("loading the draft {}", args.draft))?;
+    let settings = CostSettings {
+        ks: args.k.clone(),
+        context_tokens: args.context,
+        warmup: args.warmup,
+        runs: args.runs,
+    };
+    let load_average = load_average();
+    let costs = measure_costs(&mut target.model, &mut draft.model, &settings)?;
+    let record = CostsRecord {
+        timestamp: utc_timestamp(),
+        target: costed(&target, args),
+        draft: costed(&draft, args),
+        settings,
+        threads: args.threads,
+        costs,
+        target_load_peak_rss_bytes,
+        peak_rss_bytes: peak_rss_bytes(),
+        load_average,
+        hardware: Hardware::detect(args.threads),
+        instruction_set: instruction_set().to_string(),
+        git_commit: git_commit(),
+    };
+    let path = args.results_dir.join(format!(
+        "speculative-costs-{}.json",
+        record.timestamp.replace(':', "-")
+    ));
+    write_json_atomic(&path, &record)?;
+    let c = &record.costs;
+    println!(
+        "target step {:.1} ms · draft step {:.1} ms · c = {:.3} ({}, {} threads)",
+        1e3 * c.target_token_s.median,
+        1e3 * c.draft_token_s.median,
+        c.c,
+        instruction_set(),
+        args.threads
+    );
+    for v in &c.verify {
+        println!(
+            "K = {}: verifying {} tokens {:.1} ms · v = {:.2}",
+            v.k,
+            v.k + 1,
+            1e3 * v.seconds.median,
+            v.v
+        );
+    }
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn costed(m: &LoadedModel, args: &CostsArgs) -> CostedModel {
+    let parameters = m.model.config().parameter_counts().total();
+    CostedModel {
+        model: m.name.clone(),
+        name: zoo::lookup(&m.name).map_or_else(|| m.name.clone(), |z| z.name.to_string()),
+        parameters,
+        weights: args.weights.clone(),
+        quantization: args.quantize.clone(),
+        weight_bytes: m.model.weight_bytes(),
+        f32_bytes: 4 * parameters,
+        load_s: m.load_s,
+    }
+}
+
+/// The 1-minute load average (Linux), to read timings from a busy machine with.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

@@ -8,14 +8,19 @@
 //! [`PromptLookup`], which copies what followed the latest earlier occurrence of the last few
 //! tokens (no model at all; strong when the answer repeats the prompt).
 //!
-//! Uses the model (`Transformer`, its KV cache that truncates in O(1)), the sampler and the
-//! tokenizer; nothing above them.
+//! [`measure_costs`] times a draft step, a target step and a verification of K + 1 tokens, the
+//! inputs of [`expected_speedup`]: how a pair is judged when only its architecture is at hand.
+//!
+//! Uses the model (`Transformer`, its KV cache that truncates in O(1)), the sampler, the
+//! tokenizer and the loader, and `eval`'s results files and timing; nothing above them.
 
 pub mod cli;
+mod costs;
 mod decoder;
 mod drafter;
 mod pairing;
 
-pub use decoder::{expected_speedup, KSchedule, SpeculativeDecoder, SpeculativeOutput};
+pub use costs::{measure_costs, CostSettings, CostedModel, CostsRecord, StepCosts, VerifyCost};
+pub use decoder::{expected_speedup, KSchedule, SameRun, SpeculativeDecoder, SpeculativeOutput};
 pub use drafter::{DraftModel, Drafter, LayerSkip, PromptLookup, Proposal};
 pub use pairing::{check_same_vocabulary, DRAFT_PAIRS};

@@ -9,6 +9,7 @@ use crate::workbook::comparison;
 use crate::workbook::finetuning;
 use crate::workbook::next_token::NextTokenTable;
 use crate::workbook::scale;
+use crate::workbook::speculative;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -142,6 +143,36 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
     }
     if let Some(run) = &run {
         charts.push(("05-loss".into(), run.loss_chart()?));
+    }
+    match speculative::latest_bench(results)? {
+        Some(bench) => {
+            table("06-bench", bench.table()?)?;
+            charts.push(("06-speedup".into(), bench.speedup_chart()?));
+            charts.push((
+                "06-acceptance-by-position".into(),
+                bench.acceptance_by_position_chart("prompt lookup")?,
+            ));
+        }
+        None => placeholders.push((
+            "06-bench",
+            "*No speculative-decoding grid in `results/` yet: run \
+             `bash scripts/bench-speculative.sh`, then `billion-llm book-assets`.*\n",
+        )),
+    }
+    match speculative::latest_costs(results)? {
+        Some(costs) => {
+            table("06-costs", speculative::costs_table(&costs)?)?;
+            charts.push((
+                "06-modelled".into(),
+                speculative::modelled_speedup_chart(&costs)?,
+            ));
+        }
+        None => placeholders.push((
+            "06-costs",
+            "*No step costs in `results/` yet: run `billion-llm speculative-costs --draft \
+             tinyllama --target llama-2-7b-chat --weights random --quantize q4_0`, then \
+             `billion-llm book-assets`.*\n",
+        )),
     }
     for (name, text) in placeholders {
         let path = out.join(format!("{name}.md"));
