@@ -562,6 +562,15 @@ fn finetune_command_trains_smollm2_and_refuses_an_existing_folder() {
     }
     assert!(merged.exists() && !dir.path().join("merged.gguf.partial").exists());
     assert!(!dir.path().join("adapter.partial").exists());
+    // Readable like its folder (the safetensors crate alone leaves files owner-only).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&out.join("adapter_model.safetensors")),
+            mode(&out) & 0o666
+        );
+    }
     let report = std::fs::read_dir(&results)
         .unwrap()
         .next()

@@ -15,6 +15,20 @@ use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// Writes a safetensors file readable like the folder it is in. The safetensors crate writes
+/// through a temporary file, created owner-only (0600), and renames it: a learner's adapter
+/// would then be unreadable to the notebook server or a colleague. The folder's mode already
+/// carries the user's umask, so the file takes it, without execute bits.
+pub(super) fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    candle_core::safetensors::save(tensors, path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let mode = std::fs::metadata(folder)?.permissions().mode() & 0o666;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
 /// The trainable matrices of one adapted layer.
 #[derive(Debug, Clone)]
 pub struct LoraParams {
@@ -194,7 +208,7 @@ impl TrainableAdapter {
             tensors.insert(key("lora_A"), p.a.as_tensor().copy()?);
             tensors.insert(key("lora_B"), b);
         }
-        candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors"))?;
+        save_safetensors(&tensors, &dir.join("adapter_model.safetensors"))?;
         let config = serde_json::json!({
             "peft_type": "LORA",
             "task_type": "CAUSAL_LM",

@@ -17,6 +17,7 @@
 //! weight back to 4 bits would round much of what training learned away (the reason QLoRA keeps
 //! the adapter beside the quantized weight). The adapted tensors grow to 8.5 bits per weight.
 
+use super::adapter::save_safetensors;
 use crate::hub::loader::ModelSource;
 use crate::model::lora::LoraAdapter;
 use crate::model::rope_layout;
@@ -240,7 +241,7 @@ pub fn merge_into_folder(adapter: &LoraAdapter, dir: &Path, out: &Path) -> Resul
         std::fs::remove_dir_all(&partial)?;
     }
     std::fs::create_dir_all(&partial)?;
-    candle_core::safetensors::save(&tensors, partial.join("model.safetensors"))?;
+    save_safetensors(&tensors, &partial.join("model.safetensors"))?;
     for name in FOLDER_FILES {
         let from = dir.join(name);
         if from.exists() {
