@@ -15,6 +15,7 @@ use crate::report::Table;
 use anyhow::{bail, Context, Result};
 use polars::prelude::{Column, DataFrame};
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
 
 /// How an answer is compared with the reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -132,6 +133,9 @@ pub struct Evaluation {
     pub fields: f64,
     /// Prompt tokens per question, on average (few-shot prompts are longer).
     pub mean_prompt_tokens: f64,
+    /// Seconds per question, reading and answering (absent in files from before 2026-11-30).
+    #[serde(default)]
+    pub seconds_per_answer: Option<f64>,
     /// Every answer (a results file keeps the first few: see [`Evaluation::with_samples`]).
     pub samples: Vec<Sample>,
 }
@@ -177,6 +181,11 @@ pub fn evaluate(
     let context = loaded.model.config().max_position_embeddings;
     let mut samples = Vec::with_capacity(heldout.len());
     let mut prompt_tokens = 0usize;
+    // What the KV cache holds. The questions share their beginning (the system prompt, and with
+    // few-shot prompting every example), which is read once, as a chat session reuses it.
+    let mut cached: Vec<u32> = Vec::new();
+    loaded.model.reset_cache();
+    let start = Instant::now();
     for conversation in heldout {
         let (asked, reference) = split_reference(conversation)?;
         let mut messages: Vec<Message> = shots.iter().flatten().cloned().collect();
@@ -193,12 +202,22 @@ pub fn evaluate(
             );
         }
         prompt_tokens += ids.len();
-        loaded.model.reset_cache();
+        // At least one token must be read to get logits.
+        let common = cached
+            .iter()
+            .zip(&ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(ids.len() - 1);
+        loaded.model.truncate_cache(common);
         let options = GenerateOptions {
             max_new_tokens,
             ..GenerateOptions::default()
         };
-        let generation = generate(&mut loaded.model, &ids, &options, |_| Ok(()))?;
+        let generation = generate(&mut loaded.model, &ids[common..], &options, |_| Ok(()))?;
+        // Every generated token but the last was fed back into the cache.
+        cached = ids.clone();
+        cached.extend_from_slice(&generation.tokens[..generation.tokens.len().saturating_sub(1)]);
         let answer = tokenizer
             .decode(&generation.tokens, true)?
             .trim()
@@ -222,6 +241,7 @@ pub fn evaluate(
         valid: mean(&|s| f64::from(u8::from(s.score.valid))),
         fields: mean(&|s| s.score.fields),
         mean_prompt_tokens: prompt_tokens as f64 / n,
+        seconds_per_answer: Some(start.elapsed().as_secs_f64() / n),
         samples,
     })
 }
@@ -244,6 +264,12 @@ pub fn comparison_table(rows: &[Evaluation]) -> Result<Table> {
                 .collect::<Vec<_>>(),
         ),
         Column::new(
+            "s per answer".into(),
+            rows.iter()
+                .map(|r| r.seconds_per_answer)
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
             format!("{} %", metric.valid_label()).into(),
             pct(&|r| r.valid),
         ),
@@ -251,7 +277,7 @@ pub fn comparison_table(rows: &[Evaluation]) -> Result<Table> {
         Column::new("all right %".into(), pct(&|r| r.correct)),
     ])?;
     let n = rows.first().map_or(0, |r| r.examples);
-    Ok(Table::new(format!("{n} held-out examples, greedy answers"), frame).with_decimals(0))
+    Ok(Table::new(format!("{n} held-out examples, greedy answers"), frame).with_decimals(1))
 }
 
 #[cfg(test)]
