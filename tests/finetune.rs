@@ -617,6 +617,14 @@ fn finetune_command_trains_smollm2_and_refuses_an_existing_folder() {
         !ok && log.contains("already exists") && log.contains("--overwrite"),
         "{log}"
     );
+    // A merged model in the way is refused before any training too.
+    std::fs::remove_dir_all(&out).unwrap();
+    let (ok, log) = billion_llm(&args);
+    assert!(
+        !ok && log.contains("merged.gguf already exists") && log.contains("--merge"),
+        "{log}"
+    );
+    assert!(!out.exists());
 }
 
 /// A stop request saves `checkpoint-step-N` after the current step; a new trainer resumes from

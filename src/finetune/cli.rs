@@ -168,7 +168,7 @@ fn load_for_answers(
     )
 }
 
-/// Prints the before/after table and what it means.
+/// Prints the before/after table and, for each row, its first wrong answer.
 fn print_comparison(rows: &[Evaluation]) -> Result<()> {
     println!("{}", heldout::comparison_table(rows)?.to_markdown());
     for row in rows {
@@ -188,6 +188,16 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         bail!(
             "{} already exists: choose another --out, or pass --overwrite to replace it",
             args.out.display()
+        );
+    }
+    if let Some(merged) = args
+        .merge
+        .as_ref()
+        .filter(|m| m.exists() && !args.overwrite)
+    {
+        bail!(
+            "{} already exists: choose another --merge, or pass --overwrite to replace it",
+            merged.display()
         );
     }
     let lora = args.lora();
