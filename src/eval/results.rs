@@ -5,17 +5,29 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Writes `value` as pretty JSON to `path` via a temporary file and a rename, so an interrupted
-/// run never leaves a file that looks complete.
-pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+/// Writes `path` through `write`, which fills a `<name>.part` sibling that is renamed to `path`
+/// only once complete, so an interrupted run never leaves a file that looks complete.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} needs a file name", path.display()))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("json.part");
-    std::fs::write(&tmp, serde_json::to_string_pretty(value)? + "\n")
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    let tmp = path.with_file_name(format!("{}.part", name.to_string_lossy()));
+    write(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
+}
+
+/// Writes `value` as pretty JSON to `path` atomically (see [`write_atomic`]).
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    write_atomic(path, |tmp| Ok(std::fs::write(tmp, text)?))
 }
 
 /// Now, as `2026-11-22T14:03:05Z`.

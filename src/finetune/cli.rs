@@ -156,12 +156,12 @@ fn hold_out(train: &mut Vec<Vec<Message>>, fraction: f64, seed: u64) -> Vec<Vec<
 fn load_for_answers(
     model: &str,
     adapter: Option<&Path>,
-    device: &str,
+    device: &candle_core::Device,
 ) -> Result<loader::LoadedModel> {
     loader::load(
         model,
         &LoadOptions {
-            device: loader::parse_device(device)?,
+            device: device.clone(),
             adapter: adapter.map(Path::to_path_buf),
             ..LoadOptions::default()
         },
@@ -202,6 +202,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
     }
     let lora = args.lora();
     lora.validate()?;
+    let device = loader::parse_device(&args.device)?;
     // Read the data before loading the model: a bad file fails in a second.
     let mut train_conversations = read_conversations(&args.data)?;
     let eval_conversations = match &args.eval {
@@ -230,7 +231,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
             answered.len(),
             shots.len()
         );
-        let mut base = load_for_answers(&args.model, None, &args.device)?;
+        let mut base = load_for_answers(&args.model, None, &device)?;
         comparison.push(heldout::evaluate(
             "base model, plain prompt",
             &mut base,
@@ -247,7 +248,6 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         }
     }
 
-    let device = crate::hub::loader::parse_device(&args.device)?;
     let mut loaded = load_trainable(&args.model, &device)?;
     let template = loaded.chat_template.clone().with_context(|| {
         format!(
@@ -359,7 +359,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         }
         if !answered.is_empty() {
             eprintln!("asking the adapted model the held-out questions...");
-            let mut tuned = load_for_answers(&args.model, Some(&args.out), &args.device)?;
+            let mut tuned = load_for_answers(&args.model, Some(&args.out), &device)?;
             comparison.push(heldout::evaluate(
                 "LoRA adapter, plain prompt",
                 &mut tuned,

@@ -18,15 +18,16 @@
 //! the adapter beside the quantized weight). The adapted tensors grow to 8.5 bits per weight.
 
 use super::adapter::save_safetensors;
-use crate::hub::loader::ModelSource;
+use crate::eval::results::write_atomic;
+use crate::hub::loader::{folder_weights, ModelSource};
 use crate::model::lora::LoraAdapter;
 use crate::model::rope_layout;
 use crate::model::weights::GgufWeights;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The adapter's `B` for `module` in the row order of the GGUF base (q/k permuted).
 fn gguf_b(
@@ -47,31 +48,33 @@ fn gguf_weight_name(module: &str) -> Result<String> {
     })
 }
 
-/// Writes `file` through a `.partial` sibling, renamed only once complete.
-fn write_atomically(file: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = file
-        .file_name()
-        .with_context(|| format!("{} needs a file name", file.display()))?;
-    let partial = file.with_file_name(format!("{}.partial", name.to_string_lossy()));
-    write(&partial).inspect_err(|_| {
-        let _ = std::fs::remove_file(&partial);
-    })?;
-    std::fs::rename(&partial, file)
-        .with_context(|| format!("cannot move {} to {}", partial.display(), file.display()))
+/// The error for an adapter module the base model lacks.
+fn not_in_base(module: &str, base: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the adapter targets {module}, which {} does not have: it was trained for another base \
+         model",
+        base.display()
+    )
 }
 
-fn open_gguf(path: &Path) -> Result<(std::fs::File, gguf_file::Content)> {
-    let mut file = std::fs::File::open(path)
-        .with_context(|| format!("cannot open GGUF file {}", path.display()))?;
-    let content = gguf_file::Content::read(&mut file)
-        .map_err(|e| anyhow::anyhow!("{} is not a readable GGUF file ({e})", path.display()))?;
-    Ok((file, content))
+/// Writes `tensors` and `metadata` as a GGUF file, atomically.
+fn write_gguf(
+    out: &Path,
+    metadata: &[(&str, &gguf_file::Value)],
+    tensors: &[(String, QTensor)],
+) -> Result<()> {
+    write_atomic(out, |tmp| {
+        let mut f = std::fs::File::create(tmp)?;
+        let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        gguf_file::write(&mut f, metadata, &ts)?;
+        Ok(())
+    })
 }
 
 /// Writes `adapter` (a peft adapter for the GGUF `base`) as a llama.cpp GGUF LoRA adapter.
 pub fn write_gguf_lora(adapter: &LoraAdapter, base: &Path, out: &Path) -> Result<()> {
-    let (_, config) = GgufWeights::open(base, &Device::Cpu)?;
-    let (_, content) = open_gguf(base)?;
+    let (weights, config) = GgufWeights::open(base, &Device::Cpu)?;
+    let content = weights.content();
     let architecture = content
         .metadata
         .get("general.architecture")
@@ -84,11 +87,7 @@ pub fn write_gguf_lora(adapter: &LoraAdapter, base: &Path, out: &Path) -> Result
         let (a, b) = &adapter.modules[module];
         let name = gguf_weight_name(module)?;
         if !content.tensor_infos.contains_key(&name) {
-            bail!(
-                "the adapter targets {module}, which {} does not have: it was trained for \
-                 another base model",
-                base.display()
-            );
+            return Err(not_in_base(module, base));
         }
         let b = gguf_b(module, b, &config)?;
         let f32 = |t: &Tensor| -> Result<QTensor> {
@@ -111,14 +110,8 @@ pub fn write_gguf_lora(adapter: &LoraAdapter, base: &Path, out: &Path) -> Result
         ("adapter.type", gguf_file::Value::String("lora".to_string())),
         ("adapter.lora.alpha", gguf_file::Value::F32(alpha)),
     ];
-    write_atomically(out, |partial| {
-        let mut f = std::fs::File::create(partial)
-            .with_context(|| format!("cannot create {}", partial.display()))?;
-        let meta: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
-        let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        gguf_file::write(&mut f, &meta, &ts)?;
-        Ok(())
-    })
+    let meta: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    write_gguf(out, &meta, &tensors)
 }
 
 /// `w + scale · B A` for one weight `(out, in)` in f32.
@@ -138,32 +131,36 @@ fn merged_type(base: GgmlDType) -> GgmlDType {
 /// Writes the GGUF `base` with `adapter` folded into its weights (adapted tensors as
 /// [`merged_type`] says); all metadata (tokenizer, chat template) is kept.
 pub fn merge_into_gguf(adapter: &LoraAdapter, base: &Path, out: &Path) -> Result<()> {
-    let (_, config) = GgufWeights::open(base, &Device::Cpu)?;
-    let (mut file, content) = open_gguf(base)?;
+    let (mut weights, config) = GgufWeights::open(base, &Device::Cpu)?;
     let by_weight: HashMap<String, &String> = adapter
         .modules
         .keys()
         .map(|m| Ok((gguf_weight_name(m)?, m)))
         .collect::<Result<_>>()?;
-    let mut missing: Vec<&String> = by_weight
-        .keys()
-        .filter(|n| !content.tensor_infos.contains_key(*n))
+    let content = weights.content();
+    let mut missing: Vec<&str> = by_weight
+        .iter()
+        .filter(|(n, _)| !content.tensor_infos.contains_key(*n))
+        .map(|(_, m)| m.as_str())
         .collect();
     if !missing.is_empty() {
         missing.sort();
-        bail!(
-            "the adapter targets {missing:?}, which {} does not have: it was trained for \
-             another base model",
-            base.display()
-        );
+        return Err(not_in_base(&missing.join(", "), base));
     }
-    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
-    names.sort_by_key(|n| content.tensor_infos[*n].offset);
+    // The metadata (tokenizer, chat template) as it is, and the tensors in file order.
+    let mut metadata: Vec<(String, gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    metadata.sort_by(|x, y| x.0.cmp(&y.0));
+    let mut names: Vec<String> = content.tensor_infos.keys().cloned().collect();
+    names.sort_by_key(|n| content.tensor_infos[n].offset);
     let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(names.len());
     let scale = adapter.config.scale();
     for name in names {
-        let q = content.tensor(&mut file, name, &Device::Cpu)?;
-        let q = match by_weight.get(name) {
+        let q = weights.read(&name)?;
+        let q = match by_weight.get(&name) {
             None => q,
             Some(module) => {
                 let (a, b) = &adapter.modules[*module];
@@ -173,21 +170,11 @@ pub fn merge_into_gguf(adapter: &LoraAdapter, base: &Path, out: &Path) -> Result
                     .with_context(|| format!("quantizing the merged {name} again"))?
             }
         };
-        tensors.push((name.clone(), q));
+        tensors.push((name, q));
     }
-    write_atomically(out, |partial| {
-        let mut f = std::fs::File::create(partial)
-            .with_context(|| format!("cannot create {}", partial.display()))?;
-        let mut keys: Vec<&String> = content.metadata.keys().collect();
-        keys.sort();
-        let meta: Vec<(&str, &gguf_file::Value)> = keys
-            .into_iter()
-            .map(|k| (k.as_str(), &content.metadata[k]))
-            .collect();
-        let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        gguf_file::write(&mut f, &meta, &ts)?;
-        Ok(())
-    })
+    let meta: Vec<(&str, &gguf_file::Value)> =
+        metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    write_gguf(out, &meta, &tensors)
 }
 
 /// The files of a model folder that are not weights and belong in a merged copy.
@@ -203,31 +190,14 @@ const FOLDER_FILES: &[&str] = &[
 /// Writes the safetensors model in `dir` with `adapter` folded in, as a new model folder `out`
 /// (`model.safetensors` in the base's dtypes, plus its config and tokenizer files).
 pub fn merge_into_folder(adapter: &LoraAdapter, dir: &Path, out: &Path) -> Result<()> {
-    let files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    if files.is_empty() {
-        bail!(
-            "{} has no .safetensors weights to merge into",
-            dir.display()
-        );
-    }
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    for f in &files {
+    for f in &folder_weights(dir)? {
         tensors.extend(candle_core::safetensors::load(f, &Device::Cpu)?);
     }
     let scale = adapter.config.scale();
     for (module, (a, b)) in &adapter.modules {
         let key = format!("{module}.weight");
-        let w = tensors.get(&key).with_context(|| {
-            format!(
-                "the adapter targets {module}, which {} does not have: it was trained for \
-                 another base model",
-                dir.display()
-            )
-        })?;
+        let w = tensors.get(&key).ok_or_else(|| not_in_base(module, dir))?;
         let m = merged(w, a, b, scale)?.to_dtype(w.dtype())?;
         tensors.insert(key, m);
     }

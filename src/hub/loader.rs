@@ -269,7 +269,7 @@ fn build(
 }
 
 /// The safetensors files of a folder: the shards named by the index, or every `.safetensors`.
-fn folder_weights(dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn folder_weights(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
         let text = std::fs::read_to_string(&index)?;

@@ -177,6 +177,18 @@ impl GgufWeights {
         &self.content
     }
 
+    /// The tensor llama.cpp calls `gguf_name`, as stored (quantized or not).
+    pub fn read(&mut self, gguf_name: &str) -> Result<QTensor> {
+        self.content
+            .tensor(&mut self.file, gguf_name, &self.device)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "reading {gguf_name} from {}: {e} (truncated file? download it again)",
+                    self.path.display()
+                )
+            })
+    }
+
     /// llama.cpp's name for a Hugging Face llama tensor name.
     pub fn gguf_name(hf: &str) -> Option<String> {
         let fixed = match hf {
@@ -214,15 +226,7 @@ impl WeightSource for GgufWeights {
         if !self.content.tensor_infos.contains_key(&gguf) {
             bail!("tensor {gguf} ({name}) is missing from {}", self.describe());
         }
-        let q = self
-            .content
-            .tensor(&mut self.file, &gguf, &self.device)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "reading {gguf} from {}: {e} (truncated file? download it again)",
-                    self.describe()
-                )
-            })?;
+        let q = self.read(&gguf)?;
         check_dims(name, q.shape().dims(), dims, &self.describe())?;
         Ok(Weight::Quantized(Arc::new(q)))
     }

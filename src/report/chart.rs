@@ -298,14 +298,7 @@ impl BarChart {
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], line));
             }
             if self.series.len() + self.reference_lines.len() > 1 {
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK.mix(0.3))
-                    .label_font(("sans-serif", 13))
-                    .draw()
-                    .map_err(plot_error)?;
+                draw_legend(&mut chart)?;
             }
             root.present().map_err(plot_error)?;
         }
@@ -407,14 +400,7 @@ impl ScatterChart {
                     .label(p.label.as_str())
                     .legend(move |(x, y)| Circle::new((x + 6, y), 5, color.filled()));
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .label_font(("sans-serif", 13))
-                .draw()
-                .map_err(plot_error)?;
+            draw_legend(&mut chart)?;
             root.present().map_err(plot_error)?;
         }
         Ok(Chart {
@@ -530,14 +516,7 @@ impl LineChart {
                         .map_err(plot_error)?;
                 }
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .label_font(("sans-serif", 13))
-                .draw()
-                .map_err(plot_error)?;
+            draw_legend(&mut chart)?;
             root.present().map_err(plot_error)?;
         }
         Ok(Chart {
@@ -545,6 +524,22 @@ impl LineChart {
             svg,
         })
     }
+}
+
+/// The legend every chart draws: upper right, on a translucent white box.
+fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(plot_error)
 }
 
 fn plot_error<E: std::fmt::Display>(e: E) -> anyhow::Error {

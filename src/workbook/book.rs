@@ -3,6 +3,7 @@
 //! prose never repeats a number. The test command regenerates them and fails when the committed
 //! files differ, so the book cannot show a stale figure.
 
+use super::sorted_files;
 use crate::report::{Chart, Table};
 use crate::workbook::anatomy;
 use crate::workbook::comparison;
@@ -193,25 +194,4 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
         }
     }
     Ok(written)
-}
-
-/// Files in `dir` whose names start with `prefix` and end with `suffix`, sorted.
-fn sorted_files(dir: &Path, prefix: &str, suffix: &str) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    if dir.is_dir() {
-        for entry in
-            std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?
-        {
-            let path = entry?.path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            if path.is_file() && name.starts_with(prefix) && name.ends_with(suffix) {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
 }

@@ -63,18 +63,8 @@ impl Entry {
 /// short, and is ignored), oldest first.
 pub fn load_runs(dir: &Path) -> Result<Vec<(PathBuf, BenchReport)>> {
     let mut runs = Vec::new();
-    if !dir.is_dir() {
-        return Ok(runs);
-    }
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let path = entry?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        if !(name.starts_with("bench-") && name.ends_with(".json"))
-            || name.ends_with(".partial.json")
-        {
+    for path in super::sorted_files(dir, "bench-", ".json")? {
+        if path.to_string_lossy().ends_with(".partial.json") {
             continue;
         }
         let text = std::fs::read_to_string(&path)

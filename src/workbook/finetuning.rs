@@ -1,6 +1,7 @@
 //! Short 5, fine-tuning: how small an adapter is, how its loss fell, and whether it learned the
 //! task, read from the `results/finetune-*.json` files that `billion-llm finetune` writes.
 
+use super::sorted_files;
 use crate::eval::results::Hardware;
 use crate::finetune::config::{default_targets, LoraConfig, Targets};
 use crate::finetune::heldout::{self, Evaluation, Metric};
@@ -124,20 +125,7 @@ pub struct FinetuneRun {
 
 /// The newest completed fine-tuning run in `results`, if any.
 pub fn latest_run(results: &Path) -> Result<Option<FinetuneRun>> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(results) {
-        Ok(dir) => dir
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("finetune-") && n.ends_with(".json"))
-            })
-            .collect(),
-        Err(_) => return Ok(None),
-    };
-    // Timestamped names sort by time.
-    files.sort();
-    for path in files.iter().rev() {
+    for path in sorted_files(results, "finetune-", ".json")?.iter().rev() {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let run: FinetuneRun = serde_json::from_str(&text)

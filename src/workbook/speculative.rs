@@ -3,6 +3,7 @@
 //! draft for a 7B target would give on this machine (modelled from the step costs in
 //! `results/speculative-costs-*.json`), and one decoding with the drafted tokens marked.
 
+use super::sorted_files;
 use crate::eval::results::Hardware;
 use crate::hub::loader::LoadedModel;
 use crate::model::generation::SamplingParams;
@@ -76,30 +77,9 @@ pub struct SpeculativeBench {
     pub file: PathBuf,
 }
 
-/// Files in `results` named `<prefix><timestamp>.json`, newest last (timestamps sort by time).
-fn timestamped(results: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    if results.is_dir() {
-        for entry in std::fs::read_dir(results)
-            .with_context(|| format!("cannot read {}", results.display()))?
-        {
-            let path = entry?.path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            if name.starts_with(prefix) && name.ends_with(".json") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
 /// The newest speculative-decoding grid in `results`, if any.
 pub fn latest_bench(results: &Path) -> Result<Option<SpeculativeBench>> {
-    let Some(path) = timestamped(results, "speculative-bench-")?.pop() else {
+    let Some(path) = sorted_files(results, "speculative-bench-", ".json")?.pop() else {
         return Ok(None);
     };
     let text = std::fs::read_to_string(&path)
@@ -122,7 +102,7 @@ pub fn latest_bench(results: &Path) -> Result<Option<SpeculativeBench>> {
 
 /// The newest step-cost measurement in `results`, if any.
 pub fn latest_costs(results: &Path) -> Result<Option<CostsRecord>> {
-    let Some(path) = timestamped(results, "speculative-costs-")?.pop() else {
+    let Some(path) = sorted_files(results, "speculative-costs-", ".json")?.pop() else {
         return Ok(None);
     };
     let text = std::fs::read_to_string(&path)
