@@ -198,8 +198,12 @@ enum Command {
     /// Speed benchmark: prefill and decode tokens/s, side by side with llama.cpp on the same
     /// GGUF weights; writes results/speed-<timestamp>.json.
     BenchSpeed {
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
+        /// Thread counts to measure each case with.
+        #[arg(long, value_delimiter = ',', default_values_t = [2, 1])]
+        threads: Vec<usize>,
+        /// Prompt lengths (tokens) to measure each case at.
+        #[arg(long, value_delimiter = ',', default_values_t = [64, 512])]
+        prompt_tokens: Vec<usize>,
         #[arg(long, default_value_t = 5)]
         runs: usize,
         /// Measure billion-llm only (no llama-cpp-python needed).
@@ -246,9 +250,27 @@ enum Command {
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
+    let cli = Cli::parse();
+    // The whole command runs on a worker of the pool its parallel work uses
+    // (billion_llm::model::threads says why).
+    let threads = cli.command.threads();
+    let result = billion_llm::model::threads::run_on_workers(threads, || run(cli)).and_then(|r| r);
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+impl Command {
+    /// The thread count a command asks for with `--threads`.
+    fn threads(&self) -> Option<usize> {
+        match self {
+            Command::BenchSpeed { threads, .. } => threads.iter().copied().max(),
+            Command::Bench(args) => Some(args.threads),
+            Command::Speculative(args) => Some(args.threads),
+            Command::SpeculativeCosts(args) => Some(args.threads),
+            _ => None,
+        }
     }
 }
 
@@ -341,10 +363,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::BenchSpeed {
             threads,
+            prompt_tokens,
             runs,
             skip_llama_cpp,
             out_dir,
-        } => bench_speed(threads, runs, skip_llama_cpp, &out_dir),
+        } => bench_speed((&prompt_tokens, &threads), runs, skip_llama_cpp, &out_dir),
         Command::Bench(args) => bench(args),
         Command::Chat(args) => chat_cli::run(&args),
         Command::Next {
@@ -435,7 +458,6 @@ fn download(models: &[String]) -> Result<()> {
 fn bench(args: BenchArgs) -> Result<()> {
     use billion_llm::eval::bench::{run_bench, BenchSettings};
     use billion_llm::eval::humaneval::{Format, Sampling};
-    std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     let models = if args.models.is_empty() {
         zoo::compared().map(|m| m.alias.to_string()).collect()
     } else {
@@ -533,53 +555,68 @@ fn hub_or_asset<T>(
 }
 
 fn bench_speed(
-    threads: usize,
+    (prompts, threads): (&[usize], &[usize]),
     runs: usize,
     skip_llama_cpp: bool,
     out_dir: &std::path::Path,
 ) -> Result<()> {
     use billion_llm::eval::speed::{run_speed_benchmark, SpeedSettings};
-    // candle's CPU kernels use rayon's global pool: size it before the first tensor op.
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let settings = SpeedSettings {
-        threads,
         runs,
         ..Default::default()
     };
     let gguf = billion_llm::hub::assets::asset(billion_llm::hub::assets::SMOLLM2_GGUF)?;
     let work = billion_llm::hub::assets::home_dir().join(".cache/billion-llm/bench");
-    let cases = run_speed_benchmark(&settings, &gguf, &work, !skip_llama_cpp, |m| {
-        eprintln!("{m}")
-    })?;
+    let cases = run_speed_benchmark(
+        &settings,
+        (prompts, threads),
+        &gguf,
+        &work,
+        !skip_llama_cpp,
+        |m| eprintln!("{m}"),
+    )?;
     let timestamp = billion_llm::eval::results::utc_timestamp();
+    let hardware =
+        billion_llm::eval::results::Hardware::detect(threads.iter().copied().max().unwrap_or(1));
     let report = serde_json::json!({
         "timestamp": timestamp,
         "git_commit": billion_llm::eval::results::git_commit(),
-        "hardware": billion_llm::eval::results::Hardware::detect(threads),
-        "settings": settings,
+        "hardware": hardware,
+        "instruction_set": billion_llm::eval::results::instruction_set(),
+        "settings": {
+            "prompt_tokens": prompts,
+            "threads": threads,
+            "new_tokens": settings.new_tokens,
+            "warmup": settings.warmup,
+            "runs": settings.runs,
+        },
         "cases": cases,
     });
     let path = out_dir.join(format!("speed-{}.json", timestamp.replace(':', "-")));
     billion_llm::eval::results::write_json_atomic(&path, &report)?;
     println!(
-        "{:<52} {:>10} {:>10} {:>10} {:>10}",
-        "case", "prefill", "llama.cpp", "decode", "llama.cpp"
+        "{} ({} kernels)",
+        hardware.cpu,
+        billion_llm::eval::results::instruction_set()
     );
+    println!(
+        "{:<52} {:>6} {:>3} {:>9} {:>9} {:>6} {:>9} {:>9} {:>6}",
+        "case", "prompt", "thr", "prefill", "llama.cpp", "ratio", "decode", "llama.cpp", "ratio"
+    );
+    let opt = |v: Option<f64>, digits: usize| v.map_or("-".into(), |v| format!("{v:.digits$}"));
     for c in &cases {
         let l = c.llama_cpp.as_ref();
         println!(
-            "{:<52} {:>10.1} {:>10} {:>10.1} {:>10}",
+            "{:<52} {:>6} {:>3} {:>9.1} {:>9} {:>6} {:>9.1} {:>9} {:>6}",
             c.name,
+            c.prompt_tokens,
+            c.threads,
             c.billion_llm.prefill_tokens_per_s.median,
-            l.map_or("-".into(), |l| format!(
-                "{:.1}",
-                l.prefill_tokens_per_s.median
-            )),
+            opt(l.map(|l| l.prefill_tokens_per_s.median), 1),
+            opt(c.prefill_ratio, 2),
             c.billion_llm.decode_tokens_per_s.median,
-            l.map_or("-".into(), |l| format!(
-                "{:.1}",
-                l.decode_tokens_per_s.median
-            )),
+            opt(l.map(|l| l.decode_tokens_per_s.median), 1),
+            opt(c.decode_ratio, 2),
         );
     }
     eprintln!("wrote {}", path.display());

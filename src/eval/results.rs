@@ -46,19 +46,11 @@ pub fn utc_timestamp() -> String {
     )
 }
 
-/// The widest integer dot-product instructions this CPU offers, to name next to a speed figure
-/// (llama.cpp and our kernels run differently on the two kinds of host).
+/// The integer dot-product instructions our quantized kernels run with on this CPU
+/// ([`crate::model::quant::Isa`]), to name next to a speed figure: llama.cpp and our kernels
+/// run differently on AVX2 and AVX-512 VNNI hosts.
 pub fn instruction_set() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512vnni") {
-            return "AVX-512 VNNI";
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return "AVX2";
-        }
-    }
-    std::env::consts::ARCH
+    crate::model::quant::Isa::detect().map_or(std::env::consts::ARCH, |isa| isa.name())
 }
 
 /// The machine a result was measured on.

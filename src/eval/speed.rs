@@ -1,9 +1,10 @@
 //! The speed benchmark: prefill and decode tokens/s of our `Transformer`, side by side with
 //! llama.cpp (through `llama-cpp-python`) on the same GGUF weights, in the same run.
 //!
-//! Method: a fixed 64-token prompt, 128 new tokens forced (EOS masked), greedy, a warm-up run
-//! and then 5 timed runs; the median is reported and every run kept. Prefill is the one
-//! forward over the prompt; decode is the 127 one-token forwards after it.
+//! Method: a fixed prompt (64 and 512 tokens), 128 new tokens forced (EOS masked), greedy, a
+//! warm-up run and then 5 timed runs, with 2 threads and with 1; the median is reported and
+//! every run kept. Prefill is the one forward over the prompt; decode is the 127 one-token
+//! forwards after it.
 
 use crate::hub::loader::{load, LoadOptions};
 use crate::model::config::TransformerConfig;
@@ -84,10 +85,13 @@ pub struct EngineSpeed {
     pub decode_tokens_per_s: Measured,
 }
 
-/// One model in one weight format, measured by both engines.
+/// One model in one weight format, at one prompt length and thread count, measured by both
+/// engines.
 #[derive(Debug, Clone, Serialize)]
 pub struct SpeedCase {
     pub name: String,
+    pub prompt_tokens: usize,
+    pub threads: usize,
     /// How our side loaded it (`--model ... --weights ... --quantize ...`).
     pub ours_model: String,
     /// The GGUF file llama.cpp ran.
@@ -274,9 +278,12 @@ pub fn write_random_gguf(
     Ok(())
 }
 
-/// What `bench-speed` measures: each case is (label, our model spec, GGUF for llama.cpp).
+/// What `bench-speed` measures: each model (label, our model spec, GGUF for llama.cpp) at each
+/// prompt length of `prompts` and thread count of `threads`; the f32 model, slow to prefill
+/// and only there for reference, at the first of each.
 pub fn run_speed_benchmark(
     s: &SpeedSettings,
+    (prompts, threads): (&[usize], &[usize]),
     smollm_gguf: &Path,
     work_dir: &Path,
     with_llama_cpp: bool,
@@ -318,44 +325,70 @@ pub fn run_speed_benchmark(
         ),
     ];
     for (label, opts, model_name, gguf, export) in plans {
-        log(&format!("{label}: billion-llm"));
+        let f32_reference = export == Some(GgmlDType::F32);
         let mut m = load(&model_name, &opts)?;
-        let prompt = prompt_ids(s.prompt_tokens, m.model.config().vocab_size);
-        let ours = measure_ours(&mut m.model, &prompt, s)?;
-        drop(m);
-        let llama_cpp = if with_llama_cpp {
+        if with_llama_cpp {
             if let Some(dtype) = export {
                 if !gguf.exists() {
                     log(&format!("{label}: writing {}", gguf.display()));
                     write_random_gguf(&tiny_cfg, 42, dtype, &gguf)?;
                 }
             }
-            log(&format!("{label}: llama.cpp"));
-            Some(measure_llama_cpp(&gguf, &prompt, s)?)
-        } else {
-            None
-        };
-        let ratio =
-            |f: fn(&EngineSpeed) -> f64| llama_cpp.as_ref().map(|l| f(&ours) / f(l).max(1e-9));
-        cases.push(SpeedCase {
-            name: label,
-            ours_model: format!(
-                "{model_name}{}{}",
-                if opts.random_weights {
-                    " --weights random"
+        }
+        for &prompt_tokens in prompts
+            .iter()
+            .take(if f32_reference { 1 } else { prompts.len() })
+        {
+            for &t in threads
+                .iter()
+                .take(if f32_reference { 1 } else { threads.len() })
+            {
+                let s = SpeedSettings {
+                    threads: t,
+                    prompt_tokens,
+                    ..s.clone()
+                };
+                let prompt = prompt_ids(prompt_tokens, m.model.config().vocab_size);
+                log(&format!(
+                    "{label}, {prompt_tokens}-token prompt, {t} threads: billion-llm"
+                ));
+                let ours = crate::model::threads::run_on_workers(Some(t), || {
+                    measure_ours(&mut m.model, &prompt, &s)
+                })??;
+                let llama_cpp = if with_llama_cpp {
+                    log(&format!(
+                        "{label}, {prompt_tokens}-token prompt, {t} threads: llama.cpp"
+                    ));
+                    Some(measure_llama_cpp(&gguf, &prompt, &s)?)
                 } else {
-                    ""
-                },
-                opts.quantize
-                    .map(|q| format!(" --quantize {q:?}").to_lowercase())
-                    .unwrap_or_default()
-            ),
-            gguf: gguf.display().to_string(),
-            prefill_ratio: ratio(|e| e.prefill_tokens_per_s.median),
-            decode_ratio: ratio(|e| e.decode_tokens_per_s.median),
-            billion_llm: ours,
-            llama_cpp,
-        });
+                    None
+                };
+                let ratio = |f: fn(&EngineSpeed) -> f64| {
+                    llama_cpp.as_ref().map(|l| f(&ours) / f(l).max(1e-9))
+                };
+                cases.push(SpeedCase {
+                    name: label.clone(),
+                    prompt_tokens,
+                    threads: t,
+                    ours_model: format!(
+                        "{model_name}{}{}",
+                        if opts.random_weights {
+                            " --weights random"
+                        } else {
+                            ""
+                        },
+                        opts.quantize
+                            .map(|q| format!(" --quantize {q:?}").to_lowercase())
+                            .unwrap_or_default()
+                    ),
+                    gguf: gguf.display().to_string(),
+                    prefill_ratio: ratio(|e| e.prefill_tokens_per_s.median),
+                    decode_ratio: ratio(|e| e.decode_tokens_per_s.median),
+                    billion_llm: ours,
+                    llama_cpp,
+                });
+            }
+        }
     }
     Ok(cases)
 }

@@ -28,8 +28,10 @@ pub struct Attention {
 }
 
 /// The additive causal mask for `seq` new positions after `past` cached ones: `(seq, past + seq)`,
-/// 0 where a query may look and -inf where it would see the future.
-fn causal_mask(seq: usize, past: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+/// 0 where a query may look and -inf where it would see the future. Made once per forward and
+/// shared by the layers (an MMLU question of 170 tokens after a 1000-token prefix needs a
+/// 200k-value mask; made per layer, that was 30 of them per question).
+pub fn causal_mask(seq: usize, past: usize, dtype: DType, device: &Device) -> Result<Tensor> {
     let total = past + seq;
     let mask: Vec<f32> = (0..seq)
         .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
@@ -39,11 +41,13 @@ fn causal_mask(seq: usize, past: usize, dtype: DType, device: &Device) -> Result
 
 impl Attention {
     /// `x`: `(batch, seq, hidden)` → `(batch, seq, hidden)`. Positions start at `cache.len()`.
+    /// `mask`: [`causal_mask`] for the forward's positions (needed when `seq > 1`).
     pub fn forward(
         &self,
         x: &Tensor,
         rotary: &Rotary,
         cache: Option<&mut KvCache>,
+        mask: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor> {
         let (b, seq, _) = x.dims3()?;
@@ -54,11 +58,8 @@ impl Attention {
                 let heads = |t: Tensor, n: usize| -> Result<Tensor> {
                     Ok(t.reshape((b, seq, n, hd))?.transpose(1, 2)?)
                 };
-                (
-                    heads(q.forward(x)?, nh)?,
-                    heads(k.forward(x)?, nkv)?,
-                    heads(v.forward(x)?, nkv)?,
-                )
+                let [q, k, v] = LoraLinear::forward_group([q, k, v], x)?;
+                (heads(q, nh)?, heads(k, nkv)?, heads(v, nkv)?)
             }
             QkvProjection::Fused(qkv) => {
                 // GPT-NeoX lays the fused output out per head as [q_h | k_h | v_h].
@@ -78,37 +79,294 @@ impl Attention {
             // way batched matmul rejects (batch > 1, as in training).
             None => (k.contiguous()?, v.contiguous()?),
         };
-        let total = past + seq;
+        if seq == 1 && !train && q.dtype() == DType::F32 && q.device().is_cpu() {
+            let y = attend_one(&q, &k, &v, nh / nkv)?;
+            return self.o.forward(&y.reshape((b, 1, nh * hd))?);
+        }
 
-        // Grouped-query attention without copying k and v: the `groups` query heads that share
-        // a key/value head are stacked along the sequence axis, (b, nkv, groups * seq, hd).
         let groups = nh / nkv;
-        let q = q.reshape((b, nkv, groups * seq, hd))?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?; // (b, nkv, groups * seq, total)
-        let scores = if seq > 1 {
-            let mask = causal_mask(seq, past, scores.dtype(), scores.device())?;
-            scores
-                .reshape((b, nkv, groups, seq, total))?
-                .broadcast_add(&mask)?
-                .reshape((b, nkv, groups * seq, total))?
-        } else {
-            scores
+        let mask = match mask {
+            Some(mask) => Some(mask),
+            None if seq > 1 => {
+                anyhow::bail!("attention over {seq} new positions needs a causal mask")
+            }
+            None => None,
         };
-        // Softmax in f32 even for half-precision models: exp() overflows f16 easily.
-        let in_dtype = scores.dtype();
-        let scores = scores.to_dtype(DType::F32)?;
-        let probs = if train {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
-        };
-        let probs = probs.to_dtype(in_dtype)?;
-        let y = probs.matmul(&v)?; // (b, nkv, groups * seq, hd)
-        let y = y
-            .reshape((b, nh, seq, hd))?
-            .transpose(1, 2)?
-            .reshape((b, seq, nh * hd))?;
+        // Long prompts are read QUERY_CHUNK queries at a time: the scores of 512 queries over 512
+        // positions for 32 heads are 33 MB, which the allocator maps fresh (and the kernel
+        // zeroes page by page) for every layer; chunks of a few MB are reused instead.
+        let mut ys = Vec::with_capacity(seq.div_ceil(QUERY_CHUNK));
+        for c0 in (0..seq).step_by(QUERY_CHUNK) {
+            let n = QUERY_CHUNK.min(seq - c0);
+            let mask = mask.map(|m| m.narrow(0, c0, n)).transpose()?;
+            let q = q.narrow(2, c0, n)?;
+            ys.push(attend_many(
+                &q,
+                (&k, &v),
+                (mask.as_ref(), past + c0),
+                groups,
+                train,
+            )?);
+        }
+        let y = Tensor::cat(&ys, 2)?; // (b, nh, seq, hd)
+        let y = y.transpose(1, 2)?.reshape((b, seq, nh * hd))?;
         self.o.forward(&y)
+    }
+}
+
+/// One query head over its cached keys and values (`total` rows of `q.len()` each) into `y`.
+fn attend_head(q: &[f32], keys: &[f32], values: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::gemv::supported() {
+        // SAFETY: the CPU has AVX2 and FMA; keys and values hold whole rows of q's length.
+        return unsafe { attend_head_avx2(q, keys, values, y) };
+    }
+    let hd = q.len();
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut scores: Vec<f32> = keys
+        .chunks_exact(hd)
+        .map(|key| q.iter().zip(key).map(|(a, b)| a * b).sum::<f32>() * scale)
+        .collect();
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let mut sum = 0.0;
+    for s in &mut scores {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    y.fill(0.0);
+    for (p, value) in scores.iter().zip(values.chunks_exact(hd)) {
+        for (y, v) in y.iter_mut().zip(value) {
+            *y += p / sum * v;
+        }
+    }
+}
+
+/// [`attend_head`] with AVX2: the softmax's exponentials 8 at a time ([`exp_avx2`]; libm's
+/// `expf` one at a time was a fifth of the decode attention), and the weighted sum of values
+/// with 32 outputs held in registers across all positions.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_head_avx2(q: &[f32], keys: &[f32], values: &[f32], y: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let hd = q.len();
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut scores: Vec<f32> = keys
+        .chunks_exact(hd)
+        .map(|key| super::gemv::dot_avx2(q, key) * scale)
+        .collect();
+    let sum = exp_in_place_avx2(&mut scores);
+    let inv = _mm256_set1_ps(1.0 / sum);
+    let mut d = 0;
+    while d + 32 <= hd {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (j, &p) in scores.iter().enumerate() {
+            let w = _mm256_set1_ps(p);
+            let v = values.as_ptr().add(j * hd + d);
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(v.add(8 * k)), *a);
+            }
+        }
+        for (k, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(y.as_mut_ptr().add(d + 8 * k), _mm256_mul_ps(*a, inv));
+        }
+        d += 32;
+    }
+    for (dd, y) in y.iter_mut().enumerate().skip(d) {
+        let a: f32 = scores
+            .iter()
+            .enumerate()
+            .map(|(j, p)| p * values[j * hd + dd])
+            .sum();
+        *y = a / sum;
+    }
+}
+
+/// `row[j] = e^(row[j] - max(row))`, 8 at a time; returns the new row's sum.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_in_place_avx2(row: &mut [f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let mut vsum = _mm256_setzero_ps();
+    let mut chunks = row.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let e = exp_avx2(_mm256_sub_ps(
+            _mm256_loadu_ps(chunk.as_ptr()),
+            _mm256_set1_ps(max),
+        ));
+        _mm256_storeu_ps(chunk.as_mut_ptr(), e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), vsum);
+    let mut sum: f32 = lanes.iter().sum();
+    for s in chunks.into_remainder() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    sum
+}
+
+/// The causal softmax of raw scores `q·k` for inference, in one pass over each row: scale,
+/// `e^x` 8 at a time, normalise, and zeros past the query's own position. candle's route (a
+/// scaling pass, a mask added over the whole matrix, then its softmax with one libm `expf` per
+/// value) made a long prompt's attention cost as much as its matmuls: an MMLU law question
+/// (400 new tokens after 1,500 cached ones) has 6.8 million scores per layer.
+/// `scores`: `(b, nkv, groups * seq, total)`, rows of one group's query `i` at position
+/// `first_pos + i`.
+#[cfg(target_arch = "x86_64")]
+fn causal_softmax(scores: &Tensor, seq: usize, first_pos: usize, scale: f32) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let total = scores.dim(D::Minus1)?;
+    let mut v: Vec<f32> = scores.flatten_all()?.to_vec1()?;
+    v.par_chunks_mut(total).enumerate().for_each(|(r, row)| {
+        let (live, future) = row.split_at_mut((first_pos + r % seq + 1).min(total));
+        for x in live.iter_mut() {
+            *x *= scale;
+        }
+        // SAFETY: the caller checked that the CPU has AVX2 and FMA.
+        let inv = 1.0 / unsafe { exp_in_place_avx2(live) };
+        for x in live.iter_mut() {
+            *x *= inv;
+        }
+        future.fill(0.0);
+    });
+    Ok(Tensor::from_vec(v, scores.shape(), scores.device())?)
+}
+
+/// `e^x` for 8 floats (x ≤ 0, as softmax's `s - max` is): `2^n · e^r` with `n` the nearest
+/// integer to `x / ln 2` and `e^r` (|r| ≤ ln 2 / 2) from its Taylor series to `r^6`, whose
+/// truncation error is 1.2e-7 relative (Cephes' split of ln 2 keeps `r` exact).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_avx2(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    // Below -87, e^x is under f32's smallest normal number: 0 for a softmax's purposes.
+    let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let two_n = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(n),
+        _mm256_set1_epi32(127),
+    ));
+    _mm256_mul_ps(p, _mm256_castsi256_ps(two_n))
+}
+
+/// Queries per pass of [`attend_many`].
+const QUERY_CHUNK: usize = 128;
+
+/// Attention of `seq` queries (at positions `first_pos..`) over all `total` cached positions
+/// with matmuls. `q`: `(b, nh, seq, hd)`; `k`, `v`: `(b, nkv, total, hd)`; `mask`:
+/// `(seq, total)`. Returns `(b, nh, seq, hd)`.
+fn attend_many(
+    q: &Tensor,
+    (k, v): (&Tensor, &Tensor),
+    (mask, first_pos): (Option<&Tensor>, usize),
+    groups: usize,
+    train: bool,
+) -> Result<Tensor> {
+    let (b, nh, seq, hd) = q.dims4()?;
+    let (nkv, total) = (k.dim(1)?, k.dim(2)?);
+    // Grouped-query attention without copying k and v: the `groups` query heads that share
+    // a key/value head are stacked along the sequence axis, (b, nkv, groups * seq, hd).
+    let q = q.contiguous()?.reshape((b, nkv, groups * seq, hd))?;
+    let scale = 1.0 / (hd as f64).sqrt();
+    let scores = q.matmul(&k.t()?)?; // (b, nkv, groups * seq, total)
+    #[cfg(target_arch = "x86_64")]
+    if !train
+        && scores.dtype() == DType::F32
+        && scores.device().is_cpu()
+        && super::gemv::supported()
+    {
+        let probs = causal_softmax(&scores, seq, first_pos, scale as f32)?;
+        return Ok(probs.matmul(v)?.reshape((b, nh, seq, hd))?);
+    }
+    let scores = (scores * scale)?;
+    let scores = match mask {
+        Some(mask) => scores
+            .reshape((b, nkv, groups, seq, total))?
+            .broadcast_add(&mask.to_dtype(scores.dtype())?)?
+            .reshape((b, nkv, groups * seq, total))?,
+        None => scores,
+    };
+    // Softmax in f32 even for half-precision models: exp() overflows f16 easily.
+    let in_dtype = scores.dtype();
+    let scores = scores.to_dtype(DType::F32)?;
+    let probs = if train {
+        candle_nn::ops::softmax(&scores, D::Minus1)?
+    } else {
+        candle_nn::ops::softmax_last_dim(&scores)?
+    };
+    let probs = probs.to_dtype(in_dtype)?;
+    let y = probs.matmul(v)?; // (b, nkv, groups * seq, hd)
+    Ok(y.reshape((b, nh, seq, hd))?)
+}
+
+/// One new position's attention over the cache, head by head, in plain loops: a decode step's
+/// attention is a few dot products per cached position, which a general matmul (with its
+/// packing, and the transposes and copies around it) makes several times as costly.
+/// `q`: `(batch, heads, 1, head_dim)`; `k`, `v`: `(batch, kv_heads, total, head_dim)` views of
+/// the cache (each head's rows contiguous). Returns `(batch, heads, head_dim)` as one row.
+fn attend_one(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize) -> Result<Tensor> {
+    use candle_core::Storage;
+    use rayon::prelude::*;
+    let (b, nh, _, hd) = q.dims4()?;
+    let total = k.dim(2)?;
+    let q: Vec<f32> = q.flatten_all()?.to_vec1()?;
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let (Storage::Cpu(ks), Storage::Cpu(vs)) = (&*ks, &*vs) else {
+        anyhow::bail!("attend_one runs on the CPU");
+    };
+    let (ks, vs) = (ks.as_slice::<f32>()?, vs.as_slice::<f32>()?);
+    let (kst, vst) = (kl.stride(), vl.stride());
+    if kst[3] != 1 || vst[3] != 1 || kst[2] != hd || vst[2] != hd {
+        anyhow::bail!("attend_one needs each head's cached rows contiguous");
+    }
+    let mut out = vec![0f32; b * nh * hd];
+    out.par_chunks_mut(hd).enumerate().for_each(|(bh, y)| {
+        let (batch, h) = (bh / nh, bh % nh);
+        let kv = h / groups;
+        let keys = &ks[kl.start_offset() + batch * kst[0] + kv * kst[1]..][..total * hd];
+        let values = &vs[vl.start_offset() + batch * vst[0] + kv * vst[1]..][..total * hd];
+        attend_head(&q[bh * hd..(bh + 1) * hd], keys, values, y);
+    });
+    Ok(Tensor::from_vec(
+        out,
+        (b, nh * hd),
+        &candle_core::Device::Cpu,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_exp_is_within_float_rounding_of_libm() {
+        use std::arch::x86_64::*;
+        if !crate::model::gemv::supported() {
+            return;
+        }
+        for i in 0..2000 {
+            let x = -(i as f32) * 0.05;
+            let mut out = [0f32; 8];
+            // SAFETY: the CPU has AVX2 and FMA.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), super::exp_avx2(_mm256_set1_ps(x))) };
+            let exact = x.exp();
+            let tolerance = 1e-6 * exact + 1e-37;
+            assert!(
+                (out[0] - exact).abs() <= tolerance,
+                "e^{x}: {} vs {exact}",
+                out[0]
+            );
+        }
     }
 }

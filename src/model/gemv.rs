@@ -53,9 +53,25 @@ pub fn forward(w: &Tensor, x: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(y, shape, &Device::Cpu)?)
 }
 
+/// `Σ a·b` (`b` at least as long as `a`), with AVX2 FMA where the CPU has it.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if supported() {
+        // SAFETY: the CPU has AVX2 and FMA; `b` is at least as long as `a`.
+        return unsafe { dot_avx2(a, &b[..a.len()]) };
+    }
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `Σ a·b` with AVX2 FMA.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA, and `b` at least `a.len()` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+#[inline]
+pub(crate) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     use std::arch::x86_64::*;
     let n = a.len();
     let (pa, pb) = (a.as_ptr(), b.as_ptr());

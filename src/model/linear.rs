@@ -21,7 +21,8 @@ pub enum Linear {
         bias: Option<Tensor>,
         out_features: usize,
     },
-    /// q4_0 / q4_1 / q8_0 weights on an AVX2 CPU, through our own kernel (see [`QuantMatrix`]).
+    /// q4_0 / q4_1 / q8_0 weights on an AVX2 or AVX-512 VNNI CPU, through our own kernel (see
+    /// [`QuantMatrix`]).
     Cpu {
         weight: Arc<QuantMatrix>,
         bias: Option<Tensor>,
@@ -143,7 +144,11 @@ impl LoraLinear {
 
     // ANCHOR: lora_forward
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.base.forward(x)?;
+        self.add_update(x, self.base.forward(x)?)
+    }
+
+    /// `y` (the base layer's output for `x`) plus the adapter's update, if there is one.
+    fn add_update(&self, x: &Tensor, y: Tensor) -> Result<Tensor> {
         let Some(lora) = &self.lora else {
             return Ok(y);
         };
@@ -159,4 +164,48 @@ impl LoraLinear {
         Ok((y + (update * lora.scale)?)?)
     }
     // ANCHOR_END: lora_forward
+
+    /// Several layers that read the same input (q, k, v; gate, up), as one grouped product
+    /// when their bases are quantized matrices of one kind ([`super::quant::matmul_group`]),
+    /// else one after the other. Biases and adapters are applied per layer either way.
+    pub fn forward_group<const N: usize>(
+        layers: [&LoraLinear; N],
+        x: &Tensor,
+    ) -> Result<[Tensor; N]> {
+        let mats: Option<Vec<&QuantMatrix>> = layers
+            .iter()
+            .map(|l| match &l.base {
+                Linear::Cpu { weight, .. } => Some(weight.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let grouped = match mats {
+            Some(mats) if x.dtype() == DType::F32 && x.device().is_cpu() => {
+                let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                let cols = *x.dims().last().unwrap_or(&0);
+                super::quant::matmul_group(&mats, &xs, xs.len() / cols.max(1))
+            }
+            _ => None,
+        };
+        let Some(outs) = grouped else {
+            return Ok(layers
+                .map(|l| l.forward(x))
+                .into_iter()
+                .collect::<Result<Vec<_>>>()?
+                .try_into()
+                .expect("N outputs"));
+        };
+        let mut ys = Vec::with_capacity(N);
+        for (layer, out) in layers.iter().zip(outs) {
+            let mut shape = x.dims().to_vec();
+            *shape.last_mut().unwrap() = layer.base.out_features();
+            let y = Tensor::from_vec(out, shape, x.device())?;
+            let bias = match &layer.base {
+                Linear::Cpu { bias, .. } => bias,
+                _ => &None,
+            };
+            ys.push(layer.add_update(x, add_bias(y, bias)?)?);
+        }
+        Ok(ys.try_into().expect("N outputs"))
+    }
 }

@@ -20,7 +20,8 @@ impl FeedForward {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             FeedForward::SwiGlu { gate, up, down } => {
-                let h = (candle_nn::ops::silu(&gate.forward(x)?)? * up.forward(x)?)?;
+                let [g, u] = LoraLinear::forward_group([gate, up], x)?;
+                let h = (candle_nn::ops::silu(&g)? * u)?;
                 down.forward(&h)
             }
             FeedForward::Gelu { up, down } => down.forward(&up.forward(x)?.gelu_erf()?),

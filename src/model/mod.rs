@@ -16,6 +16,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod embedding;
 pub mod frozen_matmul;
 pub mod gemv;
 pub mod generation;
@@ -27,6 +28,7 @@ pub mod norm;
 pub mod quant;
 pub mod rope;
 pub mod rope_layout;
+pub mod threads;
 pub mod weights;
 
 use anyhow::{bail, Context, Result};
@@ -34,10 +36,12 @@ use attention::{Attention, QkvProjection};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use config::{Mlp, Norm, TransformerConfig};
+use embedding::Embedding;
 pub use kv_cache::KvCache;
 pub use linear::{Linear, Lora, LoraLinear};
 use mlp::FeedForward;
 use norm::NormLayer;
+use quant::QuantMatrix;
 use rope::Rotary;
 use std::sync::Arc;
 use weights::{Weight, WeightNames, WeightSource};
@@ -69,11 +73,16 @@ impl Block {
         x: &Tensor,
         rotary: &Rotary,
         cache: Option<&mut KvCache>,
+        mask: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor> {
-        let attn = self
-            .attn
-            .forward(&self.norm_attn.forward(x, train)?, rotary, cache, train)?;
+        let attn = self.attn.forward(
+            &self.norm_attn.forward(x, train)?,
+            rotary,
+            cache,
+            mask,
+            train,
+        )?;
         if self.parallel_residual {
             let mlp = self.mlp.forward(&self.norm_mlp.forward(x, train)?)?;
             Ok(((x + attn)? + mlp)?)
@@ -98,7 +107,7 @@ pub struct WeightFormat {
 #[derive(Debug, Clone)]
 pub struct Transformer {
     config: TransformerConfig,
-    embed: Tensor,
+    embed: Embedding,
     blocks: Vec<Block>,
     final_norm: NormLayer,
     lm_head: LoraLinear,
@@ -115,6 +124,7 @@ pub struct Transformer {
 struct Builder<'a> {
     src: &'a mut dyn WeightSource,
     format: WeightFormat,
+    device: Device,
     bytes: usize,
 }
 
@@ -132,6 +142,67 @@ impl Builder<'_> {
             Norm::LayerNorm { .. } => Some(self.dense(&format!("{module}.bias"), &[dim])?),
         };
         Ok(NormLayer::new(kind, weight, bias))
+    }
+
+    /// Whether `dtype` weights go through our quantized CPU kernel.
+    fn cpu_kernel(&self, dtype: GgmlDType) -> bool {
+        self.device.is_cpu() && quant::supported() && QuantMatrix::handles(dtype)
+    }
+
+    /// A quantized matrix for the CPU kernel, made by the source a slice at a time, when the
+    /// format quantizes at load time and the source can.
+    fn streamed_matrix(&mut self, name: &str, dims: [usize; 2]) -> Result<Option<Linear>> {
+        let Some(q) = self.format.quantize.filter(|&q| self.cpu_kernel(q)) else {
+            return Ok(None);
+        };
+        Ok(self.src.quantized_matrix(name, &dims, q)?.map(|m| {
+            self.bytes += m.size_in_bytes();
+            Linear::Cpu {
+                weight: Arc::new(m),
+                bias: None,
+            }
+        }))
+    }
+
+    /// The embedding table, and with tied embeddings the output projection made of it. Where the
+    /// projection runs on the quantized CPU kernel, the table is that same matrix, read row by
+    /// row; where it is a plain matrix, the two share one tensor.
+    fn embedding(
+        &mut self,
+        name: &str,
+        dims: [usize; 2],
+        tied: bool,
+    ) -> Result<(Embedding, Option<Linear>)> {
+        let shared = |linear: Linear| match &linear {
+            Linear::Cpu { weight, .. } => Some((Embedding::Quantized(weight.clone()), linear)),
+            _ => None,
+        };
+        if let Some(linear) = self.streamed_matrix(name, dims)? {
+            if let Some((embed, head)) = shared(linear) {
+                return Ok((embed, tied.then_some(head)));
+            }
+        }
+        let weight = self.src.get(name, &dims)?;
+        let to_kernel = match &weight {
+            Weight::Quantized(q) => self.cpu_kernel(q.dtype()),
+            Weight::Dense(_) => self.format.quantize.is_some_and(|q| self.cpu_kernel(q)),
+        };
+        if to_kernel {
+            if let Some((embed, head)) = shared(self.linear_weight(weight.clone())?) {
+                return Ok((embed, tied.then_some(head)));
+            }
+        }
+        let table = weight.clone().into_dense(self.format.dtype)?;
+        self.bytes += table.elem_count() * table.dtype().size_in_bytes();
+        let head = match (tied, weight) {
+            (false, _) => None,
+            // Plain and unquantized: the projection is the very tensor.
+            (true, Weight::Dense(_)) if self.format.quantize.is_none() => {
+                Some(Linear::dense(table.clone(), None))
+            }
+            (true, weight) => Some(self.linear_weight(weight)?),
+        };
+        Ok((Embedding::Dense(table), head))
     }
 
     fn linear_weight(&mut self, weight: Weight) -> Result<Linear> {
@@ -158,8 +229,14 @@ impl Builder<'_> {
     }
 
     fn linear(&mut self, module: &str, out: usize, inp: usize, bias: bool) -> Result<LoraLinear> {
-        let weight = self.src.get(&format!("{module}.weight"), &[out, inp])?;
-        let mut linear = self.linear_weight(weight)?;
+        let name = format!("{module}.weight");
+        let mut linear = match self.streamed_matrix(&name, [out, inp])? {
+            Some(linear) => linear,
+            None => {
+                let weight = self.src.get(&name, &[out, inp])?;
+                self.linear_weight(weight)?
+            }
+        };
         if bias {
             let b = self.dense(&format!("{module}.bias"), &[out])?;
             linear = match linear {
@@ -204,10 +281,20 @@ impl Transformer {
         let mut b = Builder {
             src,
             format,
+            device: device.clone(),
             bytes: 0,
         };
         let (h, hd) = (c.hidden_size, c.head_dim);
-        let embed = b.dense(&format!("{}.weight", names.embed), &[c.vocab_size, h])?;
+        let embed_name = format!("{}.weight", names.embed);
+        let lm_head_name = format!("{}.weight", names.lm_head);
+        let tied = c.tie_word_embeddings || !b.src.contains(&lm_head_name);
+        if tied && !c.tie_word_embeddings {
+            bail!(
+                "{lm_head_name} is missing from {} and config.json does not tie the embeddings",
+                b.src.describe()
+            );
+        }
+        let (embed, tied_head) = b.embedding(&embed_name, [c.vocab_size, h], tied)?;
         let mut blocks = Vec::with_capacity(c.num_layers);
         for layer in 0..c.num_layers {
             let n = names.block(layer);
@@ -248,22 +335,11 @@ impl Transformer {
             });
         }
         let final_norm = b.norm(c.norm, &names.final_norm, h)?;
-        let lm_head_name = format!("{}.weight", names.lm_head);
-        let lm_head = if c.tie_word_embeddings || !b.src.contains(&lm_head_name) {
-            if !c.tie_word_embeddings {
-                bail!(
-                    "{lm_head_name} is missing from {} and config.json does not tie the embeddings",
-                    b.src.describe()
-                );
-            }
-            // Tied: the output projection is the embedding matrix itself (quantized if asked;
-            // a GGUF file keeps its own quantized copy under the embedding's name).
-            let weight = b
-                .src
-                .get(&format!("{}.weight", names.embed), &[c.vocab_size, h])?;
-            LoraLinear::new(b.linear_weight(weight)?, names.lm_head.clone())
-        } else {
-            b.linear(&names.lm_head, c.vocab_size, h, false)?
+        // Tied: the output projection is the embedding matrix itself (quantized if asked; a
+        // GGUF file keeps its quantized copy under the embedding's name).
+        let lm_head = match tied_head {
+            Some(head) => LoraLinear::new(head, names.lm_head.clone()),
+            None => b.linear(&names.lm_head, c.vocab_size, h, false)?,
         };
         Ok(Self {
             config: c.clone(),
@@ -384,15 +460,15 @@ impl Transformer {
         {
             bail!("token id {bad} is outside the vocabulary of {vocab} tokens");
         }
-        let (b, _) = ids.dims2()?;
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
-            b,
-            seq,
-            self.config.hidden_size,
-        ))?;
+        let mut x = self
+            .embed
+            .forward(ids, self.config.hidden_size, self.dtype)?;
+        let mask = (seq > 1)
+            .then(|| attention::causal_mask(seq, past, x.dtype(), &self.device))
+            .transpose()?;
         for (i, block) in self.blocks[..layers].iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
-            x = block.forward(&x, &self.rotary, cache, self.train)?;
+            x = block.forward(&x, &self.rotary, cache, mask.as_ref(), self.train)?;
         }
         self.final_norm.forward(&x, self.train)
     }

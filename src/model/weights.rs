@@ -7,8 +7,9 @@
 //! whose speed and memory equal the real one's.
 
 use crate::model::config::{Architecture, Norm, TransformerConfig};
+use crate::model::quant::QuantMatrix;
 use anyhow::{bail, Context, Result};
-use candle_core::quantized::{gguf_file, QTensor};
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -56,6 +57,18 @@ pub trait WeightSource {
     fn contains(&self, name: &str) -> bool;
     /// A short description for messages ("model.safetensors", "random weights", ...).
     fn describe(&self) -> String;
+    /// `name` quantized to `dtype` for the CPU kernel without ever holding its float values
+    /// whole, for a source that can make a tensor a slice of rows at a time; `None` (the
+    /// default) where it cannot, and the builder quantizes the tensor [`WeightSource::get`]
+    /// returns.
+    fn quantized_matrix(
+        &mut self,
+        _name: &str,
+        _dims: &[usize],
+        _dtype: GgmlDType,
+    ) -> Result<Option<QuantMatrix>> {
+        Ok(None)
+    }
 }
 
 fn check_dims(name: &str, found: &[usize], expected: &[usize], origin: &str) -> Result<()> {
@@ -330,6 +343,15 @@ impl RandomWeights {
     }
 }
 
+impl RandomWeights {
+    /// The next `n` values of a weight matrix: uniform on [-a, a], whose standard deviation
+    /// a / sqrt(3) is 0.02, the usual initialisation.
+    fn uniform(&mut self, n: usize) -> Vec<f32> {
+        let a = 0.02 * 3f32.sqrt();
+        (0..n).map(|_| self.rng.random_range(-a..a)).collect()
+    }
+}
+
 impl WeightSource for RandomWeights {
     fn get(&mut self, name: &str, dims: &[usize]) -> Result<Weight> {
         let n: usize = dims.iter().product();
@@ -339,12 +361,31 @@ impl WeightSource for RandomWeights {
         } else if name.ends_with(".bias") {
             vec![0.0; n]
         } else {
-            // Uniform on [-a, a] has standard deviation a / sqrt(3).
-            let a = 0.02 * 3f32.sqrt();
-            (0..n).map(|_| self.rng.random_range(-a..a)).collect()
+            self.uniform(n)
         };
         let t = Tensor::from_vec(values, dims, &self.device)?.to_dtype(self.dtype)?;
         Ok(Weight::Dense(t))
+    }
+
+    /// The same values as [`WeightSource::get`] would give, drawn and quantized 256 rows at a time.
+    fn quantized_matrix(
+        &mut self,
+        _name: &str,
+        dims: &[usize],
+        dtype: GgmlDType,
+    ) -> Result<Option<QuantMatrix>> {
+        let [rows, cols] = dims else {
+            return Ok(None);
+        };
+        let (rows, cols) = (*rows, *cols);
+        let m = QuantMatrix::quantize(dtype, (rows, cols), |n| {
+            Ok(Tensor::from_vec(
+                self.uniform(n * cols),
+                (n, cols),
+                &Device::Cpu,
+            )?)
+        })?;
+        Ok(Some(m))
     }
 
     /// Random weights exist for every name: the builder asks only for what the config needs.

@@ -106,7 +106,6 @@ struct Sampling {
 }
 
 pub fn run(args: &SpeculativeArgs) -> Result<()> {
-    std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     let mut target = load(&args.target, &LoadOptions::default())
         .with_context(|| format!("loading the target {}", args.target))?;
     let mut drafter = drafter(args, &target)?;
@@ -291,7 +290,6 @@ pub struct CostsArgs {
 /// `billion-llm speculative-costs`: loads the target first (so the peak resident set right
 /// after is its load's), then the draft, times their steps and writes the results file.
 pub fn run_costs(args: &CostsArgs) -> Result<()> {
-    std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     let opts = LoadOptions {
         quantize: args
             .quantize

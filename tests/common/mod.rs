@@ -1,0 +1,48 @@
+//! Helpers shared by the test files that compare against llama.cpp (through llama-cpp-python).
+
+use std::path::Path;
+
+/// Whether llama-cpp-python can be imported. Under CI it must be: `.ci/run` installs it.
+pub fn llama_cpp_available() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import llama_cpp"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "llama-cpp-python is missing: .ci/run installs it (pip install llama-cpp-python)"
+        );
+        eprintln!("skipped: llama-cpp-python is not installed (pip install llama-cpp-python)");
+    }
+    ok
+}
+
+/// llama.cpp's logits at every position of `ids`, with an optional GGUF LoRA adapter.
+pub fn llama_cpp_logits(model: &Path, lora: Option<&Path>, ids: &[u32]) -> Vec<f32> {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/llama_cpp_logits.py");
+    let ids_arg: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(script)
+        .arg("--model")
+        .arg(model)
+        .arg("--ids")
+        .arg(ids_arg.join(","))
+        .arg("--out")
+        .arg(out.path());
+    if let Some(lora) = lora {
+        cmd.arg("--lora").arg(lora);
+    }
+    let run = cmd.output().unwrap();
+    assert!(
+        run.status.success(),
+        "llama_cpp_logits.py failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::read(out.path())
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
