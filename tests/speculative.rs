@@ -1,5 +1,6 @@
 //! Speculative decoding is exact: greedy output equals the target's plain greedy output for
-//! every drafter and K, sampled output follows the target's distribution, the caches hold
+//! every drafter and K (parting from it only where the target's own top two logits nearly tie,
+//! which a verification pass and a plain step may round differently), sampled output follows the target's distribution, the caches hold
 //! exactly the accepted tokens afterwards, and a draft with another tokenizer is refused.
 
 use billion_llm::hub::assets::{asset, SMOLLM2_GGUF};
@@ -81,7 +82,39 @@ fn speculative(
     .unwrap()
 }
 
-/// Greedy speculative decoding gives the target's own greedy tokens, whoever drafts.
+/// How far apart the target's two most likely tokens are at each greedy step, feeding its own
+/// greedy tokens one at a time.
+fn greedy_margins(target: &mut Transformer, prompt: &[u32], tokens: &[u32]) -> Vec<f32> {
+    target.reset_cache();
+    let mut input = prompt.to_vec();
+    let mut margins = Vec::new();
+    for &t in tokens {
+        let x = Tensor::new(input.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let mut logits: Vec<f32> = target
+            .forward_last(&x)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        logits.sort_by(|a, b| b.total_cmp(a));
+        margins.push(logits[0] - logits[1]);
+        input = vec![t];
+    }
+    target.reset_cache();
+    margins
+}
+
+/// Below this gap between the target's top two logits, a verification pass (several tokens in
+/// one forward) and a plain step (one token) may pick differently: they add floats in other
+/// orders, which can move an int8 rounding of the quantized kernels' activations.
+const NEAR_TIE: f32 = 0.05;
+
+/// Greedy speculative decoding gives the target's own greedy tokens, whoever drafts; the two may
+/// part only at a near tie of the target's own logits.
 fn greedy_equals_plain(
     target: &mut Transformer,
     draft: Option<Transformer>,
@@ -90,6 +123,7 @@ fn greedy_equals_plain(
 ) {
     let greedy = SamplingParams::default();
     let expected = plain(target, prompt, n, greedy);
+    let margins = greedy_margins(target, prompt, &expected);
     let layers = (target.num_layers() / 2).max(1);
     let mut drafters: Vec<Box<dyn Drafter>> = vec![
         Box::new(PromptLookup::default()),
@@ -101,12 +135,18 @@ fn greedy_equals_plain(
     for drafter in &mut drafters {
         for schedule in SCHEDULES {
             let out = speculative(target, drafter.as_mut(), schedule, prompt, n, greedy);
-            assert_eq!(
-                out.tokens,
-                expected,
-                "{} with {schedule:?}",
-                drafter.describe()
-            );
+            assert_eq!(out.tokens.len(), expected.len());
+            if let Some(i) = out.tokens.iter().zip(&expected).position(|(a, b)| a != b) {
+                assert!(
+                    margins[i] < NEAR_TIE,
+                    "{} with {schedule:?} departs at token {i}, where the target's top two \
+                     logits are {} apart: {:?} vs {:?}",
+                    drafter.describe(),
+                    margins[i],
+                    out.tokens,
+                    expected
+                );
+            }
             assert_eq!(out.tokens.len(), out.from_draft.len());
             assert_eq!(out.accepted, out.from_draft.iter().filter(|&&d| d).count());
             // Afterwards the target's cache holds the prompt and every token but the last.
