@@ -5,7 +5,7 @@
 use billion_llm::hub::assets::{asset, SMOLLM2_GGUF};
 use billion_llm::hub::chat_template::Message;
 use billion_llm::hub::loader::{load, LoadOptions};
-use billion_llm::model::generation::{generate, GenerateOptions, Sampler, SamplingParams};
+use billion_llm::model::generation::{generate, GenerateOptions, SamplingParams};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 
@@ -35,61 +35,80 @@ fn our_greedy_continuation(n: usize) -> (Vec<u32>, Vec<u32>) {
     (prompt, mine.tokens)
 }
 
+/// How far engines that add floats in other orders may be apart on this model: the int8
+/// rounding of the activations in the quantized matmuls turns a change in the last bit into a
+/// whole rounding step, and 30 layers amplify it. Measured on a 38-token sequence, our logits
+/// and llama.cpp's differ by 0.18 on average and 1.2 at most, before and after issue 13's
+/// kernels alike; where two tokens are closer than that, engines may pick differently (after
+/// "… are the primary colors of the RGB color model", llama.cpp's "," and "." are 0.003 apart).
+const ROUNDING_NOISE: f32 = 0.5;
+
+/// An engine reading our greedy continuation would have written it, up to rounding: at every
+/// step its most likely token is ours, or ours is within [`ROUNDING_NOISE`] of it. `rows[i]`
+/// are its logits before our token `mine[i]`. A wrong kernel, cache or position is off by
+/// whole logits.
+fn assert_it_would_pick_ours(engine: &str, rows: &[Vec<f32>], mine: &[u32]) {
+    assert_eq!(rows.len(), mine.len());
+    for (i, (row, &ours)) in rows.iter().zip(mine).enumerate() {
+        let best = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let gap = best - row[ours as usize];
+        let theirs = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b]));
+        assert!(
+            gap < ROUNDING_NOISE,
+            "token {i}: {engine} prefers {theirs:?} to our {ours} by {gap} logits ({mine:?})"
+        );
+    }
+}
+
 #[test]
-fn greedy_continuation_equals_candle_quantized_llama() {
+fn greedy_continuation_agrees_with_candle_quantized_llama() {
     let path = asset(SMOLLM2_GGUF).unwrap();
     let n = 24;
     let (prompt, mine) = our_greedy_continuation(n);
 
-    // The same file through candle-transformers' reference implementation.
+    // The same file through candle-transformers' reference implementation, reading the
+    // prompt and then our tokens one at a time.
     let mut file = std::fs::File::open(&path).unwrap();
     let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
     let mut theirs = ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
-    let mut tokens = Vec::new();
+    let mut rows = Vec::new();
     let mut input = prompt.clone();
     let mut pos = 0;
-    let mut greedy_pick = Sampler::new(SamplingParams::default()).unwrap();
-    for _ in 0..n {
+    for &next in &mine {
         let x = Tensor::new(input.as_slice(), &Device::Cpu)
             .unwrap()
             .unsqueeze(0)
             .unwrap();
-        let logits: Vec<f32> = theirs
-            .forward(&x, pos)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        rows.push(
+            theirs
+                .forward(&x, pos)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec1()
+                .unwrap(),
+        );
         pos += input.len();
-        let next = greedy_pick.sample(&logits, &[]).unwrap();
-        tokens.push(next);
         input = vec![next];
     }
-    assert_eq!(mine, tokens);
+    assert_it_would_pick_ours("candle's quantized_llama", &rows, &mine);
 }
 
 #[test]
-fn greedy_continuation_equals_llama_cpp() {
+fn greedy_continuation_agrees_with_llama_cpp() {
     if !llama_cpp_available() {
         return;
     }
     let path = asset(SMOLLM2_GGUF).unwrap();
     let (prompt, mine) = our_greedy_continuation(24);
-    // llama.cpp reads the prompt and our continuation in one pass; its most likely token after
-    // each prefix must be our next one, so its own greedy run would write the same tokens.
+    // llama.cpp reads the prompt and our continuation in one pass.
     let ids: Vec<u32> = prompt.iter().chain(&mine).copied().collect();
     let logits = llama_cpp_logits(&path, None, &ids);
     let vocab = logits.len() / ids.len();
-    let picked: Vec<u32> = (prompt.len() - 1..ids.len() - 1)
-        .map(|p| {
-            let row = &logits[p * vocab..(p + 1) * vocab];
-            (0..vocab)
-                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
-                .unwrap() as u32
-        })
+    let rows: Vec<Vec<f32>> = (prompt.len() - 1..ids.len() - 1)
+        .map(|p| logits[p * vocab..(p + 1) * vocab].to_vec())
         .collect();
-    assert_eq!(picked, mine);
+    assert_it_would_pick_ours("llama.cpp", &rows, &mine);
 }
 
 /// Chats once with the model's own template and returns the greedy answer.

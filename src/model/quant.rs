@@ -3,11 +3,13 @@
 //!
 //! Why our own: candle 0.11 multiplies these formats one block at a time, has no SIMD kernel
 //! for `q4_1`, and treats a prefill like many separate vector products. Here:
-//! - the weights are split at load time into plain arrays (scales, offsets, unsigned nibbles or
-//!   bytes) in the order the kernel reads them: two 32-value blocks at a time;
+//! - the weights are repacked at load time into plain arrays (scales, offsets, unsigned nibbles
+//!   or bytes) with [`ROWS`] = 8 rows interleaved eight values at a time, so one 512-bit
+//!   register holds eight values of each of eight rows (see [`QuantMatrix`]);
 //! - the activations are quantized to int8 blocks once per matmul (GGML's q8_0 / q8_1);
-//! - a micro-kernel multiplies a tile of 4 weight rows by a tile of tokens, so each unpacked
-//!   weight block serves several tokens and each activation block several rows;
+//! - a micro-kernel multiplies a tile of 8 weight rows by a tile of tokens: one block of 8 rows
+//!   is four `vpdpbusd` per token, each against eight activation bytes broadcast to every row,
+//!   and the float work (convert, scale, accumulate) is done once per block for all 8 rows;
 //! - the instruction set is chosen at run time ([`Isa`]): AVX-512 VNNI's `vpdpbusd` (64 byte
 //!   products summed into 16 lanes in one instruction) where the CPU has it, AVX2's
 //!   `vpmaddubsw` + `vpmaddwd` otherwise, so one binary is right and fast on both kinds of host.
@@ -16,9 +18,9 @@
 //! `d·q` (`q8_0`); an activation block is `dx·qx`. The byte products take an unsigned and a
 //! signed operand, so the weights are kept unsigned (the nibble `q`; for `q8_0` on VNNI,
 //! `q + 128`) and the shift comes back out in the integer sum: it starts from `-8·Σqx` (or
-//! `-128·Σqx`), computed once per activation block, so a block still costs one `vpdpbusd`.
-//! `q4_1`'s float offset adds `m·dx·Σqx` per block after the loop. The integer sums are exact,
-//! so results differ from GGML's only in the order of float additions.
+//! `-128·Σqx`), computed once per activation block. `q4_1`'s float offset adds `m·dx·Σqx` per
+//! block after the loop. The integer sums are exact, so results differ from GGML's only in the
+//! order of float additions.
 
 use anyhow::{bail, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -28,8 +30,11 @@ use rayon::prelude::*;
 use std::sync::OnceLock;
 
 const BLOCK: usize = 32;
-/// Weight rows per micro-kernel tile; matrices are padded to a multiple of it.
-const ROWS: usize = 4;
+/// Weight rows per micro-kernel tile, interleaved in storage; matrices are padded to a
+/// multiple of it. Eight rows of eight bytes fill a 512-bit register.
+const ROWS: usize = 8;
+/// The most tokens a tile takes.
+const MAX_TOKENS: usize = 8;
 /// Tokens of a prefill that share the L2 cache while a strip of weight rows passes over them.
 const TOKEN_CHUNK: usize = 64;
 
@@ -43,12 +48,18 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// Tokens per micro-kernel tile: as many accumulators as the registers hold (32 zmm, 16 ymm).
-    fn tokens_per_tile(self) -> usize {
-        match self {
-            Isa::Avx512Vnni => 4,
+    /// Tokens per micro-kernel tile for `remaining` tokens: as many accumulators as the
+    /// registers hold (32 zmm, 16 ymm), and a smaller tile for the tail (a speculative
+    /// verification of 5 tokens is a tile of 4 and one of 1, not a tile of 8 with 3 unused).
+    fn tokens_per_tile(self, remaining: usize) -> usize {
+        let most = match self {
+            Isa::Avx512Vnni => MAX_TOKENS,
             Isa::Avx2 => 2,
-        }
+        };
+        [8, 4, 2, 1]
+            .into_iter()
+            .find(|&t| t <= most && t <= remaining)
+            .unwrap_or(1)
     }
 
     /// Whether this CPU runs `self`.
@@ -107,77 +118,57 @@ pub struct QuantMatrix {
     cols: usize,
     dtype: GgmlDType,
     isa: Isa,
-    /// Blocks per row, rounded up to an even number (a padding block has scale 0).
+    /// Blocks per row.
     blocks: usize,
-    /// Per block, in [`QuantMatrix::slot`] order: the scale `d` (in f16, as the file has it) ...
+    /// Per block, tile after tile, block after block, the tile's 8 rows side by side: the
+    /// scale `d` (in f16, as the file has it) ...
     scales: Vec<f16>,
     /// ... and for `q4_1` the offset `m`, row by row.
     mins: Vec<f32>,
     /// What the unsigned weights were shifted by (8 for q4_0, 128 for q8_0 on VNNI), taken back
     /// out of every integer dot product; 0 when the bytes are the weights themselves.
     shift: i32,
-    /// Per pair of blocks, in [`QuantMatrix::slot`] order: q4, 32 bytes, byte `j` holding
-    /// value `j` of the first block in its low nibble and value `j` of the second in its high
-    /// one; q8, the two blocks' 64 bytes.
+    /// Per block of a tile of 8 rows, in the order of [`QuantMatrix::at`]: q8, four 64-byte
+    /// vectors, vector `j` holding values `8j..8j + 8` of row 0, then of row 1, … row 7; q4,
+    /// two 64-byte vectors, byte `8r + e` of vector `h` holding value `16h + e` of row `r` in
+    /// its low nibble and value `16h + 8 + e` in its high one (so masking and shifting one
+    /// vector gives two of q8's).
     qs: Vec<u8>,
 }
 
-/// Activations quantized to int8 blocks, one row per token (padded like the weights' rows).
+/// Activations quantized to int8 blocks, one row per token.
 struct Q8Rows {
     qs: Vec<i8>,
     scales: Vec<f32>,
     /// For q4_1: `dx · Σ qx` per block, what the offsets `m` multiply.
     sums: Vec<f32>,
-    /// For shifted weights: `-shift · (qx[4j] + … + qx[4j + 3])` per group of four bytes, the
-    /// integer dot product's starting value.
+    /// For shifted weights: `-shift · Σ qx` per block, the integer dot product's starting value.
     start: Vec<i32>,
 }
 
-/// `rows` rows of `cols` values → int8 blocks, `blocks` per row (zero-padded), and `padded_rows`
-/// rows in all (zero-padded). With `q8_1` the sums are rounded to f16 as GGML's q8_1 blocks
-/// (the partner of q4_1) store them, so q4_1 results stay within float rounding of GGML's.
-fn quantize_rows(
-    x: &[f32],
-    (rows, cols): (usize, usize),
-    (padded_rows, blocks): (usize, usize),
-    q8_1: bool,
-    shift: i32,
-) -> Q8Rows {
-    let mut qs = vec![0i8; padded_rows * blocks * BLOCK];
-    let mut scales = vec![0f32; padded_rows * blocks];
-    let mut sums = vec![0f32; if q8_1 { padded_rows * blocks } else { 0 }];
-    let groups = if shift != 0 {
-        padded_rows * blocks * BLOCK / 4
-    } else {
-        0
-    };
-    let mut start = vec![0i32; groups];
-    for r in 0..rows {
-        for b in 0..cols / BLOCK {
-            let src = &x[r * cols + b * BLOCK..r * cols + (b + 1) * BLOCK];
-            let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let i = r * blocks + b;
-            let mut s = 0i32;
-            for (j, (q, v)) in qs[i * BLOCK..(i + 1) * BLOCK]
-                .iter_mut()
-                .zip(src)
-                .enumerate()
-            {
-                let v = (v * inv).round() as i32;
-                *q = v as i8;
-                s += v;
-                if shift != 0 {
-                    start[i * BLOCK / 4 + j / 4] -= shift * v;
-                }
-            }
-            // The scale is kept in f16, as GGML's q8 blocks store it.
-            let d16 = f16::from_f32(d);
-            scales[i] = d16.to_f32();
-            if q8_1 {
-                sums[i] = (f16::from_f32(s as f32) * d16).to_f32();
-            }
+/// `rows` rows of `cols` values → int8 blocks. With `q8_1` the sums are rounded to f16 as
+/// GGML's q8_1 blocks (the partner of q4_1) store them, so q4_1 results stay within float
+/// rounding of GGML's.
+fn quantize_rows(x: &[f32], (rows, cols): (usize, usize), q8_1: bool, shift: i32) -> Q8Rows {
+    let blocks = cols / BLOCK;
+    let mut qs = vec![0i8; rows * cols];
+    let mut scales = vec![0f32; rows * blocks];
+    let mut sums = vec![0f32; if q8_1 { rows * blocks } else { 0 }];
+    let mut start = vec![0i32; if shift != 0 { rows * blocks } else { 0 }];
+    for (i, (src, dst)) in x[..rows * cols]
+        .chunks_exact(BLOCK)
+        .zip(qs.chunks_exact_mut(BLOCK))
+        .enumerate()
+    {
+        let (d, s) = quantize_block(src, dst);
+        if shift != 0 {
+            start[i] = -shift * s;
+        }
+        // The scale is kept in f16, as GGML's q8 blocks store it.
+        let d16 = f16::from_f32(d);
+        scales[i] = d16.to_f32();
+        if q8_1 {
+            sums[i] = (f16::from_f32(s as f32) * d16).to_f32();
         }
     }
     Q8Rows {
@@ -186,6 +177,78 @@ fn quantize_rows(
         sums,
         start,
     }
+}
+
+/// One block of 32 activations → int8 values `round(v / d)` with `d = max|v| / 127`, rounding
+/// halves away from zero as GGML's reference does; returns `d` and the sum of the values.
+fn quantize_block(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: only a `QuantMatrix` quantizes activations, and it exists only on a CPU with AVX2
+    // (`QuantMatrix::empty`); both slices hold a whole block.
+    unsafe {
+        quantize_block_avx2(src, dst)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut s = 0i32;
+        for (q, v) in dst.iter_mut().zip(src) {
+            let v = (v * inv).round() as i32;
+            *q = v as i8;
+            s += v;
+        }
+        (d, s)
+    }
+}
+
+/// [`quantize_block`] with AVX2: done once per matmul for every activation block, it cost
+/// several microseconds per decode matmul as a scalar loop (libm's `roundf` per value).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_block_avx2(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
+    use std::arch::x86_64::*;
+    assert!(src.len() == BLOCK && dst.len() == BLOCK);
+    let sign = _mm256_set1_ps(-0.0);
+    let v = [0, 1, 2, 3].map(|k| _mm256_loadu_ps(src.as_ptr().add(8 * k)));
+    let abs = v.map(|v| _mm256_andnot_ps(sign, v));
+    let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+    let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+    let d = amax / 127.0;
+    let inv = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+    let half = _mm256_set1_ps(0.5);
+    let one = _mm256_set1_ps(1.0);
+    let q = v.map(|v| {
+        let x = _mm256_mul_ps(v, inv);
+        // Round half away from zero: truncate, then step one away from zero where the part
+        // cut off was at least a half.
+        let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
+        let cut = _mm256_andnot_ps(sign, _mm256_sub_ps(x, t));
+        let step = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(cut, half),
+            _mm256_or_ps(_mm256_and_ps(x, sign), one),
+        );
+        _mm256_cvttps_epi32(_mm256_add_ps(t, step))
+    });
+    let total = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    let total = _mm_add_epi32(
+        _mm256_castsi256_si128(total),
+        _mm256_extracti128_si256(total, 1),
+    );
+    let total = _mm_add_epi32(total, _mm_shuffle_epi32::<0b01_00_11_10>(total));
+    let total = _mm_add_epi32(total, _mm_shuffle_epi32::<0b10_11_00_01>(total));
+    // int32 → int8 (the values are within ±127, so nothing saturates); the packs work per
+    // 128-bit lane, and the permutation puts the values back in order.
+    let bytes = _mm256_packs_epi16(
+        _mm256_packs_epi32(q[0], q[1]),
+        _mm256_packs_epi32(q[2], q[3]),
+    );
+    let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, bytes);
+    (d, _mm_cvtsi128_si32(total))
 }
 
 impl QuantMatrix {
@@ -259,7 +322,7 @@ impl QuantMatrix {
         if !cols.is_multiple_of(BLOCK) {
             bail!("a quantized matrix needs rows of a multiple of {BLOCK} values, got {cols}");
         }
-        let blocks = (cols / BLOCK).next_multiple_of(2);
+        let blocks = cols / BLOCK;
         let n = rows.next_multiple_of(ROWS) * blocks;
         // AVX2's vpsignb takes signed q8_0 bytes as they are; VNNI wants them unsigned.
         let shift = match dtype {
@@ -287,39 +350,38 @@ impl QuantMatrix {
             GgmlDType::Q4_1 => 20,
             _ => 34,
         };
-        let file_blocks = self.cols / BLOCK;
-        let row_bytes = file_blocks * block_bytes;
+        let row_bytes = self.blocks * block_bytes;
         if !data.len().is_multiple_of(row_bytes) || r0 + data.len() / row_bytes > self.rows {
             bail!("unexpected size of a {:?} tensor", self.dtype);
         }
-        let (blocks, shift) = (self.blocks, self.shift);
         for (dr, row) in data.chunks_exact(row_bytes).enumerate() {
             let r = r0 + dr;
             for (b, block) in row.chunks_exact(block_bytes).enumerate() {
-                let slot = Self::slot(blocks, r, b);
-                self.scales[2 * slot + b % 2] = f16::from_le_bytes([block[0], block[1]]);
-                if self.dtype == GgmlDType::Q8_0 {
-                    let dst = &mut self.qs[slot * 64 + (b % 2) * 32..][..32];
-                    for (u, &v) in dst.iter_mut().zip(&block[2..]) {
-                        // q + 128 is q's byte with the sign bit flipped.
-                        *u = if shift == 128 { v ^ 0x80 } else { v };
-                    }
-                    continue;
+                let at = self.at(r, b);
+                self.scales[at * ROWS + r % ROWS] = f16::from_le_bytes([block[0], block[1]]);
+                if self.dtype == GgmlDType::Q4_1 {
+                    self.mins[r * self.blocks + b] =
+                        f16::from_le_bytes([block[2], block[3]]).to_f32();
                 }
-                let packed = if self.dtype == GgmlDType::Q4_1 {
-                    self.mins[r * blocks + b] = f16::from_le_bytes([block[2], block[3]]).to_f32();
-                    &block[4..]
-                } else {
-                    &block[2..]
-                };
-                // GGML packs value j in the low nibble of byte j and value j + 16 in its high
-                // nibble; byte j of a pair holds value j of the pair's first block in its low
-                // nibble and value j of its second block in its high nibble.
-                let nibble = 4 * (b % 2);
-                let dst = &mut self.qs[slot * 32..][..32];
-                for j in 0..16 {
-                    dst[j] = (dst[j] & !(0x0F << nibble)) | ((packed[j] & 0x0F) << nibble);
-                    dst[j + 16] = (dst[j + 16] & !(0x0F << nibble)) | ((packed[j] >> 4) << nibble);
+                let quants = &block[block_bytes
+                    - if self.dtype == GgmlDType::Q8_0 {
+                        32
+                    } else {
+                        16
+                    }..];
+                for v in 0..BLOCK {
+                    let (byte, nibble) = Self::place(self.dtype, r, v);
+                    if self.dtype == GgmlDType::Q8_0 {
+                        // q + 128 is q's byte with the sign bit flipped.
+                        let q = quants[v];
+                        self.qs[at * 256 + byte] = if self.shift == 128 { q ^ 0x80 } else { q };
+                    } else {
+                        // GGML packs value j in the low nibble of byte j and value j + 16 in
+                        // its high nibble.
+                        let q = (quants[v % 16] >> (4 * (v / 16))) & 0x0F;
+                        let dst = &mut self.qs[at * 128 + byte];
+                        *dst = (*dst & !(0x0F << nibble)) | (q << nibble);
+                    }
                 }
             }
         }
@@ -329,22 +391,21 @@ impl QuantMatrix {
     /// Row `r` as floats: an embedding lookup reads its rows from the quantized matrix, which a
     /// tied output projection shares, instead of keeping a float copy of the whole table.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let q8 = self.dtype == GgmlDType::Q8_0;
-        for b in 0..self.cols / BLOCK {
-            let slot = Self::slot(self.blocks, r, b);
-            let d = self.scales[2 * slot + b % 2].to_f32();
+        for b in 0..self.blocks {
+            let at = self.at(r, b);
+            let d = self.scales[at * ROWS + r % ROWS].to_f32();
             let m = self.mins.get(r * self.blocks + b).copied().unwrap_or(0.0);
-            for (j, y) in out[b * BLOCK..(b + 1) * BLOCK].iter_mut().enumerate() {
-                let q = if q8 {
-                    let u = self.qs[slot * 64 + (b % 2) * 32 + j];
+            for (v, y) in out[b * BLOCK..(b + 1) * BLOCK].iter_mut().enumerate() {
+                let (byte, nibble) = Self::place(self.dtype, r, v);
+                let q = if self.dtype == GgmlDType::Q8_0 {
+                    let u = self.qs[at * 256 + byte];
                     if self.shift == 0 {
                         u as i8 as i32
                     } else {
                         u as i32 - self.shift
                     }
                 } else {
-                    let byte = self.qs[slot * 32 + j];
-                    ((byte >> (4 * (b % 2))) & 0x0F) as i32 - self.shift
+                    ((self.qs[at * 128 + byte] >> nibble) & 0x0F) as i32 - self.shift
                 };
                 // GGML's order of operations, so the values equal its dequantization's.
                 *y = if self.mins.is_empty() {
@@ -356,13 +417,23 @@ impl QuantMatrix {
         }
     }
 
-    /// Where the pair of blocks holding block `b` of row `r` is stored: the pairs of a tile of
-    /// [`ROWS`] rows are interleaved (row 0's pair 0, row 1's pair 0, …, row 0's pair 1, …),
-    /// so a tile reads its weights as one sequential stream, the pattern prefetchers serve
-    /// best. (Row after row, the four streams of a tile decoded at 20 tokens/s instead of 31 on
-    /// TinyLlama's shape.)
-    fn slot(blocks: usize, r: usize, b: usize) -> usize {
-        ((r / ROWS) * (blocks / 2) + b / 2) * ROWS + r % ROWS
+    /// Which block of the layout holds block `b` of row `r`: the blocks of a tile of [`ROWS`]
+    /// rows are stored together, and a tile's blocks one after another, so a tile reads its
+    /// weights as one sequential stream, the pattern prefetchers serve best. (Row after row,
+    /// the streams of a tile decoded at 20 tokens/s instead of 31 on TinyLlama's shape.)
+    fn at(&self, r: usize, b: usize) -> usize {
+        (r / ROWS) * self.blocks + b
+    }
+
+    /// Where value `v` (0..32) of a row-`r` block lies within its layout block: the byte, and
+    /// for q4 the nibble's shift (0 or 4). See [`QuantMatrix::qs`].
+    fn place(dtype: GgmlDType, r: usize, v: usize) -> (usize, u8) {
+        let lane = 8 * (r % ROWS) + v % 8;
+        if dtype == GgmlDType::Q8_0 {
+            (64 * (v / 8) + lane, 0)
+        } else {
+            (64 * (v / 16) + lane, 4 * ((v / 8) % 2) as u8)
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -402,30 +473,34 @@ impl QuantMatrix {
         (self.cols, self.dtype, self.isa) == (other.cols, other.dtype, other.isa)
     }
 
-    /// Rows `r..r + ROWS` times tokens `i..i + tile` into `acc[token][row]`.
-    fn tile(&self, r: usize, q8: &Q8Rows, i: usize, tile: usize, acc: &mut [[f32; ROWS]; 4]) {
+    /// Rows `ROWS·tile..` times tokens `i..i + tokens` into `acc[token][row]`.
+    fn tile(&self, tile: usize, q8: &Q8Rows, i: usize, tokens: usize, acc: &mut Accumulators) {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `with_isa` checked that the CPU has `self.isa`; rows and tokens are padded so
-        // the tile's blocks exist.
+        // SAFETY: `with_isa` checked that the CPU has `self.isa`; rows are padded to whole
+        // tiles and `tokens_per_tile` keeps the tokens within `q8`.
         unsafe {
-            let shifted = self.shift != 0;
-            match (self.isa, shifted, self.dtype == GgmlDType::Q8_0, tile) {
-                (Isa::Avx512Vnni, false, _, 1) => tile_vnni::<false, 1>(self, r, q8, i, acc),
-                (Isa::Avx512Vnni, false, _, _) => tile_vnni::<false, 4>(self, r, q8, i, acc),
-                (Isa::Avx512Vnni, true, _, 1) => tile_vnni::<true, 1>(self, r, q8, i, acc),
-                (Isa::Avx512Vnni, true, _, _) => tile_vnni::<true, 4>(self, r, q8, i, acc),
-                (Isa::Avx2, _, false, 1) => tile_avx2::<false, 1>(self, r, q8, i, acc),
-                (Isa::Avx2, _, false, _) => tile_avx2::<false, 2>(self, r, q8, i, acc),
-                (Isa::Avx2, _, true, 1) => tile_avx2::<true, 1>(self, r, q8, i, acc),
-                (Isa::Avx2, _, true, _) => tile_avx2::<true, 2>(self, r, q8, i, acc),
+            let args = (self, tile, q8, i, &mut *acc);
+            match (self.isa, self.shift != 0, tokens) {
+                (Isa::Avx512Vnni, false, 1) => tile_vnni::<false, 1>(args),
+                (Isa::Avx512Vnni, false, 2) => tile_vnni::<false, 2>(args),
+                (Isa::Avx512Vnni, false, 4) => tile_vnni::<false, 4>(args),
+                (Isa::Avx512Vnni, false, _) => tile_vnni::<false, 8>(args),
+                (Isa::Avx512Vnni, true, 1) => tile_vnni::<true, 1>(args),
+                (Isa::Avx512Vnni, true, 2) => tile_vnni::<true, 2>(args),
+                (Isa::Avx512Vnni, true, 4) => tile_vnni::<true, 4>(args),
+                (Isa::Avx512Vnni, true, _) => tile_vnni::<true, 8>(args),
+                (Isa::Avx2, false, 1) => tile_avx2::<false, 1>(args),
+                (Isa::Avx2, false, _) => tile_avx2::<false, 2>(args),
+                (Isa::Avx2, true, 1) => tile_avx2::<true, 1>(args),
+                (Isa::Avx2, true, _) => tile_avx2::<true, 2>(args),
             }
         }
         if !self.mins.is_empty() {
             let n = self.blocks;
-            for (t, acc) in acc.iter_mut().enumerate().take(tile) {
+            for (t, acc) in acc.iter_mut().enumerate().take(tokens) {
                 let sums = &q8.sums[(i + t) * n..][..n];
                 for (dr, a) in acc.iter_mut().enumerate() {
-                    let mins = &self.mins[(r + dr) * n..][..n];
+                    let mins = &self.mins[(ROWS * tile + dr) * n..][..n];
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: the CPU has AVX2 (checked in `with_isa`); both slices hold n values.
                     {
@@ -437,6 +512,19 @@ impl QuantMatrix {
     }
 }
 
+/// A tile's results: `[token][row]`.
+type Accumulators = [[f32; ROWS]; MAX_TOKENS];
+
+/// What every micro-kernel takes: the matrix, the tile of rows, the activations, the first
+/// token, and where the results go.
+type TileArgs<'a> = (
+    &'a QuantMatrix,
+    usize,
+    &'a Q8Rows,
+    usize,
+    &'a mut Accumulators,
+);
+
 /// Several matrices times the same activations in one parallel region: q, k and v of an
 /// attention layer, or gate and up of an MLP. The activations are quantized once, and the
 /// threads meet once instead of once per matrix (a decode step of a 22-layer model has about
@@ -447,15 +535,9 @@ pub fn matmul_group(mats: &[&QuantMatrix], x: &[f32], m: usize) -> Option<Vec<Ve
     if mats.iter().any(|w| !w.same_kind(first)) || x.len() != m * first.cols {
         return None;
     }
-    let tile = if m == 1 {
-        1
-    } else {
-        first.isa.tokens_per_tile()
-    };
     let q8 = quantize_rows(
         x,
         (m, first.cols),
-        (m.next_multiple_of(tile), first.blocks),
         first.dtype == GgmlDType::Q4_1,
         first.shift,
     );
@@ -481,10 +563,12 @@ pub fn matmul_group(mats: &[&QuantMatrix], x: &[f32], m: usize) -> Option<Vec<Ve
         for c0 in (0..m).step_by(TOKEN_CHUNK) {
             let c1 = (c0 + TOKEN_CHUNK).min(m);
             for t in *t0..*t1 {
-                for i in (c0..c1).step_by(tile) {
-                    let mut acc = [[0f32; ROWS]; 4];
-                    w.tile(t * ROWS, &q8, i, tile, &mut acc);
-                    for (dt, row) in acc.iter().enumerate().take(tile.min(m - i)) {
+                let mut i = c0;
+                while i < c1 {
+                    let tokens = w.isa.tokens_per_tile(c1 - i);
+                    let mut acc = [[0f32; ROWS]; MAX_TOKENS];
+                    w.tile(t, &q8, i, tokens, &mut acc);
+                    for (dt, row) in acc.iter().enumerate().take(tokens) {
                         for (dr, &v) in row.iter().enumerate() {
                             let r = t * ROWS + dr;
                             if r < w.rows {
@@ -495,6 +579,7 @@ pub fn matmul_group(mats: &[&QuantMatrix], x: &[f32], m: usize) -> Option<Vec<Ve
                             }
                         }
                     }
+                    i += tokens;
                 }
             }
         }
@@ -509,165 +594,179 @@ unsafe impl Sync for SharedOut {}
 // SAFETY: as above; the pointer is only written through while `matmul_group` owns the buffer.
 unsafe impl Send for SharedOut {}
 
-/// Asks for the weights 16 pairs of the tile ahead. Decode streams every weight once, so it is
-/// bound by memory bandwidth; without the hint a 5632 × 2048 q4_0 matrix streamed at 19 GB/s
-/// on 2 threads, with it at 26–28 GB/s (AVX-512 VNNI host).
+/// Asks for the weights and scales 16 blocks of the tile ahead. Decode streams every weight
+/// once, so it is bound by memory bandwidth; without the hint a 5632 × 2048 q4_0 matrix
+/// streamed at 19 GB/s on 2 threads, with it at 26–28 GB/s (AVX-512 VNNI host, 4-row tiles).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn prefetch(w: &QuantMatrix, slot: usize) {
+fn prefetch(w: &QuantMatrix, at: usize) {
     use std::arch::x86_64::*;
-    let bytes = if w.dtype == GgmlDType::Q8_0 { 64 } else { 32 };
+    let bytes = if w.dtype == GgmlDType::Q8_0 { 256 } else { 128 };
     // A prefetch never faults, so running past the end of the matrix is harmless.
-    let ahead = w.qs.as_ptr().wrapping_add((slot + 16 * ROWS) * bytes) as *const i8;
+    let ahead = w.qs.as_ptr().wrapping_add((at + 16) * bytes) as *const i8;
+    let scales = w.scales.as_ptr().wrapping_add((at + 16) * ROWS) as *const i8;
     // SAFETY: prefetching has no effect on memory or program state.
     unsafe {
-        _mm_prefetch::<_MM_HINT_T0>(ahead);
-        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+        for line in 0..bytes / 64 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+        }
+        _mm_prefetch::<_MM_HINT_T0>(scales);
     }
 }
 
-/// `ROWS` weight rows × `T` tokens with AVX-512 VNNI, two blocks (64 bytes) per step.
+/// The eight activation bytes `8j..8j + 8` of block `xb`, as one 64-bit lane.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn x_lane(q8: &Q8Rows, xb: usize, j: usize) -> i64 {
+    (q8.qs.as_ptr().add(xb * BLOCK + 8 * j) as *const i64).read_unaligned()
+}
+
+/// A tile of `ROWS` weight rows × `T` tokens with AVX-512 VNNI: per block, four `vpdpbusd`
+/// per token, each multiplying eight values of all eight rows by the same eight activation
+/// bytes, so lanes `2r` and `2r + 1` sum row `r`'s products; one convert and one FMA then
+/// scale and add the block for all eight rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_vnni<const SHIFTED: bool, const T: usize>(
-    w: &QuantMatrix,
-    r: usize,
-    q8: &Q8Rows,
-    i: usize,
-    out: &mut [[f32; ROWS]; 4],
-) {
+unsafe fn tile_vnni<const SHIFTED: bool, const T: usize>((w, tile, q8, i, out): TileArgs) {
     use std::arch::x86_64::*;
     let n = w.blocks;
-    let low = _mm256_set1_epi8(0x0F);
-    // Lanes 0-7 take a pair's first scale, lanes 8-15 its second.
-    let spread = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    let mut acc = [[_mm512_setzero_ps(); ROWS]; T];
-    for p in 0..n / 2 {
-        let slot = QuantMatrix::slot(n, r, 2 * p);
-        // The tile's 8 scales (4 rows × 2 blocks), f16 → f32.
-        let d = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(
-            w.scales.as_ptr().add(2 * slot) as *const __m128i,
-        )));
-        let mut wq = [_mm512_setzero_si512(); ROWS];
-        let mut wd = [_mm512_setzero_ps(); ROWS];
-        prefetch(w, slot);
-        for k in 0..ROWS {
-            wq[k] = if w.dtype == GgmlDType::Q8_0 {
-                _mm512_loadu_si512(w.qs.as_ptr().add((slot + k) * 64) as *const __m512i)
-            } else {
-                let packed =
-                    _mm256_loadu_si256(w.qs.as_ptr().add((slot + k) * 32) as *const __m256i);
-                let lo = _mm256_and_si256(packed, low);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
-                _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
-            };
-            wd[k] =
-                _mm512_permutexvar_ps(_mm512_add_epi32(spread, _mm512_set1_epi32(2 * k as i32)), d);
-        }
+    let low = _mm512_set1_epi8(0x0F);
+    // Row r's scale into lanes 2r and 2r + 1.
+    let pairs = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..n {
+        let at = tile * n + b;
+        prefetch(w, at);
+        let d = _mm512_permutexvar_ps(
+            pairs,
+            _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(
+                w.scales.as_ptr().add(at * ROWS) as *const __m128i,
+            ))),
+        );
+        let wq: [__m512i; 4] = if w.dtype == GgmlDType::Q8_0 {
+            let p = w.qs.as_ptr().add(at * 256);
+            [0, 1, 2, 3].map(|j| _mm512_loadu_si512(p.add(64 * j) as *const __m512i))
+        } else {
+            let p = w.qs.as_ptr().add(at * 128);
+            let p0 = _mm512_loadu_si512(p as *const __m512i);
+            let p1 = _mm512_loadu_si512(p.add(64) as *const __m512i);
+            [
+                _mm512_and_si512(p0, low),
+                _mm512_and_si512(_mm512_srli_epi16(p0, 4), low),
+                _mm512_and_si512(p1, low),
+                _mm512_and_si512(_mm512_srli_epi16(p1, 4), low),
+            ]
+        };
         for (t, acc) in acc.iter_mut().enumerate() {
-            let xb = (i + t) * n + 2 * p;
-            let x = _mm512_loadu_si512(q8.qs.as_ptr().add(xb * BLOCK) as *const __m512i);
-            let xd = _mm512_permutexvar_ps(
-                spread,
-                _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64(
-                    q8.scales.as_ptr().add(xb) as *const __m128i,
-                ))),
-            );
-            let start = if SHIFTED {
-                _mm512_loadu_si512(q8.start.as_ptr().add(xb * BLOCK / 4) as *const __m512i)
+            let xb = (i + t) * n + b;
+            let mut dot = if SHIFTED {
+                _mm512_maskz_set1_epi32(0x5555, q8.start[xb])
             } else {
                 _mm512_setzero_si512()
             };
-            for k in 0..ROWS {
-                let dot = _mm512_dpbusd_epi32(start, wq[k], x);
-                let scale = _mm512_mul_ps(wd[k], xd);
-                acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[k]);
+            for (j, wq) in wq.iter().enumerate() {
+                dot = _mm512_dpbusd_epi32(dot, *wq, _mm512_set1_epi64(x_lane(q8, xb, j)));
             }
+            let scale = _mm512_mul_ps(d, _mm512_set1_ps(q8.scales[xb]));
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *acc);
         }
     }
-    for t in 0..T {
-        for k in 0..ROWS {
-            out[t][k] = _mm512_reduce_add_ps(acc[t][k]);
+    for (t, acc) in acc.iter().enumerate() {
+        let mut lanes = [0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), *acc);
+        for (r, o) in out[t].iter_mut().enumerate() {
+            *o = lanes[2 * r] + lanes[2 * r + 1];
         }
     }
 }
 
-/// `ROWS` weight rows × `T` tokens with AVX2, one block (32 bytes) per product.
+/// A tile of `ROWS` weight rows × `T` tokens with AVX2: the VNNI kernel's scheme on 256-bit
+/// registers, four rows at a time, with `vpmaddubsw` + `vpmaddwd` for the byte products.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2<const Q8: bool, const T: usize>(
-    w: &QuantMatrix,
-    r: usize,
-    q8: &Q8Rows,
-    i: usize,
-    out: &mut [[f32; ROWS]; 4],
-) {
+unsafe fn tile_avx2<const SHIFTED: bool, const T: usize>((w, tile, q8, i, out): TileArgs) {
     use std::arch::x86_64::*;
     let n = w.blocks;
+    let q8_weights = w.dtype == GgmlDType::Q8_0;
     let low = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); ROWS]; T];
-    for p in 0..n / 2 {
-        let slot = QuantMatrix::slot(n, r, 2 * p);
-        prefetch(w, slot);
-        let mut d = [0f32; 8];
-        _mm256_storeu_ps(
-            d.as_mut_ptr(),
-            _mm256_cvtph_ps(_mm_loadu_si128(
-                w.scales.as_ptr().add(2 * slot) as *const __m128i
-            )),
-        );
+    let pairs = [
+        _mm256_set_epi32(3, 3, 2, 2, 1, 1, 0, 0),
+        _mm256_set_epi32(7, 7, 6, 6, 5, 5, 4, 4),
+    ];
+    let mut acc = [[_mm256_setzero_ps(); 2]; T];
+    for b in 0..n {
+        let at = tile * n + b;
+        prefetch(w, at);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(
+            w.scales.as_ptr().add(at * ROWS) as *const __m128i
+        ));
+        // Rows 4h..4h + 4 are the h-th half of every 64-byte vector.
         for h in 0..2 {
-            let b = 2 * p + h;
-            let mut wq = [_mm256_setzero_si256(); ROWS];
-            for (k, wq) in wq.iter_mut().enumerate() {
-                *wq = if Q8 {
-                    _mm256_loadu_si256(w.qs.as_ptr().add((slot + k) * 64 + h * 32) as *const __m256i)
-                } else {
-                    let packed =
-                        _mm256_loadu_si256(w.qs.as_ptr().add((slot + k) * 32) as *const __m256i);
-                    let nibbles = if h == 0 {
-                        packed
-                    } else {
-                        _mm256_srli_epi16(packed, 4)
-                    };
-                    _mm256_and_si256(nibbles, low)
-                };
-            }
+            let dh = _mm256_permutevar8x32_ps(d, pairs[h]);
+            let wq: [__m256i; 4] = if q8_weights {
+                let p = w.qs.as_ptr().add(at * 256 + 32 * h);
+                [0, 1, 2, 3].map(|j| _mm256_loadu_si256(p.add(64 * j) as *const __m256i))
+            } else {
+                let p = w.qs.as_ptr().add(at * 128 + 32 * h);
+                let p0 = _mm256_loadu_si256(p as *const __m256i);
+                let p1 = _mm256_loadu_si256(p.add(64) as *const __m256i);
+                [
+                    _mm256_and_si256(p0, low),
+                    _mm256_and_si256(_mm256_srli_epi16(p0, 4), low),
+                    _mm256_and_si256(p1, low),
+                    _mm256_and_si256(_mm256_srli_epi16(p1, 4), low),
+                ]
+            };
             for (t, acc) in acc.iter_mut().enumerate() {
                 let xb = (i + t) * n + b;
-                let x = _mm256_loadu_si256(q8.qs.as_ptr().add(xb * BLOCK) as *const __m256i);
-                let xd = q8.scales[xb];
-                let start = if Q8 || w.shift == 0 {
-                    _mm256_setzero_si256()
+                let x = [0, 1, 2, 3].map(|j| _mm256_set1_epi64x(x_lane(q8, xb, j)));
+                let mut dot = if q8_weights {
+                    // |q| times sign-adjusted x, as GGML does; the int16 pairs of one product
+                    // can reach 2·127·128, so each goes to int32 on its own.
+                    let mut dot = _mm256_setzero_si256();
+                    for j in 0..4 {
+                        let products = _mm256_maddubs_epi16(
+                            _mm256_sign_epi8(wq[j], wq[j]),
+                            _mm256_sign_epi8(x[j], wq[j]),
+                        );
+                        dot = _mm256_add_epi32(dot, _mm256_madd_epi16(products, ones));
+                    }
+                    dot
                 } else {
-                    _mm256_loadu_si256(q8.start.as_ptr().add(xb * BLOCK / 4) as *const __m256i)
+                    // Nibbles (0..15) times int8: the four products' int16 pairs sum to at
+                    // most 4·2·15·127, so they add up in int16 before one widening.
+                    let p01 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(wq[0], x[0]),
+                        _mm256_maddubs_epi16(wq[1], x[1]),
+                    );
+                    let p23 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(wq[2], x[2]),
+                        _mm256_maddubs_epi16(wq[3], x[3]),
+                    );
+                    _mm256_madd_epi16(_mm256_add_epi16(p01, p23), ones)
                 };
-                for k in 0..ROWS {
-                    // q4: nibbles 0..15 times int8 never saturate vpmaddubsw's int16 pairs;
-                    // q8_0: |q| times sign-adjusted x, as GGML does.
-                    let products = if Q8 {
-                        _mm256_maddubs_epi16(
-                            _mm256_sign_epi8(wq[k], wq[k]),
-                            _mm256_sign_epi8(x, wq[k]),
-                        )
-                    } else {
-                        _mm256_maddubs_epi16(wq[k], x)
-                    };
-                    let dot = _mm256_add_epi32(_mm256_madd_epi16(products, ones), start);
-                    let scale = _mm256_set1_ps(d[2 * k + h] * xd);
-                    acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[k]);
+                if SHIFTED {
+                    dot = _mm256_add_epi32(
+                        dot,
+                        _mm256_blend_epi32::<0x55>(
+                            _mm256_setzero_si256(),
+                            _mm256_set1_epi32(q8.start[xb]),
+                        ),
+                    );
                 }
+                let scale = _mm256_mul_ps(dh, _mm256_set1_ps(q8.scales[xb]));
+                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[h]);
             }
         }
     }
-    for t in 0..T {
-        for k in 0..ROWS {
-            let v = acc[t][k];
-            let s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            out[t][k] = _mm_cvtss_f32(s);
+    for (t, acc) in acc.iter().enumerate() {
+        for (h, half) in acc.iter().enumerate() {
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), *half);
+            for r in 0..4 {
+                out[t][4 * h + r] = lanes[2 * r] + lanes[2 * r + 1];
+            }
         }
     }
 }
@@ -721,6 +820,31 @@ mod tests {
                 "{isa:?} {dtype:?} m={m}: candle differs by {diff} (scale {scale})"
             );
         }
+    }
+
+    #[test]
+    fn activations_round_half_away_from_zero_as_ggml_does() {
+        if !supported() {
+            return;
+        }
+        // A block whose largest value is 127 has the scale 1, so the halves stay halves.
+        let mut x: Vec<f32> = (0..BLOCK).map(|i| (i as f32 * 0.77).sin() * 90.0).collect();
+        x[..8].copy_from_slice(&[127.0, 0.5, -0.5, 1.5, -2.5, 2.49, -126.5, 0.0]);
+        for block in [
+            x.clone(),
+            vec![0.0; BLOCK],
+            x.iter().map(|v| v * 1e-3).collect(),
+        ] {
+            let mut got = vec![0i8; BLOCK];
+            let (d, sum) = quantize_block(&block, &mut got);
+            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert_eq!(d, amax / 127.0);
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let expected: Vec<i8> = block.iter().map(|v| (v * inv).round() as i8).collect();
+            assert_eq!(got, expected);
+            assert_eq!(sum, expected.iter().map(|&q| q as i32).sum::<i32>());
+        }
+        assert_eq!(quantize_block(&x, &mut [0i8; BLOCK]).0, 1.0);
     }
 
     #[test]
