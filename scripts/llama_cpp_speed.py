@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """llama.cpp's side of `billion-llm bench-speed`: the same GGUF, prompt, lengths and threads.
 
-Prints JSON: {"prefill_tokens_per_s": [...], "decode_tokens_per_s": [...], "version": "..."}
-with one entry per timed run (the warm-up runs are not reported).
+Loads the model once, prints {"version": "..."} and then times one generation (a fresh cache,
+the prompt in one pass, greedy new tokens one at a time) per line "run" read from stdin,
+printing {"prefill_tokens_per_s": x, "decode_tokens_per_s": y} for each. `bench-speed` asks for
+a run after each of its own, so both engines meet the machine's slow spells alike.
 """
-import argparse, json, time
+import argparse, json, sys, time
 
 import llama_cpp
 import numpy as np
@@ -14,8 +16,6 @@ p.add_argument("--model", required=True)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--prompt-ids", required=True, help="comma-separated token ids")
 p.add_argument("--new-tokens", type=int, default=128)
-p.add_argument("--warmup", type=int, default=1)
-p.add_argument("--runs", type=int, default=5)
 a = p.parse_args()
 
 prompt = [int(t) for t in a.prompt_ids.split(",")]
@@ -36,8 +36,10 @@ def last_logits():
     return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
 
 
-prefill, decode = [], []
-for run in range(a.warmup + a.runs):
+print(json.dumps({"version": llama_cpp.__version__}), flush=True)
+for line in sys.stdin:
+    if line.strip() != "run":
+        break
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(prompt)
@@ -47,8 +49,5 @@ for run in range(a.warmup + a.runs):
         token = int(np.argmax(last_logits()))
         llm.eval([token])
     t2 = time.perf_counter()
-    if run >= a.warmup:
-        prefill.append(len(prompt) / (t1 - t0))
-        decode.append((a.new_tokens - 1) / (t2 - t1))
-print(json.dumps({"prefill_tokens_per_s": prefill, "decode_tokens_per_s": decode,
-                  "version": llama_cpp.__version__}))
+    print(json.dumps({"prefill_tokens_per_s": len(prompt) / (t1 - t0),
+                      "decode_tokens_per_s": (a.new_tokens - 1) / (t2 - t1)}), flush=True)

@@ -2,12 +2,14 @@
 //! `scripts/fetch-assets.sh`) through our `Transformer`, checked against candle-transformers'
 //! own `quantized_llama` and against llama.cpp (llama-cpp-python) on the same file.
 
+use billion_llm::eval::speed::{prompt_ids, LlamaCppPeer, SpeedSettings};
 use billion_llm::hub::assets::{asset, SMOLLM2_GGUF};
 use billion_llm::hub::chat_template::Message;
 use billion_llm::hub::loader::{load, LoadOptions};
 use billion_llm::model::generation::{generate, GenerateOptions, SamplingParams};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
+use std::path::Path;
 
 mod common;
 use common::{llama_cpp_available, llama_cpp_logits};
@@ -109,6 +111,25 @@ fn greedy_continuation_agrees_with_llama_cpp() {
         .map(|p| logits[p * vocab..(p + 1) * vocab].to_vec())
         .collect();
     assert_it_would_pick_ours("llama.cpp", &rows, &mine);
+}
+
+#[test]
+fn the_llama_cpp_peer_times_a_run_each_time_it_is_asked() {
+    if !llama_cpp_available() {
+        return;
+    }
+    let settings = SpeedSettings {
+        new_tokens: 4,
+        ..Default::default()
+    };
+    let gguf = asset(SMOLLM2_GGUF).unwrap();
+    let mut peer = LlamaCppPeer::start(&gguf, &prompt_ids(8, 49152), &settings).unwrap();
+    for _ in 0..2 {
+        let (prefill, decode) = peer.run().unwrap();
+        assert!(prefill > 0.0 && decode > 0.0, "{prefill} {decode}");
+    }
+    let missing = LlamaCppPeer::start(Path::new("/nonexistent.gguf"), &[1], &settings);
+    assert!(missing.is_err());
 }
 
 /// Chats once with the model's own template and returns the greedy answer.

@@ -2,9 +2,9 @@
 //! llama.cpp (through `llama-cpp-python`) on the same GGUF weights, in the same run.
 //!
 //! Method: a fixed prompt (64 and 512 tokens), 128 new tokens forced (EOS masked), greedy, a
-//! warm-up run and then 5 timed runs, with 2 threads and with 1; the median is reported and
-//! every run kept. Prefill is the one forward over the prompt; decode is the 127 one-token
-//! forwards after it.
+//! warm-up run and then 5 timed runs, with 2 threads and with 1, the two engines taking turns
+//! run by run; the median is reported and every run kept. Prefill is the one forward over the
+//! prompt; decode is the 127 one-token forwards after it.
 
 use crate::hub::loader::{load, LoadOptions};
 use crate::model::config::TransformerConfig;
@@ -14,8 +14,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device};
 use serde::Serialize;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 /// Benchmark settings (the defaults are the protocol).
 #[derive(Debug, Clone, Serialize)]
@@ -110,64 +111,130 @@ pub fn prompt_ids(len: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Times our engine on a loaded model.
+/// Times our engine on a loaded model: warm-up runs, then `s.runs` timed ones.
 pub fn measure_ours(
     model: &mut crate::model::Transformer,
     prompt: &[u32],
     s: &SpeedSettings,
 ) -> Result<EngineSpeed> {
+    Ok(measure_side_by_side(model, None, prompt, s)?.0)
+}
+
+/// One generation of ours, timed: `(prefill, decode)` tokens/s.
+fn run_ours(
+    model: &mut crate::model::Transformer,
+    prompt: &[u32],
+    s: &SpeedSettings,
+) -> Result<(f64, f64)> {
     let opts = GenerateOptions {
         max_new_tokens: s.new_tokens,
         sampling: SamplingParams::default(),
         ignore_eos: true,
         stop: None,
     };
-    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    for run in 0..s.warmup + s.runs {
-        model.reset_cache();
-        let g = generate(model, prompt, &opts, |_| Ok(()))?;
-        if run >= s.warmup {
-            prefill.push(g.prefill_tokens_per_s());
-            decode.push(g.decode_tokens_per_s());
-        }
-    }
     model.reset_cache();
-    Ok(EngineSpeed {
-        prefill_tokens_per_s: Measured::new(prefill),
-        decode_tokens_per_s: Measured::new(decode),
-    })
+    let g = generate(model, prompt, &opts, |_| Ok(()));
+    model.reset_cache();
+    let g = g?;
+    Ok((g.prefill_tokens_per_s(), g.decode_tokens_per_s()))
 }
 
-/// Runs `scripts/llama_cpp_speed.py` on `gguf`.
-pub fn measure_llama_cpp(gguf: &Path, prompt: &[u32], s: &SpeedSettings) -> Result<EngineSpeed> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/llama_cpp_speed.py");
-    let ids: Vec<String> = prompt.iter().map(|t| t.to_string()).collect();
-    let out = Command::new("python3")
-        .arg(&script)
-        .args(["--model", gguf.to_str().context("non-UTF-8 path")?])
-        .args(["--threads", &s.threads.to_string()])
-        .args(["--prompt-ids", &ids.join(",")])
-        .args(["--new-tokens", &s.new_tokens.to_string()])
-        .args(["--warmup", &s.warmup.to_string()])
-        .args(["--runs", &s.runs.to_string()])
-        .output()
-        .context("cannot run python3 for the llama.cpp side")?;
-    if !out.status.success() {
-        bail!(
-            "the llama.cpp run failed (is llama-cpp-python installed? `pip install llama-cpp-python`): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+/// Warm-up runs and then `s.runs` timed runs of our engine, each followed by one of llama.cpp's
+/// when `peer` is given. Alternating matters on a shared machine: a neighbour's burst of
+/// memory traffic slowed runs of either engine by up to a quarter, and with one engine's runs
+/// all before the other's, a burst fell on one side only and moved the ratio by as much.
+pub fn measure_side_by_side(
+    model: &mut crate::model::Transformer,
+    mut peer: Option<&mut LlamaCppPeer>,
+    prompt: &[u32],
+    s: &SpeedSettings,
+) -> Result<(EngineSpeed, Option<EngineSpeed>)> {
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for run in 0..s.warmup + s.runs {
+        let o = run_ours(model, prompt, s)?;
+        let t = peer.as_deref_mut().map(LlamaCppPeer::run).transpose()?;
+        if run >= s.warmup {
+            ours.push(o);
+            theirs.extend(t);
+        }
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let list = |k: &str| -> Vec<f64> {
-        v[k].as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
-            .unwrap_or_default()
+    let speed = |runs: &[(f64, f64)]| EngineSpeed {
+        prefill_tokens_per_s: Measured::new(runs.iter().map(|r| r.0).collect()),
+        decode_tokens_per_s: Measured::new(runs.iter().map(|r| r.1).collect()),
     };
-    Ok(EngineSpeed {
-        prefill_tokens_per_s: Measured::new(list("prefill_tokens_per_s")),
-        decode_tokens_per_s: Measured::new(list("decode_tokens_per_s")),
-    })
+    Ok((speed(&ours), peer.is_some().then(|| speed(&theirs))))
+}
+
+/// llama.cpp (`scripts/llama_cpp_speed.py`) in a child process that keeps `gguf` loaded and
+/// times one generation each time it is asked, so its runs can alternate with ours.
+pub struct LlamaCppPeer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl LlamaCppPeer {
+    pub fn start(gguf: &Path, prompt: &[u32], s: &SpeedSettings) -> Result<Self> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/llama_cpp_speed.py");
+        let ids: Vec<String> = prompt.iter().map(|t| t.to_string()).collect();
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .args(["--model", gguf.to_str().context("non-UTF-8 path")?])
+            .args(["--threads", &s.threads.to_string()])
+            .args(["--prompt-ids", &ids.join(",")])
+            .args(["--new-tokens", &s.new_tokens.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run python3 for the llama.cpp side")?;
+        let mut peer = Self {
+            stdin: child.stdin.take().context("no stdin")?,
+            stdout: BufReader::new(child.stdout.take().context("no stdout")?),
+            child,
+        };
+        peer.reply()?; // {"version": ...} once the model is loaded
+        Ok(peer)
+    }
+
+    /// One timed generation: `(prefill, decode)` tokens/s.
+    pub fn run(&mut self) -> Result<(f64, f64)> {
+        writeln!(self.stdin, "run")
+            .and_then(|_| self.stdin.flush())
+            .context("the llama.cpp side stopped")?;
+        let v = self.reply()?;
+        match (
+            v["prefill_tokens_per_s"].as_f64(),
+            v["decode_tokens_per_s"].as_f64(),
+        ) {
+            (Some(p), Some(d)) => Ok((p, d)),
+            _ => bail!("unexpected answer from the llama.cpp side: {v}"),
+        }
+    }
+
+    /// The child's next line as JSON; its error output when it ended instead.
+    fn reply(&mut self) -> Result<serde_json::Value> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            let _ = self.child.wait();
+            let mut err = String::new();
+            if let Some(mut e) = self.child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            bail!(
+                "the llama.cpp run failed (is llama-cpp-python installed? `pip install llama-cpp-python`): {err}"
+            );
+        }
+        Ok(serde_json::from_str(&line)?)
+    }
+}
+
+impl Drop for LlamaCppPeer {
+    fn drop(&mut self) {
+        // Any line but "run" (or the end of its input) ends the script.
+        let _ = writeln!(self.stdin, "stop").and_then(|_| self.stdin.flush());
+        let _ = self.child.wait();
+    }
 }
 
 /// Writes a llama-architecture GGUF with the random weights `--weights random` builds, so
@@ -350,19 +417,19 @@ pub fn run_speed_benchmark(
                 };
                 let prompt = prompt_ids(prompt_tokens, m.model.config().vocab_size);
                 log(&format!(
-                    "{label}, {prompt_tokens}-token prompt, {t} threads: billion-llm"
+                    "{label}, {prompt_tokens}-token prompt, {t} threads: billion-llm{}",
+                    if with_llama_cpp {
+                        " and llama.cpp, run by run"
+                    } else {
+                        ""
+                    }
                 ));
-                let ours = crate::model::threads::run_on_workers(Some(t), || {
-                    measure_ours(&mut m.model, &prompt, &s)
+                let mut peer = with_llama_cpp
+                    .then(|| LlamaCppPeer::start(&gguf, &prompt, &s))
+                    .transpose()?;
+                let (ours, llama_cpp) = crate::model::threads::run_on_workers(Some(t), || {
+                    measure_side_by_side(&mut m.model, peer.as_mut(), &prompt, &s)
                 })??;
-                let llama_cpp = if with_llama_cpp {
-                    log(&format!(
-                        "{label}, {prompt_tokens}-token prompt, {t} threads: llama.cpp"
-                    ));
-                    Some(measure_llama_cpp(&gguf, &prompt, &s)?)
-                } else {
-                    None
-                };
                 let ratio = |f: fn(&EngineSpeed) -> f64| {
                     llama_cpp.as_ref().map(|l| f(&ours) / f(l).max(1e-9))
                 };

@@ -41,7 +41,8 @@ pub fn causal_mask(seq: usize, past: usize, dtype: DType, device: &Device) -> Re
 
 impl Attention {
     /// `x`: `(batch, seq, hidden)` → `(batch, seq, hidden)`. Positions start at `cache.len()`.
-    /// `mask`: [`causal_mask`] for the forward's positions (needed when `seq > 1`).
+    /// `mask`: [`causal_mask`] for the forward's positions (needed when `seq > 1`, unless
+    /// [`fused_softmax_applies`]).
     pub fn forward(
         &self,
         x: &Tensor,
@@ -85,13 +86,9 @@ impl Attention {
         }
 
         let groups = nh / nkv;
-        let mask = match mask {
-            Some(mask) => Some(mask),
-            None if seq > 1 => {
-                anyhow::bail!("attention over {seq} new positions needs a causal mask")
-            }
-            None => None,
-        };
+        if mask.is_none() && seq > 1 && !fused_softmax_applies(q.dtype(), q.device(), train) {
+            anyhow::bail!("attention over {seq} new positions needs a causal mask")
+        }
         // Long prompts are read QUERY_CHUNK queries at a time: the scores of 512 queries over 512
         // positions for 32 heads are 33 MB, which the allocator maps fresh (and the kernel
         // zeroes page by page) for every layer; chunks of a few MB are reused instead.
@@ -260,6 +257,18 @@ unsafe fn exp_avx2(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
     _mm256_mul_ps(p, _mm256_castsi256_ps(two_n))
 }
 
+/// Whether [`attend_many`] takes the fused [`causal_softmax`] (inference in f32 on a CPU with
+/// AVX2), which masks by position and needs no mask tensor: `Transformer::run_blocks` then
+/// makes none (it is `seq × (past + seq)` floats, about 0.8 million for an MMLU question
+/// after its cached few-shot prefix).
+pub fn fused_softmax_applies(dtype: DType, device: &Device, train: bool) -> bool {
+    cfg!(target_arch = "x86_64")
+        && !train
+        && dtype == DType::F32
+        && device.is_cpu()
+        && super::gemv::supported()
+}
+
 /// Queries per pass of [`attend_many`].
 const QUERY_CHUNK: usize = 128;
 
@@ -281,11 +290,7 @@ fn attend_many(
     let scale = 1.0 / (hd as f64).sqrt();
     let scores = q.matmul(&k.t()?)?; // (b, nkv, groups * seq, total)
     #[cfg(target_arch = "x86_64")]
-    if !train
-        && scores.dtype() == DType::F32
-        && scores.device().is_cpu()
-        && super::gemv::supported()
-    {
+    if fused_softmax_applies(scores.dtype(), scores.device(), train) {
         let probs = causal_softmax(&scores, seq, first_pos, scale as f32)?;
         return Ok(probs.matmul(v)?.reshape((b, nh, seq, hd))?);
     }

@@ -130,7 +130,13 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn dense(&mut self, name: &str, dims: &[usize]) -> Result<Tensor> {
-        let t = self.src.get(name, dims)?.into_dense(self.format.dtype)?;
+        let weight = self.src.get(name, dims)?;
+        self.dense_from(weight)
+    }
+
+    /// `weight` as a plain tensor of the model's dtype, counted in the model's bytes.
+    fn dense_from(&mut self, weight: Weight) -> Result<Tensor> {
+        let t = weight.into_dense(self.format.dtype)?;
         self.bytes += t.elem_count() * t.dtype().size_in_bytes();
         Ok(t)
     }
@@ -192,8 +198,7 @@ impl Builder<'_> {
                 return Ok((embed, tied.then_some(head)));
             }
         }
-        let table = weight.clone().into_dense(self.format.dtype)?;
-        self.bytes += table.elem_count() * table.dtype().size_in_bytes();
+        let table = self.dense_from(weight.clone())?;
         let head = match (tied, weight) {
             (false, _) => None,
             // Plain and unquantized: the projection is the very tensor.
@@ -463,9 +468,10 @@ impl Transformer {
         let mut x = self
             .embed
             .forward(ids, self.config.hidden_size, self.dtype)?;
-        let mask = (seq > 1)
-            .then(|| attention::causal_mask(seq, past, x.dtype(), &self.device))
-            .transpose()?;
+        let mask = (seq > 1
+            && !attention::fused_softmax_applies(x.dtype(), &self.device, self.train))
+        .then(|| attention::causal_mask(seq, past, x.dtype(), &self.device))
+        .transpose()?;
         for (i, block) in self.blocks[..layers].iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
             x = block.forward(&x, &self.rotary, cache, mask.as_ref(), self.train)?;
