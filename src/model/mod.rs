@@ -29,6 +29,7 @@ pub mod quant;
 pub mod rope;
 pub mod rope_layout;
 pub mod threads;
+pub mod vmath;
 pub mod weights;
 
 use anyhow::{bail, Context, Result};
@@ -84,11 +85,13 @@ impl Block {
             train,
         )?;
         if self.parallel_residual {
-            let mlp = self.mlp.forward(&self.norm_mlp.forward(x, train)?)?;
+            let mlp = self.mlp.forward(&self.norm_mlp.forward(x, train)?, train)?;
             Ok(((x + attn)? + mlp)?)
         } else {
             let h = (x + attn)?;
-            let mlp = self.mlp.forward(&self.norm_mlp.forward(&h, train)?)?;
+            let mlp = self
+                .mlp
+                .forward(&self.norm_mlp.forward(&h, train)?, train)?;
             Ok((h + mlp)?)
         }
     }
