@@ -110,16 +110,22 @@ fn greedy_margins(target: &mut Transformer, prompt: &[u32], tokens: &[u32]) -> V
 
 /// Below this gap between the target's top two logits, a verification pass (several tokens in
 /// one forward) and a plain step (one token) may pick differently: they add floats in other
-/// orders, which can move an int8 rounding of the quantized kernels' activations.
+/// orders. In f32 that moves logits by far less than this ...
 const NEAR_TIE: f32 = 0.05;
 
+/// ... but a quantized model rounds its activations to int8 in every matmul, which turns a
+/// change in the last bit into a whole rounding step: SmolLM2-135M's logits read in one pass
+/// and step by step differ by up to 1.2 (as ours and llama.cpp's do, tests/gguf.rs).
+const QUANTIZED_NEAR_TIE: f32 = 0.5;
+
 /// Greedy speculative decoding gives the target's own greedy tokens, whoever drafts; the two may
-/// part only at a near tie of the target's own logits.
+/// part only where the target's own top two logits are within `near_tie`.
 fn greedy_equals_plain(
     target: &mut Transformer,
     draft: Option<Transformer>,
     prompt: &[u32],
     n: usize,
+    near_tie: f32,
 ) {
     let greedy = SamplingParams::default();
     let expected = plain(target, prompt, n, greedy);
@@ -138,7 +144,7 @@ fn greedy_equals_plain(
             assert_eq!(out.tokens.len(), expected.len());
             if let Some(i) = out.tokens.iter().zip(&expected).position(|(a, b)| a != b) {
                 assert!(
-                    margins[i] < NEAR_TIE,
+                    margins[i] < near_tie,
                     "{} with {schedule:?} departs at token {i}, where the target's top two \
                      logits are {} apart: {:?} vs {:?}",
                     drafter.describe(),
@@ -160,7 +166,13 @@ fn greedy_speculative_decoding_equals_plain_greedy_on_the_reference_models() {
     for case in CASES {
         let mut target = reference(case, false);
         let prompt = [66, 221, 47, 234, 117, 102, 13, 226, 66, 221, 47];
-        greedy_equals_plain(&mut target, Some(reference(case, true)), &prompt, 24);
+        greedy_equals_plain(
+            &mut target,
+            Some(reference(case, true)),
+            &prompt,
+            24,
+            NEAR_TIE,
+        );
     }
 }
 
@@ -179,7 +191,13 @@ fn greedy_speculative_decoding_equals_plain_greedy_on_smollm2() {
             true,
         )
         .unwrap();
-    greedy_equals_plain(&mut target.model, Some(draft.model), &prompt, 20);
+    greedy_equals_plain(
+        &mut target.model,
+        Some(draft.model),
+        &prompt,
+        20,
+        QUANTIZED_NEAR_TIE,
+    );
 }
 
 /// After rejections, the target's cache holds exactly the accepted prefix: continuing from it
