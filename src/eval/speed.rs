@@ -171,6 +171,8 @@ pub struct LlamaCppPeer {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    /// Collects the child's error output as it comes (a full pipe would stall the child).
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl LlamaCppPeer {
@@ -188,9 +190,15 @@ impl LlamaCppPeer {
             .stderr(Stdio::piped())
             .spawn()
             .context("cannot run python3 for the llama.cpp side")?;
+        let mut err = child.stderr.take().context("no stderr")?;
         let mut peer = Self {
             stdin: child.stdin.take().context("no stdin")?,
             stdout: BufReader::new(child.stdout.take().context("no stdout")?),
+            stderr: Some(std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = err.read_to_string(&mut text);
+                text
+            })),
             child,
         };
         peer.reply()?; // {"version": ...} once the model is loaded
@@ -217,10 +225,11 @@ impl LlamaCppPeer {
         let mut line = String::new();
         if self.stdout.read_line(&mut line)? == 0 {
             let _ = self.child.wait();
-            let mut err = String::new();
-            if let Some(mut e) = self.child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
+            let err = self
+                .stderr
+                .take()
+                .and_then(|h| h.join().ok())
+                .unwrap_or_default();
             bail!(
                 "the llama.cpp run failed (is llama-cpp-python installed? `pip install llama-cpp-python`): {err}"
             );

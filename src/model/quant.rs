@@ -41,9 +41,11 @@ const TOKEN_CHUNK: usize = 64;
 /// The integer dot product the kernel is built on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
-    /// AVX-512 (F, BW) with VNNI: `vpdpbusd` on 512-bit registers, two blocks per instruction.
+    /// AVX-512 (F, BW) with VNNI: `vpdpbusd` on 512-bit registers, 8 values of 8 rows per
+    /// instruction.
     Avx512Vnni,
-    /// AVX2 with FMA: `vpmaddubsw` + `vpmaddwd` on 256-bit registers, one block at a time.
+    /// AVX2 with FMA: `vpmaddubsw` + `vpmaddwd` on 256-bit registers, 8 values of 4 rows at a
+    /// time.
     Avx2,
 }
 
