@@ -42,7 +42,7 @@ pub fn causal_mask(seq: usize, past: usize, dtype: DType, device: &Device) -> Re
 impl Attention {
     /// `x`: `(batch, seq, hidden)` → `(batch, seq, hidden)`. Positions start at `cache.len()`.
     /// `mask`: [`causal_mask`] for the forward's positions (needed when `seq > 1`, unless
-    /// [`fused_softmax_applies`]).
+    /// [`super::vmath::fused_kernels_apply`]: the fused [`causal_softmax`] masks by position).
     pub fn forward(
         &self,
         x: &Tensor,
@@ -86,7 +86,10 @@ impl Attention {
         }
 
         let groups = nh / nkv;
-        if mask.is_none() && seq > 1 && !fused_softmax_applies(q.dtype(), q.device(), train) {
+        if mask.is_none()
+            && seq > 1
+            && !super::vmath::fused_kernels_apply(q.dtype(), q.device(), train)
+        {
             anyhow::bail!("attention over {seq} new positions needs a causal mask")
         }
         // Long prompts are read QUERY_CHUNK queries at a time: the scores of 512 queries over 512
@@ -138,9 +141,10 @@ fn attend_head(q: &[f32], keys: &[f32], values: &[f32], y: &mut [f32]) {
     }
 }
 
-/// [`attend_head`] with AVX2: the softmax's exponentials 8 at a time ([`exp_avx2`](super::vmath::exp_avx2); libm's
-/// `expf` one at a time was a fifth of the decode attention), and the weighted sum of values
-/// with 32 outputs held in registers across all positions.
+/// [`attend_head`] with AVX2: the softmax's exponentials 8 at a time
+/// ([`exp_avx2`](super::vmath::exp_avx2); libm's `expf` one at a time was a fifth of the decode
+/// attention), and the weighted sum of values with 32 outputs held in registers across all
+/// positions.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn attend_head_avx2(q: &[f32], keys: &[f32], values: &[f32], y: &mut [f32]) {
@@ -231,18 +235,6 @@ fn causal_softmax(scores: &Tensor, seq: usize, first_pos: usize, scale: f32) -> 
     Ok(Tensor::from_vec(v, scores.shape(), scores.device())?)
 }
 
-/// Whether [`attend_many`] takes the fused [`causal_softmax`] (inference in f32 on a CPU with
-/// AVX2), which masks by position and needs no mask tensor: `Transformer::run_blocks` then
-/// makes none (it is `seq × (past + seq)` floats, about 0.8 million for an MMLU question
-/// after its cached few-shot prefix).
-pub fn fused_softmax_applies(dtype: DType, device: &Device, train: bool) -> bool {
-    cfg!(target_arch = "x86_64")
-        && !train
-        && dtype == DType::F32
-        && device.is_cpu()
-        && super::gemv::supported()
-}
-
 /// Queries per pass of [`attend_many`].
 const QUERY_CHUNK: usize = 128;
 
@@ -264,7 +256,7 @@ fn attend_many(
     let scale = 1.0 / (hd as f64).sqrt();
     let scores = q.matmul(&k.t()?)?; // (b, nkv, groups * seq, total)
     #[cfg(target_arch = "x86_64")]
-    if fused_softmax_applies(scores.dtype(), scores.device(), train) {
+    if super::vmath::fused_kernels_apply(scores.dtype(), scores.device(), train) {
         let probs = causal_softmax(&scores, seq, first_pos, scale as f32)?;
         return Ok(probs.matmul(v)?.reshape((b, nh, seq, hd))?);
     }

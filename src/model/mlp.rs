@@ -2,7 +2,7 @@
 
 use super::linear::LoraLinear;
 use anyhow::Result;
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 #[derive(Debug, Clone)]
 pub enum FeedForward {
@@ -22,12 +22,7 @@ impl FeedForward {
         match self {
             FeedForward::SwiGlu { gate, up, down } => {
                 let [g, u] = LoraLinear::forward_group([gate, up], x)?;
-                let fused = cfg!(target_arch = "x86_64")
-                    && !train
-                    && g.dtype() == DType::F32
-                    && g.device().is_cpu()
-                    && super::gemv::supported();
-                let h = if fused {
+                let h = if super::vmath::fused_kernels_apply(g.dtype(), g.device(), train) {
                     swiglu(&g, &u)?
                 } else {
                     (candle_nn::ops::silu(&g)? * u)?
@@ -83,7 +78,7 @@ unsafe fn swiglu_avx2(h: &mut [f32], u: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     #[test]
     fn fused_swiglu_equals_silu_times_up() {

@@ -295,8 +295,8 @@ impl Transformer {
         let (h, hd) = (c.hidden_size, c.head_dim);
         let embed_name = format!("{}.weight", names.embed);
         let lm_head_name = format!("{}.weight", names.lm_head);
-        let tied = c.tie_word_embeddings || !b.src.contains(&lm_head_name);
-        if tied && !c.tie_word_embeddings {
+        let tied = c.tie_word_embeddings;
+        if !tied && !b.src.contains(&lm_head_name) {
             bail!(
                 "{lm_head_name} is missing from {} and config.json does not tie the embeddings",
                 b.src.describe()
@@ -471,10 +471,9 @@ impl Transformer {
         let mut x = self
             .embed
             .forward(ids, self.config.hidden_size, self.dtype)?;
-        let mask = (seq > 1
-            && !attention::fused_softmax_applies(x.dtype(), &self.device, self.train))
-        .then(|| attention::causal_mask(seq, past, x.dtype(), &self.device))
-        .transpose()?;
+        let mask = (seq > 1 && !vmath::fused_kernels_apply(x.dtype(), &self.device, self.train))
+            .then(|| attention::causal_mask(seq, past, x.dtype(), &self.device))
+            .transpose()?;
         for (i, block) in self.blocks[..layers].iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
             x = block.forward(&x, &self.rotary, cache, mask.as_ref(), self.train)?;

@@ -2,8 +2,24 @@
 //! softmax of attention and the SiLU of the feed-forward block (libm's `expf`, one value per
 //! call, was a visible share of both).
 
-/// `e^x` for 8 floats: `2^n · e^r` with `n` the nearest integer to `x / ln 2` and `e^r` (|r| ≤ ln 2 / 2) from its Taylor series to `r^6`, whose
-/// truncation error is 1.2e-7 relative (Cephes' split of ln 2 keeps `r` exact).
+use candle_core::{DType, Device};
+
+/// Whether the inference-only fused kernels built on [`exp_avx2`] apply: attention's causal
+/// softmax (which masks by position, so `Transformer::run_blocks` then makes no mask tensor:
+/// `seq × (past + seq)` floats, about 0.8 million for an MMLU question after its cached
+/// few-shot prefix) and the feed-forward block's SwiGLU. Both need f32 on a CPU with AVX2, and
+/// neither records a gradient, so training keeps candle's ops.
+pub fn fused_kernels_apply(dtype: DType, device: &Device, train: bool) -> bool {
+    cfg!(target_arch = "x86_64")
+        && !train
+        && dtype == DType::F32
+        && device.is_cpu()
+        && super::gemv::supported()
+}
+
+/// `e^x` for 8 floats: `2^n · e^r` with `n` the nearest integer to `x / ln 2` and `e^r`
+/// (|r| ≤ ln 2 / 2) from its Taylor series to `r^6`, whose truncation error is 1.2e-7 relative
+/// (Cephes' split of ln 2 keeps `r` exact).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn exp_avx2(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
