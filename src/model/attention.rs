@@ -42,7 +42,7 @@ pub fn causal_mask(seq: usize, past: usize, dtype: DType, device: &Device) -> Re
 impl Attention {
     /// `x`: `(batch, seq, hidden)` → `(batch, seq, hidden)`. Positions start at `cache.len()`.
     /// `mask`: [`causal_mask`] for the forward's positions (needed when `seq > 1`, unless
-    /// [`super::vmath::fused_kernels_apply`]: the fused [`causal_softmax`] masks by position).
+    /// [`super::vmath::fused_kernels_apply`]: [`attend_causal`] then masks by position).
     pub fn forward(
         &self,
         x: &Tensor,
@@ -80,16 +80,15 @@ impl Attention {
             // way batched matmul rejects (batch > 1, as in training).
             None => (k.contiguous()?, v.contiguous()?),
         };
+        let groups = nh / nkv;
         if seq == 1 && !train && q.dtype() == DType::F32 && q.device().is_cpu() {
-            let y = attend_one(&q, &k, &v, nh / nkv)?;
+            let y = attend_one(&q, &k, &v, groups)?;
             return self.o.forward(&y.reshape((b, 1, nh * hd))?);
         }
-
-        let groups = nh / nkv;
-        if mask.is_none()
-            && seq > 1
-            && !super::vmath::fused_kernels_apply(q.dtype(), q.device(), train)
-        {
+        if super::vmath::fused_kernels_apply(q.dtype(), q.device(), train) {
+            return self.o.forward(&attend_causal(&q, &k, &v, groups)?);
+        }
+        if mask.is_none() && seq > 1 {
             anyhow::bail!("attention over {seq} new positions needs a causal mask")
         }
         // Long prompts are read QUERY_CHUNK queries at a time: the scores of 512 queries over 512
@@ -100,13 +99,7 @@ impl Attention {
             let n = QUERY_CHUNK.min(seq - c0);
             let mask = mask.map(|m| m.narrow(0, c0, n)).transpose()?;
             let q = q.narrow(2, c0, n)?;
-            ys.push(attend_many(
-                &q,
-                (&k, &v),
-                (mask.as_ref(), past + c0),
-                groups,
-                train,
-            )?);
+            ys.push(attend_many(&q, (&k, &v), mask.as_ref(), groups, train)?);
         }
         let y = Tensor::cat(&ys, 2)?; // (b, nh, seq, hd)
         let y = y.transpose(1, 2)?.reshape((b, seq, nh * hd))?;
@@ -114,18 +107,20 @@ impl Attention {
     }
 }
 
-/// Query heads (rows of `hd` values) that share one key/value head, over its cached keys and
-/// values (`total` rows of `hd` each), into `ys`.
-fn attend_heads(qs: &[f32], keys: &[f32], values: &[f32], hd: usize, ys: &mut [f32]) {
+/// Query rows (of `hd` values) that share one key/value head, row `r` over the first `lens[r]`
+/// of its cached keys and values (rows of `hd`), into `ys`.
+fn attend_rows(qs: &[f32], lens: &[usize], (keys, values): (&[f32], &[f32]), ys: &mut [f32]) {
+    let hd = ys.len() / lens.len().max(1);
     #[cfg(target_arch = "x86_64")]
     if super::gemv::supported() && hd.is_multiple_of(8) {
         // SAFETY: the CPU has AVX2 and FMA; the rows are whole multiples of 8 values.
-        return unsafe { attend_heads_avx2(qs, keys, values, hd, ys) };
+        return unsafe { attend_rows_avx2(qs, lens, (keys, values), ys) };
     }
     let scale = 1.0 / (hd as f32).sqrt();
-    for (q, y) in qs.chunks_exact(hd).zip(ys.chunks_exact_mut(hd)) {
+    for ((q, y), &len) in qs.chunks_exact(hd).zip(ys.chunks_exact_mut(hd)).zip(lens) {
         let mut scores: Vec<f32> = keys
             .chunks_exact(hd)
+            .take(len)
             .map(|key| q.iter().zip(key).map(|(a, b)| a * b).sum::<f32>() * scale)
             .collect();
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
@@ -143,87 +138,152 @@ fn attend_heads(qs: &[f32], keys: &[f32], values: &[f32], hd: usize, ys: &mut [f
     }
 }
 
-/// [`attend_heads`] with AVX2. The scores go 8 cached positions at a time: those 8 keys stay
-/// in L1 while every query head of the group reads them, and one reduction ([`sum_lanes8`])
-/// finishes 8 dot products instead of one. Then the softmax's exponentials 8 at a time
+/// [`attend_rows`] with AVX2. The scores go 8 cached positions at a time: those 8 keys stay
+/// in L1 while every query row reads them, and one reduction ([`sum_lanes8`]) finishes 8 dot
+/// products instead of one. Then the softmax's exponentials 8 at a time
 /// ([`exp_avx2`](super::vmath::exp_avx2)), and the weighted sum of values
 /// ([`weighted_sum_avx2`]). With TinyLlama's shape at a 576-token context, a decode step's
 /// attention took 2.2 ms of 18.5 when each head read the cache alone, one dot product and one
 /// 4-accumulator value pass at a time, and 1.5 ms after (2 threads, AVX-512 VNNI EPYC).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_heads_avx2(qs: &[f32], keys: &[f32], values: &[f32], hd: usize, ys: &mut [f32]) {
+unsafe fn attend_rows_avx2(
+    qs: &[f32],
+    lens: &[usize],
+    (keys, values): (&[f32], &[f32]),
+    ys: &mut [f32],
+) {
     use std::arch::x86_64::*;
-    let total = keys.len() / hd;
+    let hd = ys.len() / lens.len();
+    let longest = lens.iter().copied().max().unwrap_or(0);
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut scores = vec![0f32; qs.len() / hd * total];
+    let mut scores = vec![0f32; lens.len() * longest];
+    let q = |r: usize| qs[r * hd..(r + 1) * hd].as_ptr();
+    let scale = _mm256_set1_ps(scale);
     let mut j = 0;
-    while j + 8 <= total {
-        let block = keys.as_ptr().add(j * hd);
-        for (i, q) in qs.chunks_exact(hd).enumerate() {
-            let mut acc = [_mm256_setzero_ps(); 8];
-            for d in (0..hd).step_by(8) {
-                let qv = _mm256_loadu_ps(q.as_ptr().add(d));
-                for (p, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm256_fmadd_ps(qv, _mm256_loadu_ps(block.add(p * hd + d)), *acc);
+    while j + 8 <= longest {
+        let block = keys[j * hd..(j + 8) * hd].as_ptr();
+        let mut r = 0;
+        while r < lens.len() {
+            let pair = r + 1 < lens.len() && lens[r].min(lens[r + 1]) >= j + 8;
+            if pair {
+                // Two rows by four keys: each key vector loaded serves both rows.
+                for half in [0, 4] {
+                    let mut acc = [_mm256_setzero_ps(); 8];
+                    for d in (0..hd).step_by(8) {
+                        let qa = _mm256_loadu_ps(q(r).add(d));
+                        let qb = _mm256_loadu_ps(q(r + 1).add(d));
+                        for p in 0..4 {
+                            let k = _mm256_loadu_ps(block.add((half + p) * hd + d));
+                            acc[p] = _mm256_fmadd_ps(qa, k, acc[p]);
+                            acc[4 + p] = _mm256_fmadd_ps(qb, k, acc[4 + p]);
+                        }
+                    }
+                    let s = _mm256_mul_ps(sum_lanes8(acc), scale);
+                    let at = r * longest + j + half;
+                    _mm_storeu_ps(scores[at..][..4].as_mut_ptr(), _mm256_castps256_ps128(s));
+                    let at = at + longest;
+                    _mm_storeu_ps(
+                        scores[at..][..4].as_mut_ptr(),
+                        _mm256_extractf128_ps::<1>(s),
+                    );
                 }
+                r += 2;
+                continue;
             }
-            let s = _mm256_mul_ps(sum_lanes8(acc), _mm256_set1_ps(scale));
-            _mm256_storeu_ps(scores.as_mut_ptr().add(i * total + j), s);
+            if lens[r] >= j + 8 {
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for d in (0..hd).step_by(8) {
+                    let qv = _mm256_loadu_ps(q(r).add(d));
+                    for (p, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(qv, _mm256_loadu_ps(block.add(p * hd + d)), *acc);
+                    }
+                }
+                let s = _mm256_mul_ps(sum_lanes8(acc), scale);
+                _mm256_storeu_ps(scores[r * longest + j..][..8].as_mut_ptr(), s);
+            }
+            r += 1;
         }
         j += 8;
     }
-    for (i, q) in qs.chunks_exact(hd).enumerate() {
-        for jj in j..total {
-            scores[i * total + jj] = super::gemv::dot_avx2(q, &keys[jj * hd..][..hd]) * scale;
+    let scale = 1.0 / (hd as f32).sqrt();
+    for ((q, row), &len) in qs
+        .chunks_exact(hd)
+        .zip(scores.chunks_exact_mut(longest))
+        .zip(lens)
+    {
+        for (jj, score) in row.iter_mut().enumerate().take(len).skip(len / 8 * 8) {
+            *score = super::gemv::dot_avx2(q, &keys[jj * hd..][..hd]) * scale;
         }
     }
-    for (row, y) in scores.chunks_exact_mut(total).zip(ys.chunks_exact_mut(hd)) {
-        let inv = _mm256_set1_ps(1.0 / exp_in_place_avx2(row));
-        for d in (0..hd).step_by(64) {
-            let y = y.as_mut_ptr().add(d);
-            if d + 64 <= hd {
-                weighted_sum_avx2::<8>(row, values.as_ptr().add(d), hd, inv, y);
-            } else {
-                for k in 0..(hd - d) / 8 {
-                    weighted_sum_avx2::<1>(
-                        row,
-                        values.as_ptr().add(d + 8 * k),
-                        hd,
-                        inv,
-                        y.add(8 * k),
-                    );
-                }
-            }
+    let inv: Vec<f32> = scores
+        .chunks_exact_mut(longest)
+        .zip(lens)
+        .map(|(row, &len)| 1.0 / exp_in_place_avx2(&mut row[..len]))
+        .collect();
+    // Past its own length a row's probabilities are zeros, so rows of a 4-row pass can share
+    // the positions up to the longest of them.
+    let out = ys.as_mut_ptr();
+    let mut r = 0;
+    while r < lens.len() {
+        let rows = if lens.len() - r >= 4 { 4 } else { 1 };
+        let n = lens[r..r + rows].iter().copied().max().unwrap_or(0);
+        let p = |i: usize| &scores[(r + i) * longest..][..n];
+        let y = |i: usize| out.add((r + i) * hd);
+        if rows == 4 {
+            let (p, y) = ([p(0), p(1), p(2), p(3)], [y(0), y(1), y(2), y(3)]);
+            weighted_sums_avx2::<4, 4>(p, (values, hd), &inv[r..r + 4], y);
+        } else {
+            weighted_sums_avx2::<1, 8>([p(0)], (values, hd), &inv[r..r + 1], [y(0)]);
         }
+        r += rows;
     }
 }
 
-/// `y[..8W] = inv · Σ_j p_j · values[j·stride..][..8W]`, with the `8W` outputs in registers across
-/// all positions. Eight accumulators (64 values) keep both FMA units busy: each accumulator waits
-/// for its previous FMA (4 cycles), and with four of them a decode step's value pass ran at
-/// half speed (it was half of attention's time at a 576-token context).
+/// `y_r = inv_r · Σ_j p_r[j] · values[j]` for `R` rows of probabilities (of one length) at once,
+/// `8W` output values at a time held in registers across all positions. Each value vector
+/// loaded serves the `R` rows: one row at a time, a long prompt's value pass was bound by
+/// reading the values from L2. And `R · W` accumulators keep both FMA units busy (each waits 4
+/// cycles for its previous FMA; with four, a decode step's value pass ran at half speed).
+/// # Safety
+/// AVX2 and FMA; `values` holds `p[r].len()` rows of `hd` (a multiple of 8) values, each
+/// `y[r]` room for `hd`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn weighted_sum_avx2<const W: usize>(
-    p: &[f32],
-    values: *const f32,
-    stride: usize,
-    inv: std::arch::x86_64::__m256,
-    y: *mut f32,
+unsafe fn weighted_sums_avx2<const R: usize, const W: usize>(
+    p: [&[f32]; R],
+    (values, hd): (&[f32], usize),
+    inv: &[f32],
+    y: [*mut f32; R],
 ) {
     use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_ps(); W];
-    for (j, &p) in p.iter().enumerate() {
-        let w = _mm256_set1_ps(p);
-        let v = values.add(j * stride);
-        for (k, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(v.add(8 * k)), *a);
+    let n = p[0].len();
+    let mut d = 0;
+    while d < hd {
+        let width = if d + 8 * W <= hd { W } else { 1 };
+        let mut acc = [[_mm256_setzero_ps(); W]; R];
+        for j in 0..n {
+            let v = values[j * hd + d..].as_ptr();
+            let vs: [__m256; W] = std::array::from_fn(|k| {
+                if k < width {
+                    _mm256_loadu_ps(v.add(8 * k))
+                } else {
+                    _mm256_setzero_ps()
+                }
+            });
+            for (acc, p) in acc.iter_mut().zip(&p) {
+                let w = _mm256_set1_ps(*p.get_unchecked(j));
+                for (a, v) in acc.iter_mut().zip(&vs) {
+                    *a = _mm256_fmadd_ps(w, *v, *a);
+                }
+            }
         }
-    }
-    for (k, a) in acc.iter().enumerate() {
-        _mm256_storeu_ps(y.add(8 * k), _mm256_mul_ps(*a, inv));
+        for ((acc, &y), &inv) in acc.iter().zip(&y).zip(inv) {
+            for (k, a) in acc.iter().enumerate().take(width) {
+                _mm256_storeu_ps(y.add(d + 8 * k), _mm256_mul_ps(*a, _mm256_set1_ps(inv)));
+            }
+        }
+        d += 8 * width;
     }
 }
 
@@ -283,43 +343,16 @@ unsafe fn exp_in_place_avx2(row: &mut [f32]) -> f32 {
     sum
 }
 
-/// The causal softmax of raw scores `q·k` for inference, in one pass over each row: scale,
-/// `e^x` 8 at a time, normalise, and zeros past the query's own position. candle's route (a
-/// scaling pass, a mask added over the whole matrix, then its softmax with one libm `expf` per
-/// value) made a long prompt's attention cost as much as its matmuls: an MMLU law question
-/// (400 new tokens after 1,500 cached ones) has 6.8 million scores per layer.
-/// `scores`: `(b, nkv, groups * seq, total)`, rows of one group's query `i` at position
-/// `first_pos + i`.
-#[cfg(target_arch = "x86_64")]
-fn causal_softmax(scores: &Tensor, seq: usize, first_pos: usize, scale: f32) -> Result<Tensor> {
-    use rayon::prelude::*;
-    let total = scores.dim(D::Minus1)?;
-    let mut v: Vec<f32> = scores.flatten_all()?.to_vec1()?;
-    v.par_chunks_mut(total).enumerate().for_each(|(r, row)| {
-        let (live, future) = row.split_at_mut((first_pos + r % seq + 1).min(total));
-        for x in live.iter_mut() {
-            *x *= scale;
-        }
-        // SAFETY: the caller checked that the CPU has AVX2 and FMA.
-        let inv = 1.0 / unsafe { exp_in_place_avx2(live) };
-        for x in live.iter_mut() {
-            *x *= inv;
-        }
-        future.fill(0.0);
-    });
-    Ok(Tensor::from_vec(v, scores.shape(), scores.device())?)
-}
-
 /// Queries per pass of [`attend_many`].
 const QUERY_CHUNK: usize = 128;
 
-/// Attention of `seq` queries (at positions `first_pos..`) over all `total` cached positions
-/// with matmuls. `q`: `(b, nh, seq, hd)`; `k`, `v`: `(b, nkv, total, hd)`; `mask`:
-/// `(seq, total)`. Returns `(b, nh, seq, hd)`.
+/// Attention of `seq` queries over all `total` cached positions with candle's matmuls (training,
+/// and where our kernels do not apply). `q`: `(b, nh, seq, hd)`; `k`, `v`: `(b, nkv, total,
+/// hd)`; `mask`: `(seq, total)`. Returns `(b, nh, seq, hd)`.
 fn attend_many(
     q: &Tensor,
     (k, v): (&Tensor, &Tensor),
-    (mask, first_pos): (Option<&Tensor>, usize),
+    mask: Option<&Tensor>,
     groups: usize,
     train: bool,
 ) -> Result<Tensor> {
@@ -329,13 +362,7 @@ fn attend_many(
     // a key/value head are stacked along the sequence axis, (b, nkv, groups * seq, hd).
     let q = q.contiguous()?.reshape((b, nkv, groups * seq, hd))?;
     let scale = 1.0 / (hd as f64).sqrt();
-    let scores = q.matmul(&k.t()?)?; // (b, nkv, groups * seq, total)
-    #[cfg(target_arch = "x86_64")]
-    if super::vmath::fused_kernels_apply(scores.dtype(), scores.device(), train) {
-        let probs = causal_softmax(&scores, seq, first_pos, scale as f32)?;
-        return Ok(probs.matmul(v)?.reshape((b, nh, seq, hd))?);
-    }
-    let scores = (scores * scale)?;
+    let scores = (q.matmul(&k.t()?)? * scale)?; // (b, nkv, groups * seq, total)
     let scores = match mask {
         Some(mask) => scores
             .reshape((b, nkv, groups, seq, total))?
@@ -356,44 +383,151 @@ fn attend_many(
     Ok(y.reshape((b, nh, seq, hd))?)
 }
 
+/// Cached keys or values on the CPU: a `(batch, kv_heads, total, head_dim)` view whose rows
+/// are contiguous within each head (the [`KvCache`] buffer, or a contiguous tensor).
+struct CacheRows<'a> {
+    data: &'a [f32],
+    start: usize,
+    strides: [usize; 2],
+    head_len: usize,
+}
+
+impl<'a> CacheRows<'a> {
+    fn new(
+        data: &'a candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+        total: usize,
+        hd: usize,
+    ) -> Result<Self> {
+        let st = layout.stride();
+        if st[3] != 1 || st[2] != hd {
+            anyhow::bail!("our attention kernels need each head's cached rows contiguous");
+        }
+        Ok(CacheRows {
+            data: data.as_slice::<f32>()?,
+            start: layout.start_offset(),
+            strides: [st[0], st[1]],
+            head_len: total * hd,
+        })
+    }
+
+    /// The `total` rows of one key/value head.
+    fn head(&self, batch: usize, kv: usize) -> &[f32] {
+        &self.data[self.start + batch * self.strides[0] + kv * self.strides[1]..][..self.head_len]
+    }
+}
+
+/// Runs `f` on the rows of `k` and `v` (see [`CacheRows`]); fails on another device or layout.
+fn with_cache_rows<R>(
+    k: &Tensor,
+    v: &Tensor,
+    f: impl FnOnce(CacheRows, CacheRows) -> Result<R>,
+) -> Result<R> {
+    use candle_core::Storage;
+    let (_, _, total, hd) = k.dims4()?;
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let (Storage::Cpu(ks), Storage::Cpu(vs)) = (&*ks, &*vs) else {
+        anyhow::bail!("our attention kernels run on the CPU");
+    };
+    f(
+        CacheRows::new(ks, kl, total, hd)?,
+        CacheRows::new(vs, vl, total, hd)?,
+    )
+}
+
 /// One new position's attention over the cache in plain loops: a decode step's attention is a
 /// few dot products per cached position, which a general matmul (with its packing, and the
 /// transposes and copies around it) makes several times as costly. Each task takes query heads
 /// that share a key/value head ([`heads_per_task`]), so a cached key is fetched once for them.
 /// `q`: `(batch, heads, 1, head_dim)`; `k`, `v`: `(batch, kv_heads, total, head_dim)` views of
 /// the cache (each head's rows contiguous). Returns `(batch, heads, head_dim)` as one row.
-pub fn attend_one(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize) -> Result<Tensor> {
-    use candle_core::Storage;
+fn attend_one(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize) -> Result<Tensor> {
     use rayon::prelude::*;
     let (b, nh, _, hd) = q.dims4()?;
     let total = k.dim(2)?;
     let q: Vec<f32> = q.flatten_all()?.to_vec1()?;
-    let (ks, kl) = k.storage_and_layout();
-    let (vs, vl) = v.storage_and_layout();
-    let (Storage::Cpu(ks), Storage::Cpu(vs)) = (&*ks, &*vs) else {
-        anyhow::bail!("attend_one runs on the CPU");
-    };
-    let (ks, vs) = (ks.as_slice::<f32>()?, vs.as_slice::<f32>()?);
-    let (kst, vst) = (kl.stride(), vl.stride());
-    if kst[3] != 1 || vst[3] != 1 || kst[2] != hd || vst[2] != hd {
-        anyhow::bail!("attend_one needs each head's cached rows contiguous");
-    }
     let per_task = heads_per_task(b * nh, groups, rayon::current_num_threads());
+    let lens = vec![total; per_task];
     let mut out = vec![0f32; b * nh * hd];
-    out.par_chunks_mut(per_task * hd)
-        .enumerate()
-        .for_each(|(task, ys)| {
-            let first = task * per_task;
-            let (batch, kv) = (first / nh, first % nh / groups);
-            let keys = &ks[kl.start_offset() + batch * kst[0] + kv * kst[1]..][..total * hd];
-            let values = &vs[vl.start_offset() + batch * vst[0] + kv * vst[1]..][..total * hd];
-            attend_heads(&q[first * hd..][..ys.len()], keys, values, hd, ys);
-        });
+    with_cache_rows(k, v, |keys, values| {
+        out.par_chunks_mut(per_task * hd)
+            .enumerate()
+            .for_each(|(task, ys)| {
+                let first = task * per_task;
+                let (batch, kv) = (first / nh, first % nh / groups);
+                let cache = (keys.head(batch, kv), values.head(batch, kv));
+                attend_rows(&q[first * hd..][..ys.len()], &lens, cache, ys);
+            });
+        Ok(())
+    })?;
     Ok(Tensor::from_vec(
         out,
         (b, nh * hd),
         &candle_core::Device::Cpu,
     )?)
+}
+
+/// The attention of `seq` new positions, the last `seq` of the cache's `total`, each over the
+/// positions up to its own, in our own loops ([`attend_rows`]): what [`attend_many`] does with
+/// two matmuls, a mask and a softmax, without writing out every head's `(seq, total)` scores or
+/// computing the masked future. A task takes a block of positions ([`positions_per_task`]) for
+/// one key/value head with all its query heads, so each block of 8 keys read serves them all.
+/// `q`: `(b, nh, seq, hd)`; `k`, `v` as for [`attend_one`]. Returns `(b, seq, nh * hd)`, ready
+/// for the output projection.
+fn attend_causal(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let (b, nh, seq, hd) = q.dims4()?;
+    let (nkv, total) = (k.dim(1)?, k.dim(2)?);
+    let past = total - seq;
+    let q: Vec<f32> = q.flatten_all()?.to_vec1()?;
+    let block = positions_per_task(seq, b * nkv, groups * total, rayon::current_num_threads());
+    let tasks: Vec<(usize, usize, usize)> = (0..b)
+        .flat_map(|batch| (0..nkv).map(move |kv| (batch, kv)))
+        .flat_map(|(batch, kv)| (0..seq).step_by(block).map(move |p0| (batch, kv, p0)))
+        .collect();
+    // Each task's rows are (position, query head of the group), in that order.
+    let ys: Vec<Vec<f32>> = with_cache_rows(k, v, |keys, values| {
+        Ok(tasks
+            .par_iter()
+            .map(|&(batch, kv, p0)| {
+                let positions = p0..(p0 + block).min(seq);
+                let rows = positions.len() * groups;
+                let (mut qs, mut lens) = (Vec::with_capacity(rows * hd), Vec::with_capacity(rows));
+                for p in positions {
+                    for h in kv * groups..(kv + 1) * groups {
+                        qs.extend_from_slice(&q[((batch * nh + h) * seq + p) * hd..][..hd]);
+                        lens.push(past + p + 1);
+                    }
+                }
+                let mut ys = vec![0f32; rows * hd];
+                let cache = (keys.head(batch, kv), values.head(batch, kv));
+                attend_rows(&qs, &lens, cache, &mut ys);
+                ys
+            })
+            .collect())
+    })?;
+    let mut out = vec![0f32; b * seq * nh * hd];
+    for (&(batch, kv, p0), ys) in tasks.iter().zip(&ys) {
+        for (r, y) in ys.chunks_exact(hd).enumerate() {
+            let (p, h) = (p0 + r / groups, kv * groups + r % groups);
+            out[((batch * seq + p) * nh + h) * hd..][..hd].copy_from_slice(y);
+        }
+    }
+    Ok(Tensor::from_vec(
+        out,
+        (b, seq, nh * hd),
+        &candle_core::Device::Cpu,
+    )?)
+}
+
+/// Positions per task of [`attend_causal`]: few enough that there are 4 tasks per thread (the
+/// later positions' rows are longer, so tasks differ in cost), and that a task's scores
+/// (`row_len` floats for each of its positions) stay within 1 MB, in L2.
+fn positions_per_task(seq: usize, heads: usize, row_len: usize, threads: usize) -> usize {
+    let for_balance = (seq * heads).div_ceil(4 * threads);
+    let for_cache = (1 << 18) / row_len.max(1);
+    for_balance.min(for_cache).clamp(1, seq)
 }
 
 /// Query heads per task of [`attend_one`]: all `groups` heads of a key/value head while that
@@ -474,6 +608,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn causal_attention_matches_the_masked_matmul_route() {
+        let dev = candle_core::Device::Cpu;
+        // (batch, heads, kv heads, head size, cached positions before, new positions): GQA groups
+        // of 8, 3 and 1, head sizes of the AVX2 path (64) and of the plain one (20), a batch of 2.
+        for (b, nh, nkv, hd, past, seq) in [
+            (1, 32, 4, 64, 13, 21),
+            (1, 9, 3, 64, 0, 40),
+            (2, 4, 4, 20, 5, 3),
+        ] {
+            let total = past + seq;
+            let q = Tensor::randn(0f32, 1.0, (b, nh, seq, hd), &dev).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (b, nkv, total, hd), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (b, nkv, total, hd), &dev).unwrap();
+            let mask = causal_mask(seq, past, DType::F32, &dev).unwrap();
+            let want = attend_many(&q, (&k, &v), Some(&mask), nh / nkv, false)
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .reshape((b, seq, nh * hd))
+                .unwrap();
+            let got = attend_causal(&q, &k, &v, nh / nkv).unwrap();
+            let diff = crate::model::max_abs_diff(&got, &want).unwrap();
+            assert!(diff < 1e-5, "{b} {nh} {nkv} {hd} {past} {seq}: {diff}");
+        }
+    }
+
+    #[test]
+    fn task_blocks_balance_the_threads_and_fit_in_l2() {
+        // An MMLU question on SmolLM2 (3 key/value heads of 3 queries, 150 new positions after
+        // 1,350): 57 positions a task, 9 tasks.
+        assert_eq!(positions_per_task(150, 3, 3 * 1500, 2), 57);
+        // A 512-token TinyLlama prompt: the scores of 8 heads over 512 positions cap it at 64.
+        assert_eq!(positions_per_task(512, 4, 8 * 512, 2), 64);
+        // A 5-token speculative verification: one position a task.
+        assert_eq!(positions_per_task(5, 1, 5, 2), 1);
     }
 
     #[test]
