@@ -114,7 +114,7 @@ fn attend_rows(qs: &[f32], lens: &[usize], (keys, values): (&[f32], &[f32]), ys:
     #[cfg(target_arch = "x86_64")]
     if super::gemv::supported() && hd.is_multiple_of(8) {
         // SAFETY: the CPU has AVX2 and FMA; the rows are whole multiples of 8 values.
-        return unsafe { attend_rows_avx2(qs, lens, (keys, values), ys) };
+        return unsafe { attend_rows_avx2(qs, lens, (keys, values), hd, ys) };
     }
     let scale = 1.0 / (hd as f32).sqrt();
     for ((q, y), &len) in qs.chunks_exact(hd).zip(ys.chunks_exact_mut(hd)).zip(lens) {
@@ -142,7 +142,7 @@ fn attend_rows(qs: &[f32], lens: &[usize], (keys, values): (&[f32], &[f32]), ys:
 /// in L1 while every query row reads them, and one reduction ([`sum_lanes8`]) finishes 8 dot
 /// products instead of one. Then the softmax's exponentials 8 at a time
 /// ([`exp_avx2`](super::vmath::exp_avx2)), and the weighted sum of values
-/// ([`weighted_sum_avx2`]). With TinyLlama's shape at a 576-token context, a decode step's
+/// ([`weighted_sums_avx2`]). With TinyLlama's shape at a 576-token context, a decode step's
 /// attention took 2.2 ms of 18.5 when each head read the cache alone, one dot product and one
 /// 4-accumulator value pass at a time, and 1.5 ms after (2 threads, AVX-512 VNNI EPYC).
 #[cfg(target_arch = "x86_64")]
@@ -151,15 +151,15 @@ unsafe fn attend_rows_avx2(
     qs: &[f32],
     lens: &[usize],
     (keys, values): (&[f32], &[f32]),
+    hd: usize,
     ys: &mut [f32],
 ) {
     use std::arch::x86_64::*;
-    let hd = ys.len() / lens.len();
     let longest = lens.iter().copied().max().unwrap_or(0);
     let scale = 1.0 / (hd as f32).sqrt();
     let mut scores = vec![0f32; lens.len() * longest];
     let q = |r: usize| qs[r * hd..(r + 1) * hd].as_ptr();
-    let scale = _mm256_set1_ps(scale);
+    let vscale = _mm256_set1_ps(scale);
     let mut j = 0;
     while j + 8 <= longest {
         let block = keys[j * hd..(j + 8) * hd].as_ptr();
@@ -179,7 +179,7 @@ unsafe fn attend_rows_avx2(
                             acc[4 + p] = _mm256_fmadd_ps(qb, k, acc[4 + p]);
                         }
                     }
-                    let s = _mm256_mul_ps(sum_lanes8(acc), scale);
+                    let s = _mm256_mul_ps(sum_lanes8(acc), vscale);
                     let at = r * longest + j + half;
                     _mm_storeu_ps(scores[at..][..4].as_mut_ptr(), _mm256_castps256_ps128(s));
                     let at = at + longest;
@@ -199,14 +199,13 @@ unsafe fn attend_rows_avx2(
                         *acc = _mm256_fmadd_ps(qv, _mm256_loadu_ps(block.add(p * hd + d)), *acc);
                     }
                 }
-                let s = _mm256_mul_ps(sum_lanes8(acc), scale);
+                let s = _mm256_mul_ps(sum_lanes8(acc), vscale);
                 _mm256_storeu_ps(scores[r * longest + j..][..8].as_mut_ptr(), s);
             }
             r += 1;
         }
         j += 8;
     }
-    let scale = 1.0 / (hd as f32).sqrt();
     for ((q, row), &len) in qs
         .chunks_exact(hd)
         .zip(scores.chunks_exact_mut(longest))
@@ -245,6 +244,7 @@ unsafe fn attend_rows_avx2(
 /// loaded serves the `R` rows: one row at a time, a long prompt's value pass was bound by
 /// reading the values from L2. And `R · W` accumulators keep both FMA units busy (each waits 4
 /// cycles for its previous FMA; with four, a decode step's value pass ran at half speed).
+///
 /// # Safety
 /// AVX2 and FMA; `values` holds `p[r].len()` rows of `hd` (a multiple of 8) values, each
 /// `y[r]` room for `hd`.
