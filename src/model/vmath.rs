@@ -6,10 +6,9 @@ use candle_core::{DType, Device};
 
 /// Whether the inference-only fused kernels built on [`exp_avx2`] apply: the attention of a
 /// prompt (`attention::attend_causal`, which masks by position, so `Transformer::run_blocks`
-/// then makes no mask tensor:
-/// `seq × (past + seq)` floats, about 0.8 million for an MMLU question after its cached
-/// few-shot prefix) and the feed-forward block's SwiGLU. Both need f32 on a CPU with AVX2, and
-/// neither records a gradient, so training keeps candle's ops.
+/// then makes no mask tensor: `seq × (past + seq)` floats, about 0.8 million for an MMLU
+/// question after its cached few-shot prefix) and the feed-forward block's SwiGLU. Both need
+/// f32 on a CPU with AVX2, and neither records a gradient, so training keeps candle's ops.
 pub fn fused_kernels_apply(dtype: DType, device: &Device, train: bool) -> bool {
     cfg!(target_arch = "x86_64")
         && !train
