@@ -1,7 +1,7 @@
 //! A key/value cache that can grow, be rolled back, and be reset.
 
 use anyhow::Result;
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 /// Keys and values of the positions seen so far, for one layer.
 ///
@@ -9,6 +9,9 @@ use candle_core::Tensor;
 /// writes new positions in place, so a decode step copies one position, not the whole history.
 /// [`KvCache::truncate`] just lowers the length: speculative decoding uses it to drop rejected
 /// draft tokens, and MMLU scoring to return to a shared few-shot prefix.
+///
+/// The buffer's dtype is the caller's choice: a quantized model keeps its keys and values in
+/// f16, half the bytes that every decode step reads back (see `Attention::forward`).
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     k: Option<Tensor>,
@@ -41,19 +44,25 @@ impl KvCache {
         self.k.as_ref().map_or(0, |k| k.dim(2).unwrap_or(0))
     }
 
-    /// Appends `k`, `v` of shape `(batch, kv_heads, seq, head_dim)` and returns views of all
-    /// positions so far, `(batch, kv_heads, len, head_dim)`.
-    pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// The dtype the keys and values are stored in, once something is.
+    pub fn dtype(&self) -> Option<DType> {
+        self.k.as_ref().map(|k| k.dtype())
+    }
+
+    /// Appends `k`, `v` of shape `(batch, kv_heads, seq, head_dim)`, stored as `dtype`, and
+    /// returns views of all positions so far, `(batch, kv_heads, len, head_dim)`, in `dtype`.
+    pub fn append(&mut self, k: &Tensor, v: &Tensor, dtype: DType) -> Result<(Tensor, Tensor)> {
         let seq = k.dim(2)?;
         let needed = self.len + seq;
-        if needed > self.capacity() {
+        if needed > self.capacity() || self.dtype() != Some(dtype) {
             let (b, h, _, d) = k.dims4()?;
             let capacity = needed.div_ceil(GROW_BY) * GROW_BY;
             let grow = |old: &Option<Tensor>| -> Result<Tensor> {
-                let buf = Tensor::zeros((b, h, capacity, d), k.dtype(), k.device())?;
+                let buf = Tensor::zeros((b, h, capacity, d), dtype, k.device())?;
                 if let Some(old) = old {
                     if self.len > 0 {
-                        buf.slice_set(&old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                        let kept = old.narrow(2, 0, self.len)?.to_dtype(dtype)?;
+                        buf.slice_set(&kept.contiguous()?, 2, 0)?;
                     }
                 }
                 Ok(buf)
@@ -62,9 +71,50 @@ impl KvCache {
             self.v = Some(grow(&self.v)?);
         }
         let (kb, vb) = (self.k.as_ref().unwrap(), self.v.as_ref().unwrap());
-        kb.slice_set(&k.contiguous()?, 2, self.len)?;
-        vb.slice_set(&v.contiguous()?, 2, self.len)?;
+        kb.slice_set(&k.to_dtype(dtype)?.contiguous()?, 2, self.len)?;
+        vb.slice_set(&v.to_dtype(dtype)?.contiguous()?, 2, self.len)?;
         self.len = needed;
         Ok((kb.narrow(2, 0, self.len)?, vb.narrow(2, 0, self.len)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn the_cache_keeps_the_asked_dtype_across_growth_and_rollback() {
+        let dev = Device::Cpu;
+        let step = |from: usize, n: usize| {
+            let t = Tensor::arange(from as f32, (from + n) as f32, &dev).unwrap();
+            t.reshape((1, 1, n, 1)).unwrap()
+        };
+        let mut cache = KvCache::default();
+        cache
+            .append(&step(0, 200), &step(0, 200), DType::F16)
+            .unwrap();
+        // Past the first 256 positions the buffer grows; the positions kept are copied over.
+        let (k, _) = cache
+            .append(&step(200, 100), &step(200, 100), DType::F16)
+            .unwrap();
+        assert_eq!(cache.dtype(), Some(DType::F16));
+        let want: Vec<f32> = (0..300).map(|i| i as f32).collect();
+        let got = |k: &Tensor| -> Vec<f32> {
+            k.to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        assert_eq!(got(&k), want);
+        // Rolled back, then asked for f32 (a model switched to training): converted, not lost.
+        cache.truncate(10);
+        let (k, _) = cache
+            .append(&step(10, 1), &step(10, 1), DType::F32)
+            .unwrap();
+        assert_eq!(k.dtype(), DType::F32);
+        assert_eq!(got(&k), want[..11]);
     }
 }

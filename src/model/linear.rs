@@ -52,6 +52,11 @@ impl Linear {
         })
     }
 
+    /// Whether the weights are GGML blocks, whose matmuls round their input to int8.
+    pub fn is_quantized(&self) -> bool {
+        !matches!(self, Linear::Dense { .. })
+    }
+
     pub fn out_features(&self) -> usize {
         match self {
             Linear::Dense { weight, .. } => weight.dim(0).unwrap_or(0),

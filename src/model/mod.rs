@@ -386,6 +386,12 @@ impl Transformer {
         self.caches.first().map_or(0, |c| c.len())
     }
 
+    /// The dtype the KV cache keeps keys and values in, once it holds some: f16 for a quantized
+    /// model running our CPU kernels (`Attention::cache_dtype` says why), else the activations'.
+    pub fn cache_dtype(&self) -> Option<DType> {
+        self.caches.first().and_then(|c| c.dtype())
+    }
+
     /// Rolls the KV cache back to its first `len` positions.
     pub fn truncate_cache(&mut self, len: usize) {
         for c in &mut self.caches {
