@@ -113,9 +113,7 @@ impl Attention {
         let y = y.transpose(1, 2)?.reshape((b, seq, nh * hd))?;
         self.o.forward(&y)
     }
-}
 
-impl Attention {
     /// The dtype this layer's KV cache keeps: f16 where the projections are quantized and our
     /// kernels read the cache (f32 inference on a CPU with AVX2 and F16C), else the
     /// activations'. A quantized matmul already rounds its input to int8, a relative step of
