@@ -3,8 +3,9 @@
 use super::kv_cache::KvCache;
 use super::linear::LoraLinear;
 use super::rope::Rotary;
+use super::vmath::Widen;
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor, WithDType, D};
+use candle_core::{DType, Device, Tensor, D};
 use half::f16;
 
 /// The query/key/value projections: three matrices (Llama, StableLM) or one fused matrix whose
@@ -132,54 +133,9 @@ impl Attention {
     }
 }
 
-/// A cached key or value element as the attention kernels read it: f32, or f16 (the cache of
-/// a quantized model, [`Attention::cache_dtype`]), widened to f32 eight at a time.
-pub(crate) trait Cached: WithDType {
-    /// The rows as f32, borrowed when they already are.
-    fn widen(rows: &[Self]) -> std::borrow::Cow<'_, [f32]>;
-
-    /// Eight elements from `p` as f32 lanes.
-    ///
-    /// # Safety
-    /// AVX2 and F16C; `p` points at 8 readable elements.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
-}
-
-impl Cached for f32 {
-    fn widen(rows: &[Self]) -> std::borrow::Cow<'_, [f32]> {
-        rows.into()
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
-        std::arch::x86_64::_mm256_loadu_ps(p)
-    }
-}
-
-impl Cached for f16 {
-    fn widen(rows: &[Self]) -> std::borrow::Cow<'_, [f32]> {
-        use half::slice::HalfFloatSliceExt;
-        let mut wide = vec![0f32; rows.len()];
-        rows.convert_to_f32_slice(&mut wide);
-        wide.into()
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
-    }
-}
-
 /// Query rows (of `hd` values) that share one key/value head, row `r` over the first `lens[r]`
 /// of its cached keys and values (rows of `hd`), into `ys`.
-fn attend_rows<E: Cached>(
-    qs: &[f32],
-    lens: &[usize],
-    (keys, values): (&[E], &[E]),
-    ys: &mut [f32],
-) {
+fn attend_rows<E: Widen>(qs: &[f32], lens: &[usize], (keys, values): (&[E], &[E]), ys: &mut [f32]) {
     let hd = ys.len() / lens.len().max(1);
     #[cfg(target_arch = "x86_64")]
     if super::gemv::supported() && hd.is_multiple_of(8) {
@@ -223,7 +179,7 @@ fn attend_rows<E: Cached>(
 /// 4-accumulator value pass at a time, and 1.5 ms after (2 threads, AVX-512 VNNI EPYC).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn attend_rows_avx2<E: Cached>(
+unsafe fn attend_rows_avx2<E: Widen>(
     qs: &[f32],
     lens: &[usize],
     (keys, values): (&[E], &[E]),
@@ -288,7 +244,7 @@ unsafe fn attend_rows_avx2<E: Cached>(
         .zip(lens)
     {
         for (jj, score) in row.iter_mut().enumerate().take(len).skip(len / 8 * 8) {
-            *score = dot_avx2(q, &keys[jj * hd..][..hd]) * scale;
+            *score = super::gemv::dot_avx2(q, &keys[jj * hd..][..hd]) * scale;
         }
     }
     let inv: Vec<f32> = scores
@@ -326,7 +282,7 @@ unsafe fn attend_rows_avx2<E: Cached>(
 /// `y[r]` room for `hd`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn weighted_sums_avx2<E: Cached, const R: usize, const W: usize>(
+unsafe fn weighted_sums_avx2<E: Widen, const R: usize, const W: usize>(
     p: [&[f32]; R],
     (values, hd): (&[E], usize),
     inv: &[f32],
@@ -361,21 +317,6 @@ unsafe fn weighted_sums_avx2<E: Cached, const R: usize, const W: usize>(
         }
         d += 8 * width;
     }
-}
-
-/// `q · key` for rows of a multiple of 8 values (a cached key past the last block of 8).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_avx2<E: Cached>(q: &[f32], key: &[E]) -> f32 {
-    use std::arch::x86_64::*;
-    let mut acc = _mm256_setzero_ps();
-    for d in (0..q.len().min(key.len())).step_by(8) {
-        let k = E::load8(key.as_ptr().add(d));
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(d)), k, acc);
-    }
-    let mut lanes = [0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-    lanes.iter().sum()
 }
 
 /// Lane `p` of the result is the sum of the 8 lanes of `v[p]`.
@@ -483,7 +424,7 @@ struct CacheRows<'a, E> {
     head_len: usize,
 }
 
-impl<'a, E: Cached> CacheRows<'a, E> {
+impl<'a, E: Widen> CacheRows<'a, E> {
     fn new(
         data: &'a candle_core::CpuStorage,
         layout: &candle_core::Layout,
@@ -509,7 +450,7 @@ impl<'a, E: Cached> CacheRows<'a, E> {
 }
 
 /// Runs `f` on the rows of `k` and `v` (see [`CacheRows`]); fails on another device or layout.
-fn with_cache_rows<E: Cached, R>(
+fn with_cache_rows<E: Widen, R>(
     k: &Tensor,
     v: &Tensor,
     f: impl FnOnce(CacheRows<E>, CacheRows<E>) -> Result<R>,
@@ -533,7 +474,7 @@ fn with_cache_rows<E: Cached, R>(
 /// that share a key/value head ([`heads_per_task`]), so a cached key is fetched once for them.
 /// `q`: `(batch, heads, 1, head_dim)`; `k`, `v`: `(batch, kv_heads, total, head_dim)` views of
 /// the cache (each head's rows contiguous). Returns `(batch, heads, head_dim)` as one row.
-fn attend_one<E: Cached>(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize) -> Result<Tensor> {
+fn attend_one<E: Widen>(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize) -> Result<Tensor> {
     use rayon::prelude::*;
     let (b, nh, _, hd) = q.dims4()?;
     let total = k.dim(2)?;
@@ -566,7 +507,7 @@ fn attend_one<E: Cached>(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize) -> R
 /// one key/value head with all its query heads, so each block of 8 keys read serves them all.
 /// `q`: `(b, nh, seq, hd)`; `k`, `v` as for [`attend_one`]. Returns `(b, seq, nh * hd)`, ready
 /// for the output projection.
-fn attend_causal<E: Cached>(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize) -> Result<Tensor> {
+fn attend_causal<E: Widen>(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize) -> Result<Tensor> {
     use rayon::prelude::*;
     let (b, nh, seq, hd) = q.dims4()?;
     let (nkv, total) = (k.dim(1)?, k.dim(2)?);

@@ -4,6 +4,7 @@
 //! reading the weights once; general GEMM routines tile for reuse that a vector cannot give.
 //! Here each thread streams its own strip of rows with AVX2 FMA dot products.
 
+use super::vmath::Widen;
 use anyhow::{bail, Result};
 use candle_core::{Device, Storage, Tensor};
 use rayon::prelude::*;
@@ -58,20 +59,20 @@ pub fn forward(w: &Tensor, x: &Tensor) -> Result<Tensor> {
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if supported() {
-        // SAFETY: the CPU has AVX2 and FMA; `b` is at least as long as `a`.
+        // SAFETY: the CPU has AVX2, FMA and F16C; `b` is at least as long as `a`.
         return unsafe { dot_avx2(a, &b[..a.len()]) };
     }
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// `Σ a·b` with AVX2 FMA.
+/// `Σ a·b` with AVX2 FMA, `b` in f32 or f16 (a cached key, [`Widen`]).
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA, and `b` at least `a.len()` values.
+/// The CPU must have AVX2, FMA and F16C, and `b` at least `a.len()` values.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(crate) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) unsafe fn dot_avx2<E: Widen>(a: &[f32], b: &[E]) -> f32 {
     use std::arch::x86_64::*;
     let n = a.len();
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
@@ -80,17 +81,13 @@ pub(crate) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     while i + 32 <= n {
         for (k, acc) in acc.iter_mut().enumerate() {
             let va = _mm256_loadu_ps(pa.add(i + 8 * k));
-            let vb = _mm256_loadu_ps(pb.add(i + 8 * k));
+            let vb = E::load8(pb.add(i + 8 * k));
             *acc = _mm256_fmadd_ps(va, vb, *acc);
         }
         i += 32;
     }
     while i + 8 <= n {
-        acc[0] = _mm256_fmadd_ps(
-            _mm256_loadu_ps(pa.add(i)),
-            _mm256_loadu_ps(pb.add(i)),
-            acc[0],
-        );
+        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), E::load8(pb.add(i)), acc[0]);
         i += 8;
     }
     let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
@@ -99,7 +96,7 @@ pub(crate) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     let mut sum = _mm_cvtss_f32(s);
     while i < n {
-        sum += a[i] * b[i];
+        sum += a[i] * b[i].to_f64() as f32;
         i += 1;
     }
     sum

@@ -504,7 +504,8 @@ impl QuantMatrix {
                 for (dr, a) in acc.iter_mut().enumerate() {
                     let mins = &self.mins[(ROWS * tile + dr) * n..][..n];
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: the CPU has AVX2 (checked in `with_isa`); both slices hold n values.
+                    // SAFETY: the CPU has AVX2, FMA and F16C (`Isa::available`, checked in
+                    // `with_isa`); both slices hold n values.
                     {
                         *a += unsafe { super::gemv::dot_avx2(mins, sums) };
                     }

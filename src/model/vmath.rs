@@ -1,8 +1,11 @@
 //! Vector math for the CPU inference paths: `e^x` eight floats at a time with AVX2, for the
 //! softmax of attention and the SiLU of the feed-forward block (libm's `expf`, one value per
 //! call, was a visible share of both).
+//! And [`Widen`]: f32 or f16 values read as f32 lanes, so one dot product and one attention
+//! kernel serve an f32 and an f16 KV cache.
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, WithDType};
+use half::f16;
 
 /// Whether the inference-only fused kernels built on [`exp_avx2`] apply: the attention of a
 /// prompt (`attention::attend_causal`, which masks by position, so `Transformer::run_blocks`
@@ -45,6 +48,46 @@ pub(crate) unsafe fn exp_avx2(x: std::arch::x86_64::__m256) -> std::arch::x86_64
         _mm256_set1_epi32(127),
     ));
     _mm256_mul_ps(p, _mm256_castsi256_ps(two_n))
+}
+
+/// Values the AVX2 kernels read as f32 lanes: f32 itself, or f16, the KV cache of a quantized
+/// model (`Attention::cache_dtype`), widened eight at a time.
+pub(crate) trait Widen: WithDType {
+    /// The rows as f32, borrowed when they already are.
+    fn widen(rows: &[Self]) -> std::borrow::Cow<'_, [f32]>;
+
+    /// Eight elements from `p` as f32 lanes.
+    ///
+    /// # Safety
+    /// AVX2 and F16C; `p` points at 8 readable elements.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl Widen for f32 {
+    fn widen(rows: &[Self]) -> std::borrow::Cow<'_, [f32]> {
+        rows.into()
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+}
+
+impl Widen for f16 {
+    fn widen(rows: &[Self]) -> std::borrow::Cow<'_, [f32]> {
+        use half::slice::HalfFloatSliceExt;
+        let mut wide = vec![0f32; rows.len()];
+        rows.convert_to_f32_slice(&mut wide);
+        wide.into()
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+    }
 }
 
 #[cfg(test)]
