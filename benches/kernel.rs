@@ -8,8 +8,9 @@
 //! and integer multiply-adds per second, next to the machine's plain read bandwidth (the
 //! median of 5 passes over 640 MB).
 
-use billion_llm::model::quant::{Isa, QuantMatrix};
-use billion_llm::model::threads::run_on_workers;
+use billion_llm::kernels::isa::Isa;
+use billion_llm::kernels::packed::PackedMatrix;
+use billion_llm::kernels::threads::run_on_workers;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -49,8 +50,8 @@ fn main() -> anyhow::Result<()> {
             if !isa.available() {
                 continue;
             }
-            let mats: Vec<QuantMatrix> = (0..48)
-                .map(|_| QuantMatrix::with_isa(&q, isa))
+            let mats: Vec<PackedMatrix> = (0..48)
+                .map(|_| PackedMatrix::with_isa(&q, isa))
                 .collect::<anyhow::Result<_>>()?;
             for (m, reps) in [(1usize, 960), (64, 12), (512, 4)] {
                 mats[0].matmul(&x[..m * cols], m);

@@ -1,10 +1,12 @@
 //! billion-llm: a workbook about the 1B "sweet spot" of language models.
 //!
 //! One folder per part, each allowed to use only the parts listed before it (`chat` and `eval`
-//! are siblings and never use each other; `report` and `model` use nothing of the crate):
+//! are siblings and never use each other; `kernels` and `report` use nothing of the crate):
 //!
+//! - [`kernels`]: the CPU loops a forward pass spends its time in, chosen at run time by
+//!   instruction set
 //! - [`report`]: tables and charts, shown in notebooks and written for the book
-//! - [`model`]: the `Transformer`, its config and weights, LoRA, sampling
+//! - [`model`]: the `Transformer` in plain tensor code, its config and weights, LoRA, sampling
 //! - [`hub`]: from a name to a loaded model (zoo, hub client, tokenizer, chat template, loader)
 //! - [`chat`]: a multi-turn chat session
 //! - [`eval`]: MMLU, HumanEval and its sandbox, speed, and the `bench` harness
@@ -18,6 +20,7 @@ pub mod chat;
 pub mod eval;
 pub mod finetune;
 pub mod hub;
+pub mod kernels;
 pub mod model;
 pub mod report;
 pub mod speculative;

@@ -254,7 +254,8 @@ fn main() {
     // The whole command runs on a worker of the pool its parallel work uses
     // (billion_llm::model::threads says why).
     let threads = cli.command.threads();
-    let result = billion_llm::model::threads::run_on_workers(threads, || run(cli)).and_then(|r| r);
+    let result =
+        billion_llm::kernels::threads::run_on_workers(threads, || run(cli)).and_then(|r| r);
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -246,7 +246,7 @@ fn a_quantized_models_f16_cache_decodes_as_its_uncached_forward() {
             .iter()
             .map(|&id| q8.forward(&ids(&[id])).unwrap())
             .collect();
-        if billion_llm::model::quant::supported() {
+        if billion_llm::kernels::isa::simd() {
             assert_eq!(q8.cache_dtype(), Some(DType::F16), "{case}");
         }
         let d = relative_diff(&Tensor::cat(&steps, 1).unwrap(), &full);

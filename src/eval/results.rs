@@ -46,11 +46,10 @@ pub fn utc_timestamp() -> String {
     )
 }
 
-/// The integer dot-product instructions our quantized kernels run with on this CPU
-/// ([`crate::model::quant::Isa`]), to name next to a speed figure: llama.cpp and our kernels
-/// run differently on AVX2 and AVX-512 VNNI hosts.
+/// The instruction set our kernels run with in this process, to name next to a speed figure
+/// ([`crate::kernels::isa::instruction_set`]).
 pub fn instruction_set() -> &'static str {
-    crate::model::quant::Isa::detect().map_or(std::env::consts::ARCH, |isa| isa.name())
+    crate::kernels::isa::instruction_set()
 }
 
 /// The machine a result was measured on.

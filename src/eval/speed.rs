@@ -436,7 +436,7 @@ pub fn run_speed_benchmark(
                 let mut peer = with_llama_cpp
                     .then(|| LlamaCppPeer::start(&gguf, &prompt, &s))
                     .transpose()?;
-                let (ours, llama_cpp) = crate::model::threads::run_on_workers(Some(t), || {
+                let (ours, llama_cpp) = crate::kernels::threads::run_on_workers(Some(t), || {
                     measure_side_by_side(&mut m.model, peer.as_mut(), &prompt, &s)
                 })??;
                 let ratio = |f: fn(&EngineSpeed) -> f64| {

@@ -232,29 +232,13 @@ pub fn find(name: &str) -> Result<&'static ZooModel> {
 pub fn unknown_model(name: &str) -> anyhow::Error {
     let closest = ZOO
         .iter()
-        .min_by_key(|m| edit_distance(&name.to_lowercase(), m.alias))
+        .min_by_key(|m| strsim::levenshtein(&name.to_lowercase(), m.alias))
         .expect("the zoo is not empty");
     anyhow::anyhow!(
         "unknown model {name:?}: did you mean {:?}? Run `billion-llm models` for the list; \
          a local folder, a .gguf file or a hub id (org/name) work too",
         closest.alias
     )
-}
-
-/// Levenshtein distance, for "did you mean" suggestions.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
@@ -283,11 +267,5 @@ mod tests {
             find("TinyLlama/TinyLlama-1.1B-Chat-v1.0").unwrap().alias,
             "tinyllama"
         );
-    }
-
-    #[test]
-    fn edit_distance_counts_edits() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
     }
 }

@@ -6,7 +6,7 @@
 //! embeddings the output projection already holds it quantized. Sharing that one matrix keeps a
 //! model's memory close to the size of its weights, as llama.cpp does.
 
-use super::quant::QuantMatrix;
+use crate::kernels::packed::PackedMatrix;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ pub enum Embedding {
     /// `(vocab, hidden)` in the model's dtype.
     Dense(Tensor),
     /// `(vocab, hidden)` quantized blocks; a lookup dequantizes the rows it needs.
-    Quantized(Arc<QuantMatrix>),
+    Quantized(Arc<PackedMatrix>),
 }
 
 impl Embedding {

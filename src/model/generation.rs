@@ -53,6 +53,7 @@ impl Sampler {
         })
     }
 
+    // ANCHOR: sample
     /// The next token from one row of logits; `banned` ids are never chosen.
     pub fn sample(&mut self, logits: &[f32], banned: &[u32]) -> Result<u32> {
         if self.params.temperature == 0.0 {
@@ -69,6 +70,7 @@ impl Sampler {
         }
         Ok(probs.last().unwrap().0 as u32)
     }
+    // ANCHOR_END: sample
 
     /// The distribution [`Sampler::sample`] draws from, as one probability per token: one-hot
     /// on the largest logit when greedy, else softmax at the temperature cut to the nucleus.
@@ -88,6 +90,7 @@ impl Sampler {
         Ok(dist)
     }
 
+    // ANCHOR: nucleus
     /// The tokens of the nucleus with their unnormalised weights, most likely first.
     fn nucleus(&self, logits: &[f32], banned: &[u32]) -> Result<Vec<(usize, f32)>> {
         let t = self.params.temperature as f32;
@@ -117,6 +120,7 @@ impl Sampler {
         probs.truncate(kept);
         Ok(probs)
     }
+    // ANCHOR_END: nucleus
 
     /// The sampling settings.
     pub fn params(&self) -> SamplingParams {

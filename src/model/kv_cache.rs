@@ -12,11 +12,31 @@ use candle_core::{DType, Tensor};
 ///
 /// The buffer's dtype is the caller's choice: a quantized model keeps its keys and values in
 /// f16, half the bytes that every decode step reads back (see `Attention::forward`).
-#[derive(Debug, Clone, Default)]
+///
+/// A clone owns copies of the buffers: [`KvCache::append`] writes in place, so two caches
+/// sharing one buffer (candle tensors share storage when cloned) would overwrite each other's
+/// positions, and so would two clones of a `Transformer` decoding side by side.
+#[derive(Debug, Default)]
 pub struct KvCache {
     k: Option<Tensor>,
     v: Option<Tensor>,
     len: usize,
+}
+
+impl Clone for KvCache {
+    fn clone(&self) -> Self {
+        let own = |t: &Option<Tensor>| {
+            t.as_ref().map(|t| {
+                t.copy()
+                    .expect("copying a KV cache buffer in memory cannot fail")
+            })
+        };
+        KvCache {
+            k: own(&self.k),
+            v: own(&self.v),
+            len: self.len,
+        }
+    }
 }
 
 /// Capacity grows in steps of this many positions.
@@ -116,5 +136,25 @@ mod tests {
             .unwrap();
         assert_eq!(k.dtype(), DType::F32);
         assert_eq!(got(&k), want[..11]);
+    }
+
+    #[test]
+    fn a_clone_keeps_its_positions_when_the_original_appends() {
+        let dev = Device::Cpu;
+        let ones = Tensor::ones((1, 2, 3, 4), DType::F32, &dev).unwrap();
+        let twos = (&ones * 2.0).unwrap();
+        let mut original = KvCache::default();
+        original.append(&ones, &ones, DType::F32).unwrap();
+        original.truncate(1);
+        let mut clone = original.clone();
+        // Both write positions 1..4, inside the buffer a plain clone would share; the clone's
+        // view is read after the original has written.
+        let (k, _) = clone.append(&ones, &ones, DType::F32).unwrap();
+        original.append(&twos, &twos, DType::F32).unwrap();
+        let k: Vec<f32> = k.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(
+            k.iter().all(|&x| x == 1.0),
+            "the clone saw the original's values: {k:?}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Linear layers: plain or quantized, with an optional LoRA adapter on top.
 
-use super::quant::QuantMatrix;
+use crate::kernels::packed::PackedMatrix;
 use anyhow::Result;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
@@ -22,9 +22,9 @@ pub enum Linear {
         out_features: usize,
     },
     /// q4_0 / q4_1 / q8_0 weights on an AVX2 or AVX-512 VNNI CPU, through our own kernel (see
-    /// [`QuantMatrix`]).
-    Cpu {
-        weight: Arc<QuantMatrix>,
+    /// [`PackedMatrix`]).
+    Packed {
+        weight: Arc<PackedMatrix>,
         bias: Option<Tensor>,
     },
 }
@@ -36,12 +36,12 @@ impl Linear {
 
     pub fn quantized(weight: Arc<QTensor>, bias: Option<Tensor>) -> Result<Self> {
         let out_features = weight.shape().dims()[0];
-        if QuantMatrix::handles(weight.dtype())
+        if PackedMatrix::handles(weight.dtype())
             && weight.device().is_cpu()
-            && super::quant::supported()
+            && crate::kernels::isa::simd()
         {
-            return Ok(Linear::Cpu {
-                weight: Arc::new(QuantMatrix::from_qtensor(&weight)?),
+            return Ok(Linear::Packed {
+                weight: Arc::new(PackedMatrix::from_qtensor(&weight)?),
                 bias,
             });
         }
@@ -61,7 +61,7 @@ impl Linear {
         match self {
             Linear::Dense { weight, .. } => weight.dim(0).unwrap_or(0),
             Linear::Quantized { out_features, .. } => *out_features,
-            Linear::Cpu { weight, .. } => weight.rows(),
+            Linear::Packed { weight, .. } => weight.rows(),
         }
     }
 
@@ -72,13 +72,13 @@ impl Linear {
                 // One f32 vector (a decode step) goes through the streaming GEMV kernel.
                 let one_row = x.elem_count() == weight.dim(1)?;
                 let fast = one_row && x.dtype() == DType::F32 && weight.dtype() == DType::F32;
-                if fast && weight.device().is_cpu() && super::gemv::supported() {
-                    return add_bias(super::gemv::forward(weight, x)?, bias);
+                if fast && weight.device().is_cpu() && crate::kernels::isa::simd() {
+                    return add_bias(crate::kernels::gemv::forward(weight, x)?, bias);
                 }
                 // Training: the frozen weight needs no gradient, only the input does.
                 let f32_cpu = x.dtype() == DType::F32 && weight.dtype() == DType::F32;
                 if x.track_op() && !weight.track_op() && f32_cpu && weight.device().is_cpu() {
-                    let y = crate::model::frozen_matmul::forward(x, weight)?;
+                    let y = crate::kernels::frozen_matmul::forward(x, weight)?;
                     return add_bias(y, bias);
                 }
                 let y = match x.dims() {
@@ -90,7 +90,7 @@ impl Linear {
             Linear::Quantized { weight, bias, .. } => {
                 (on_f32(x, |x| Ok(weight.forward(x)?))?, bias)
             }
-            Linear::Cpu { weight, bias } => (on_f32(x, |x| weight.forward(x))?, bias),
+            Linear::Packed { weight, bias } => (on_f32(x, |x| weight.forward(x))?, bias),
         };
         add_bias(y, bias)
     }
@@ -171,16 +171,16 @@ impl LoraLinear {
     // ANCHOR_END: lora_forward
 
     /// Several layers that read the same input (q, k, v; gate, up), as one grouped product
-    /// when their bases are quantized matrices of one kind ([`super::quant::matmul_group`]),
+    /// when their bases are quantized matrices of one kind ([`crate::kernels::packed::matmul_group`]),
     /// else one after the other. Biases and adapters are applied per layer either way.
     pub fn forward_group<const N: usize>(
         layers: [&LoraLinear; N],
         x: &Tensor,
     ) -> Result<[Tensor; N]> {
-        let mats: Option<Vec<&QuantMatrix>> = layers
+        let mats: Option<Vec<&PackedMatrix>> = layers
             .iter()
             .map(|l| match &l.base {
-                Linear::Cpu { weight, .. } => Some(weight.as_ref()),
+                Linear::Packed { weight, .. } => Some(weight.as_ref()),
                 _ => None,
             })
             .collect();
@@ -188,7 +188,7 @@ impl LoraLinear {
             Some(mats) if x.dtype() == DType::F32 && x.device().is_cpu() => {
                 let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
                 let cols = *x.dims().last().unwrap_or(&0);
-                super::quant::matmul_group(&mats, &xs, xs.len() / cols.max(1))
+                crate::kernels::packed::matmul_group(&mats, &xs, xs.len() / cols.max(1))
             }
             _ => None,
         };
@@ -206,7 +206,7 @@ impl LoraLinear {
             *shape.last_mut().unwrap() = layer.base.out_features();
             let y = Tensor::from_vec(out, shape, x.device())?;
             let bias = match &layer.base {
-                Linear::Cpu { bias, .. } => bias,
+                Linear::Packed { bias, .. } => bias,
                 _ => &None,
             };
             ys.push(layer.add_update(x, add_bias(y, bias)?)?);

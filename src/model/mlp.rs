@@ -1,6 +1,7 @@
 //! The feed-forward block of each layer.
 
 use super::linear::LoraLinear;
+use crate::kernels::{isa, swiglu::swiglu};
 use anyhow::Result;
 use candle_core::Tensor;
 
@@ -22,7 +23,7 @@ impl FeedForward {
         match self {
             FeedForward::SwiGlu { gate, up, down } => {
                 let [g, u] = LoraLinear::forward_group([gate, up], x)?;
-                let h = if super::vmath::fused_kernels_apply(g.dtype(), g.device(), train) {
+                let h = if isa::fused_kernels_apply(g.dtype(), g.device(), train) {
                     swiglu(&g, &u)?
                 } else {
                     (candle_nn::ops::silu(&g)? * u)?
@@ -31,69 +32,5 @@ impl FeedForward {
             }
             FeedForward::Gelu { up, down } => down.forward(&up.forward(x)?.gelu_erf()?),
         }
-    }
-}
-
-/// `silu(g) ⊙ u = g · u / (1 + e^-g)` in one pass, eight values at a time with the vector
-/// `e^x`: candle's route is a SiLU pass with libm's `expf` per value, a second pass to
-/// multiply, and a tensor allocated for each (about 2% of a TinyLlama decode step).
-fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
-    use rayon::prelude::*;
-    let mut h: Vec<f32> = g.flatten_all()?.to_vec1()?;
-    let u: Vec<f32> = u.flatten_all()?.to_vec1()?;
-    // A prompt's worth is split over the threads; a decode step's 5,632 values are not.
-    h.par_chunks_mut(1 << 14)
-        .zip(u.par_chunks(1 << 14))
-        .for_each(|(h, u)| {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the caller checked that the CPU has AVX2 and FMA.
-            unsafe {
-                swiglu_avx2(h, u)
-            }
-        });
-    Ok(Tensor::from_vec(h, g.shape(), g.device())?)
-}
-
-/// `h[i] = silu(h[i]) · u[i]`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn swiglu_avx2(h: &mut [f32], u: &[f32]) {
-    use std::arch::x86_64::*;
-    let mut hs = h.chunks_exact_mut(8);
-    let mut us = u.chunks_exact(8);
-    for (h, u) in (&mut hs).zip(&mut us) {
-        let g = _mm256_loadu_ps(h.as_ptr());
-        let e = super::vmath::exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), g));
-        let silu = _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0), e));
-        _mm256_storeu_ps(
-            h.as_mut_ptr(),
-            _mm256_mul_ps(silu, _mm256_loadu_ps(u.as_ptr())),
-        );
-    }
-    for (h, u) in hs.into_remainder().iter_mut().zip(us.remainder()) {
-        *h = *h / (1.0 + (-*h).exp()) * u;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::{DType, Device};
-
-    #[test]
-    fn fused_swiglu_equals_silu_times_up() {
-        if !crate::model::gemv::supported() {
-            return;
-        }
-        // 20,003 values: chunks of 16,384 for the threads and a tail off the 8 lanes; gates
-        // from -100 to 100, past where e^-g leaves f32's range.
-        let g = Tensor::arange(0u32, 20_003, &Device::Cpu).unwrap();
-        let g = ((g.to_dtype(DType::F32).unwrap() / 100.0).unwrap() - 100.0).unwrap();
-        let u = (g.sin().unwrap() + 0.5).unwrap();
-        let expected = (candle_nn::ops::silu(&g).unwrap() * &u).unwrap();
-        let got = swiglu(&g, &u).unwrap();
-        let diff: f32 = crate::model::max_abs_diff(&got, &expected).unwrap();
-        assert!(diff < 1e-4, "{diff}");
-        assert!(got.to_vec1::<f32>().unwrap().iter().all(|v| v.is_finite()));
     }
 }

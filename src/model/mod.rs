@@ -15,37 +15,35 @@
 //! (only candle), so the layers can be read and tested on their own.
 
 pub mod attention;
+mod builder;
 pub mod config;
 pub mod embedding;
-pub mod frozen_matmul;
-pub mod gemv;
 pub mod generation;
 pub mod kv_cache;
 pub mod linear;
 pub mod lora;
 pub mod mlp;
 pub mod norm;
-pub mod quant;
 pub mod rope;
 pub mod rope_layout;
-pub mod threads;
-pub mod vmath;
 pub mod weights;
 
+use crate::kernels::isa;
 use anyhow::{bail, Context, Result};
 use attention::{Attention, QkvProjection};
-use candle_core::quantized::{GgmlDType, QTensor};
+
 use candle_core::{DType, Device, IndexOp, Tensor};
-use config::{Mlp, Norm, TransformerConfig};
+use config::{Mlp, TransformerConfig};
 use embedding::Embedding;
 pub use kv_cache::KvCache;
 pub use linear::{Linear, Lora, LoraLinear};
 use mlp::FeedForward;
 use norm::NormLayer;
-use quant::QuantMatrix;
 use rope::Rotary;
-use std::sync::Arc;
-use weights::{Weight, WeightNames, WeightSource};
+use weights::{WeightNames, WeightSource};
+
+use builder::Builder;
+pub use builder::WeightFormat;
 
 /// The largest absolute difference between two tensors of the same shape, as f32: how the
 /// tests (and notebooks) compare logits.
@@ -69,7 +67,10 @@ pub struct Block {
 }
 
 impl Block {
-    fn forward(
+    /// `x`: `(batch, seq, hidden)` → `(batch, seq, hidden)`; with a `cache` the positions
+    /// continue after it, without one `mask` is [`attention::causal_mask`] (when `seq > 1`).
+    // ANCHOR: block_forward
+    pub fn forward(
         &self,
         x: &Tensor,
         rotary: &Rotary,
@@ -95,15 +96,7 @@ impl Block {
             Ok((h + mlp)?)
         }
     }
-}
-
-/// How a model's tensors are stored once loaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WeightFormat {
-    /// The dtype of plain tensors and of activations.
-    pub dtype: DType,
-    /// Quantize plain linear weights at load time into this GGML format (`--quantize`).
-    pub quantize: Option<GgmlDType>,
+    // ANCHOR_END: block_forward
 }
 
 /// A decoder-only transformer with a KV cache.
@@ -121,152 +114,6 @@ pub struct Transformer {
     weight_bytes: usize,
     /// Use the composed ops that record gradients (LoRA training) instead of fused kernels.
     train: bool,
-}
-
-/// Reads tensors from a [`WeightSource`] and shapes them into layers.
-struct Builder<'a> {
-    src: &'a mut dyn WeightSource,
-    format: WeightFormat,
-    device: Device,
-    bytes: usize,
-}
-
-impl Builder<'_> {
-    fn dense(&mut self, name: &str, dims: &[usize]) -> Result<Tensor> {
-        let weight = self.src.get(name, dims)?;
-        self.dense_from(weight)
-    }
-
-    /// `weight` as a plain tensor of the model's dtype, counted in the model's bytes.
-    fn dense_from(&mut self, weight: Weight) -> Result<Tensor> {
-        let t = weight.into_dense(self.format.dtype)?;
-        self.bytes += t.elem_count() * t.dtype().size_in_bytes();
-        Ok(t)
-    }
-
-    fn norm(&mut self, kind: Norm, module: &str, dim: usize) -> Result<NormLayer> {
-        let weight = self.dense(&format!("{module}.weight"), &[dim])?;
-        let bias = match kind {
-            Norm::RmsNorm { .. } => None,
-            Norm::LayerNorm { .. } => Some(self.dense(&format!("{module}.bias"), &[dim])?),
-        };
-        Ok(NormLayer::new(kind, weight, bias))
-    }
-
-    /// Whether `dtype` weights go through our quantized CPU kernel.
-    fn cpu_kernel(&self, dtype: GgmlDType) -> bool {
-        self.device.is_cpu() && quant::supported() && QuantMatrix::handles(dtype)
-    }
-
-    /// A quantized matrix for the CPU kernel, made by the source a slice at a time, when the
-    /// format quantizes at load time and the source can.
-    fn streamed_matrix(&mut self, name: &str, dims: [usize; 2]) -> Result<Option<Linear>> {
-        let Some(q) = self.format.quantize.filter(|&q| self.cpu_kernel(q)) else {
-            return Ok(None);
-        };
-        Ok(self.src.quantized_matrix(name, &dims, q)?.map(|m| {
-            self.bytes += m.size_in_bytes();
-            Linear::Cpu {
-                weight: Arc::new(m),
-                bias: None,
-            }
-        }))
-    }
-
-    /// The embedding table, and with tied embeddings the output projection made of it. Where the
-    /// projection runs on the quantized CPU kernel, the table is that same matrix, read row by
-    /// row; where it is a plain matrix, the two share one tensor.
-    fn embedding(
-        &mut self,
-        name: &str,
-        dims: [usize; 2],
-        tied: bool,
-    ) -> Result<(Embedding, Option<Linear>)> {
-        let shared = |linear: Linear| match &linear {
-            Linear::Cpu { weight, .. } => Some((Embedding::Quantized(weight.clone()), linear)),
-            _ => None,
-        };
-        if let Some(linear) = self.streamed_matrix(name, dims)? {
-            if let Some((embed, head)) = shared(linear) {
-                return Ok((embed, tied.then_some(head)));
-            }
-        }
-        let weight = self.src.get(name, &dims)?;
-        let to_kernel = match &weight {
-            Weight::Quantized(q) => self.cpu_kernel(q.dtype()),
-            Weight::Dense(_) => self.format.quantize.is_some_and(|q| self.cpu_kernel(q)),
-        };
-        if to_kernel {
-            if let Some((embed, head)) = shared(self.linear_weight(weight.clone())?) {
-                return Ok((embed, tied.then_some(head)));
-            }
-        }
-        let table = self.dense_from(weight.clone())?;
-        let head = match (tied, weight) {
-            (false, _) => None,
-            // Plain and unquantized: the projection is the very tensor.
-            (true, Weight::Dense(_)) if self.format.quantize.is_none() => {
-                Some(Linear::dense(table.clone(), None))
-            }
-            (true, weight) => Some(self.linear_weight(weight)?),
-        };
-        Ok((Embedding::Dense(table), head))
-    }
-
-    fn linear_weight(&mut self, weight: Weight) -> Result<Linear> {
-        let quantized = match (weight, self.format.quantize) {
-            (Weight::Quantized(q), _) => q,
-            (Weight::Dense(t), Some(q)) => {
-                let cols = t.dim(1)?;
-                if cols % q.block_size() != 0 {
-                    bail!(
-                        "cannot quantize to {q:?}: rows of {cols} values are not a multiple of its block size {}",
-                        q.block_size()
-                    );
-                }
-                Arc::new(QTensor::quantize(&t.to_dtype(DType::F32)?, q)?)
-            }
-            (Weight::Dense(t), None) => {
-                let t = t.to_dtype(self.format.dtype)?;
-                self.bytes += t.elem_count() * t.dtype().size_in_bytes();
-                return Ok(Linear::dense(t, None));
-            }
-        };
-        self.bytes += quantized.storage_size_in_bytes();
-        Linear::quantized(quantized, None)
-    }
-
-    fn linear(&mut self, module: &str, out: usize, inp: usize, bias: bool) -> Result<LoraLinear> {
-        let name = format!("{module}.weight");
-        let mut linear = match self.streamed_matrix(&name, [out, inp])? {
-            Some(linear) => linear,
-            None => {
-                let weight = self.src.get(&name, &[out, inp])?;
-                self.linear_weight(weight)?
-            }
-        };
-        if bias {
-            let b = self.dense(&format!("{module}.bias"), &[out])?;
-            linear = match linear {
-                Linear::Dense { weight, .. } => Linear::dense(weight, Some(b)),
-                // Quantized matmuls produce f32, so their bias is kept in f32.
-                Linear::Quantized {
-                    weight,
-                    out_features,
-                    ..
-                } => Linear::Quantized {
-                    weight,
-                    bias: Some(b.to_dtype(DType::F32)?),
-                    out_features,
-                },
-                Linear::Cpu { weight, .. } => Linear::Cpu {
-                    weight,
-                    bias: Some(b.to_dtype(DType::F32)?),
-                },
-            };
-        }
-        Ok(LoraLinear::new(linear, module.to_string()))
-    }
 }
 
 impl Transformer {
@@ -477,7 +324,7 @@ impl Transformer {
         let mut x = self
             .embed
             .forward(ids, self.config.hidden_size, self.dtype)?;
-        let mask = (seq > 1 && !vmath::fused_kernels_apply(x.dtype(), &self.device, self.train))
+        let mask = (seq > 1 && !isa::fused_kernels_apply(x.dtype(), &self.device, self.train))
             .then(|| attention::causal_mask(seq, past, x.dtype(), &self.device))
             .transpose()?;
         for (i, block) in self.blocks[..layers].iter().enumerate() {
@@ -510,6 +357,21 @@ impl Transformer {
     /// Number of transformer blocks.
     pub fn num_layers(&self) -> usize {
         self.blocks.len()
+    }
+
+    /// The blocks, in order: for reading a layer's weights, or running one on its own.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    /// The rotary embedding every block's attention applies.
+    pub fn rotary(&self) -> &Rotary {
+        &self.rotary
+    }
+
+    /// The token embeddings block 0 reads: `ids` `(batch, seq)` → `(batch, seq, hidden)`.
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        self.embed.forward(ids, self.config.hidden_size, self.dtype)
     }
 
     /// Logits of **every** position, `(batch, seq, vocab)` in f32, continuing after the cache.

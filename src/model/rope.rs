@@ -76,6 +76,7 @@ impl Rotary {
         ))
     }
 
+    // ANCHOR: rotary_apply
     /// Rotates the first `rotary_dim` dimensions of `x`: `(batch, heads, seq, head_dim)`,
     /// whose first position is `start`.
     pub fn apply(&self, x: &Tensor, start: usize, train: bool) -> Result<Tensor> {
@@ -108,4 +109,5 @@ impl Rotary {
         let pass = x.narrow(D::Minus1, self.rotary_dim, head_dim - self.rotary_dim)?;
         Ok(Tensor::cat(&[&rotated, &pass], D::Minus1)?)
     }
+    // ANCHOR_END: rotary_apply
 }

@@ -6,8 +6,8 @@
 //! same model code therefore runs the trained TinyLlama, the SmolLM2 GGUF, or a random 1B model
 //! whose speed and memory equal the real one's.
 
+use crate::kernels::packed::PackedMatrix;
 use crate::model::config::{Architecture, Norm, TransformerConfig};
-use crate::model::quant::QuantMatrix;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
@@ -66,7 +66,7 @@ pub trait WeightSource {
         _name: &str,
         _dims: &[usize],
         _dtype: GgmlDType,
-    ) -> Result<Option<QuantMatrix>> {
+    ) -> Result<Option<PackedMatrix>> {
         Ok(None)
     }
 }
@@ -373,12 +373,12 @@ impl WeightSource for RandomWeights {
         _name: &str,
         dims: &[usize],
         dtype: GgmlDType,
-    ) -> Result<Option<QuantMatrix>> {
+    ) -> Result<Option<PackedMatrix>> {
         let [rows, cols] = dims else {
             return Ok(None);
         };
         let (rows, cols) = (*rows, *cols);
-        let m = QuantMatrix::quantize(dtype, (rows, cols), |n| {
+        let m = PackedMatrix::quantize(dtype, (rows, cols), |n| {
             Ok(Tensor::from_vec(
                 self.uniform(n * cols),
                 (n, cols),

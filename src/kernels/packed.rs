@@ -5,7 +5,7 @@
 //! for `q4_1`, and treats a prefill like many separate vector products. Here:
 //! - the weights are repacked at load time into plain arrays (scales, offsets, unsigned nibbles
 //!   or bytes) with [`ROWS`] = 8 rows interleaved eight values at a time, so one 512-bit
-//!   register holds eight values of each of eight rows (see [`QuantMatrix`]);
+//!   register holds eight values of each of eight rows (see [`PackedMatrix`]);
 //! - the activations are quantized to int8 blocks once per matmul (GGML's q8_0 / q8_1);
 //! - a micro-kernel multiplies a tile of 8 weight rows by a tile of tokens: one block of 8 rows
 //!   is four `vpdpbusd` per token, each against eight activation bytes broadcast to every row,
@@ -22,100 +22,36 @@
 //! block after the loop. The integer sums are exact, so results differ from GGML's only in the
 //! order of float additions.
 
+use super::isa::Isa;
+use super::q8::{quantize_rows, Q8Rows, BLOCK};
+use super::simd;
+use super::tiles::{tile_avx2, tile_vnni, Accumulators, TileWeights, MAX_TOKENS, ROWS};
 use anyhow::{bail, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use half::f16;
 use rayon::prelude::*;
-use std::sync::OnceLock;
 
-const BLOCK: usize = 32;
-/// Weight rows per micro-kernel tile, interleaved in storage; matrices are padded to a
-/// multiple of it. Eight rows of eight bytes fill a 512-bit register.
-const ROWS: usize = 8;
-/// The most tokens a tile takes.
-const MAX_TOKENS: usize = 8;
 /// Tokens of a prefill that share the L2 cache while a strip of weight rows passes over them.
 const TOKEN_CHUNK: usize = 64;
 
-/// The integer dot product the kernel is built on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
-    /// AVX-512 (F, BW) with VNNI: `vpdpbusd` on 512-bit registers, 8 values of 8 rows per
-    /// instruction.
-    Avx512Vnni,
-    /// AVX2 with FMA: `vpmaddubsw` + `vpmaddwd` on 256-bit registers, 8 values of 4 rows at a
-    /// time.
-    Avx2,
-}
-
-impl Isa {
-    /// Tokens per micro-kernel tile for `remaining` tokens: as many accumulators as the
-    /// registers hold (32 zmm, 16 ymm), and a smaller tile for the tail (a speculative
-    /// verification of 5 tokens is a tile of 4 and one of 1, not a tile of 8 with 3 unused).
-    fn tokens_per_tile(self, remaining: usize) -> usize {
-        let most = match self {
-            Isa::Avx512Vnni => MAX_TOKENS,
-            Isa::Avx2 => 2,
-        };
-        [8, 4, 2, 1]
-            .into_iter()
-            .find(|&t| t <= most && t <= remaining)
-            .unwrap_or(1)
-    }
-
-    /// Whether this CPU runs `self`.
-    pub fn available(self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let avx2 = is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c");
-            match self {
-                Isa::Avx2 => avx2,
-                Isa::Avx512Vnni => {
-                    avx2 && is_x86_feature_detected!("avx512f")
-                        && is_x86_feature_detected!("avx512bw")
-                        && is_x86_feature_detected!("avx512vnni")
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = self;
-            false
-        }
-    }
-
-    /// The best this CPU has, or `None` without AVX2. `BILLION_LLM_ISA=avx2` asks for the AVX2
-    /// kernel on a VNNI host (to compare the two, or to test the AVX2 path there).
-    pub fn detect() -> Option<Isa> {
-        static ISA: OnceLock<Option<Isa>> = OnceLock::new();
-        *ISA.get_or_init(|| {
-            let forced_avx2 = std::env::var("BILLION_LLM_ISA").is_ok_and(|v| v == "avx2");
-            [Isa::Avx512Vnni, Isa::Avx2]
-                .into_iter()
-                .filter(|&isa| !(forced_avx2 && isa == Isa::Avx512Vnni))
-                .find(|isa| isa.available())
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::Avx512Vnni => "AVX-512 VNNI",
-            Isa::Avx2 => "AVX2",
-        }
-    }
-}
-
-/// Whether this CPU can run the kernel.
-pub fn supported() -> bool {
-    Isa::detect().is_some()
+/// Tokens per micro-kernel tile for `remaining` tokens: as many accumulators as the registers
+/// hold (32 zmm, 16 ymm), and a smaller tile for the tail (a speculative verification of 5
+/// tokens is a tile of 4 and one of 1, not a tile of 8 with 3 unused).
+fn tokens_per_tile(isa: Isa, remaining: usize) -> usize {
+    let most = match isa {
+        Isa::Avx512Vnni => MAX_TOKENS,
+        Isa::Avx2 => 2,
+    };
+    [8, 4, 2, 1]
+        .into_iter()
+        .find(|&t| t <= most && t <= remaining)
+        .unwrap_or(1)
 }
 
 /// A `(rows, cols)` quantized matrix in the layout the kernel reads.
 #[derive(Debug, Clone)]
-pub struct QuantMatrix {
+pub struct PackedMatrix {
     rows: usize,
     cols: usize,
     dtype: GgmlDType,
@@ -130,7 +66,7 @@ pub struct QuantMatrix {
     /// What the unsigned weights were shifted by (8 for q4_0, 128 for q8_0 on VNNI), taken back
     /// out of every integer dot product; 0 when the bytes are the weights themselves.
     shift: i32,
-    /// Per block of a tile of 8 rows, in the order of [`QuantMatrix::at`]: q8, four 64-byte
+    /// Per block of a tile of 8 rows, in the order of [`PackedMatrix::at`]: q8, four 64-byte
     /// vectors, vector `j` holding values `8j..8j + 8` of row 0, then of row 1, … row 7; q4,
     /// two 64-byte vectors, byte `8r + e` of vector `h` holding value `16h + e` of row `r` in
     /// its low nibble and value `16h + 8 + e` in its high one (so masking and shifting one
@@ -138,122 +74,7 @@ pub struct QuantMatrix {
     qs: Vec<u8>,
 }
 
-/// Activations quantized to int8 blocks, one row per token.
-struct Q8Rows {
-    qs: Vec<i8>,
-    scales: Vec<f32>,
-    /// For q4_1: `dx · Σ qx` per block, what the offsets `m` multiply.
-    sums: Vec<f32>,
-    /// For shifted weights: `-shift · Σ qx` per block, the integer dot product's starting value.
-    start: Vec<i32>,
-}
-
-/// `rows` rows of `cols` values → int8 blocks. With `q8_1` the sums are rounded to f16 as
-/// GGML's q8_1 blocks (the partner of q4_1) store them, so q4_1 results stay within float
-/// rounding of GGML's.
-fn quantize_rows(x: &[f32], (rows, cols): (usize, usize), q8_1: bool, shift: i32) -> Q8Rows {
-    let blocks = cols / BLOCK;
-    let mut qs = vec![0i8; rows * cols];
-    let mut scales = vec![0f32; rows * blocks];
-    let mut sums = vec![0f32; if q8_1 { rows * blocks } else { 0 }];
-    let mut start = vec![0i32; if shift != 0 { rows * blocks } else { 0 }];
-    for (i, (src, dst)) in x[..rows * cols]
-        .chunks_exact(BLOCK)
-        .zip(qs.chunks_exact_mut(BLOCK))
-        .enumerate()
-    {
-        let (d, s) = quantize_block(src, dst);
-        if shift != 0 {
-            start[i] = -shift * s;
-        }
-        // The scale is kept in f16, as GGML's q8 blocks store it.
-        let d16 = f16::from_f32(d);
-        scales[i] = d16.to_f32();
-        if q8_1 {
-            sums[i] = (f16::from_f32(s as f32) * d16).to_f32();
-        }
-    }
-    Q8Rows {
-        qs,
-        scales,
-        sums,
-        start,
-    }
-}
-
-/// One block of 32 activations → int8 values `round(v / d)` with `d = max|v| / 127`, rounding
-/// halves away from zero as GGML's reference does; returns `d` and the sum of the values.
-fn quantize_block(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: only a `QuantMatrix` quantizes activations, and it exists only on a CPU with AVX2
-    // (`QuantMatrix::empty`); both slices hold a whole block.
-    unsafe {
-        quantize_block_avx2(src, dst)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut s = 0i32;
-        for (q, v) in dst.iter_mut().zip(src) {
-            let v = (v * inv).round() as i32;
-            *q = v as i8;
-            s += v;
-        }
-        (d, s)
-    }
-}
-
-/// [`quantize_block`] with AVX2: done once per matmul for every activation block, it cost
-/// several microseconds per decode matmul as a scalar loop (libm's `roundf` per value).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_block_avx2(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
-    use std::arch::x86_64::*;
-    assert!(src.len() == BLOCK && dst.len() == BLOCK);
-    let sign = _mm256_set1_ps(-0.0);
-    let v = [0, 1, 2, 3].map(|k| _mm256_loadu_ps(src.as_ptr().add(8 * k)));
-    let abs = v.map(|v| _mm256_andnot_ps(sign, v));
-    let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
-    let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-    let d = amax / 127.0;
-    let inv = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
-    let half = _mm256_set1_ps(0.5);
-    let one = _mm256_set1_ps(1.0);
-    let q = v.map(|v| {
-        let x = _mm256_mul_ps(v, inv);
-        // Round half away from zero: truncate, then step one away from zero where the part
-        // cut off was at least a half.
-        let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
-        let cut = _mm256_andnot_ps(sign, _mm256_sub_ps(x, t));
-        let step = _mm256_and_ps(
-            _mm256_cmp_ps::<_CMP_GE_OQ>(cut, half),
-            _mm256_or_ps(_mm256_and_ps(x, sign), one),
-        );
-        _mm256_cvttps_epi32(_mm256_add_ps(t, step))
-    });
-    let total = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-    let total = _mm_add_epi32(
-        _mm256_castsi256_si128(total),
-        _mm256_extracti128_si256(total, 1),
-    );
-    let total = _mm_add_epi32(total, _mm_shuffle_epi32::<0b01_00_11_10>(total));
-    let total = _mm_add_epi32(total, _mm_shuffle_epi32::<0b10_11_00_01>(total));
-    // int32 → int8 (the values are within ±127, so nothing saturates); the packs work per
-    // 128-bit lane, and the permutation puts the values back in order.
-    let bytes = _mm256_packs_epi16(
-        _mm256_packs_epi32(q[0], q[1]),
-        _mm256_packs_epi32(q[2], q[3]),
-    );
-    let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, bytes);
-    (d, _mm_cvtsi128_si32(total))
-}
-
-impl QuantMatrix {
+impl PackedMatrix {
     /// Whether the kernel handles this format.
     pub fn handles(dtype: GgmlDType) -> bool {
         matches!(dtype, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0)
@@ -313,13 +134,13 @@ impl QuantMatrix {
         Ok(m)
     }
 
-    /// An all-zero matrix in `isa`'s layout, for [`QuantMatrix::fill_rows`].
+    /// An all-zero matrix in `isa`'s layout, for [`PackedMatrix::fill_rows`].
     fn empty(dtype: GgmlDType, (rows, cols): (usize, usize), isa: Isa) -> Result<Self> {
         if !isa.available() {
             bail!("this CPU lacks {}", isa.name());
         }
         if !Self::handles(dtype) {
-            bail!("QuantMatrix holds q4_0, q4_1 or q8_0, not {dtype:?}");
+            bail!("PackedMatrix holds q4_0, q4_1 or q8_0, not {dtype:?}");
         }
         if !cols.is_multiple_of(BLOCK) {
             bail!("a quantized matrix needs rows of a multiple of {BLOCK} values, got {cols}");
@@ -428,7 +249,7 @@ impl QuantMatrix {
     }
 
     /// Where value `v` (0..32) of a row-`r` block lies within its layout block: the byte, and
-    /// for q4 the nibble's shift (0 or 4). See [`QuantMatrix::qs`].
+    /// for q4 the nibble's shift (0 or 4). See [`PackedMatrix::qs`].
     fn place(dtype: GgmlDType, r: usize, v: usize) -> (usize, u8) {
         let lane = 8 * (r % ROWS) + v % 8;
         if dtype == GgmlDType::Q8_0 {
@@ -452,7 +273,7 @@ impl QuantMatrix {
         let cols = *dims.last().unwrap_or(&0);
         if cols != self.cols {
             bail!(
-                "QuantMatrix: input has {cols} columns, the matrix {}",
+                "PackedMatrix: input has {cols} columns, the matrix {}",
                 self.cols
             );
         }
@@ -471,7 +292,7 @@ impl QuantMatrix {
     }
 
     /// Whether `self` and `other` can share one quantization of their input.
-    fn same_kind(&self, other: &QuantMatrix) -> bool {
+    fn same_kind(&self, other: &PackedMatrix) -> bool {
         (self.cols, self.dtype, self.isa) == (other.cols, other.dtype, other.isa)
     }
 
@@ -481,7 +302,13 @@ impl QuantMatrix {
         // SAFETY: `with_isa` checked that the CPU has `self.isa`; rows are padded to whole
         // tiles and `tokens_per_tile` keeps the tokens within `q8`.
         unsafe {
-            let args = (self, tile, q8, i, &mut *acc);
+            let weights = TileWeights {
+                dtype: self.dtype,
+                blocks: self.blocks,
+                scales: &self.scales,
+                qs: &self.qs,
+            };
+            let args = (&weights, tile, q8, i, &mut *acc);
             match (self.isa, self.shift != 0, tokens) {
                 (Isa::Avx512Vnni, false, 1) => tile_vnni::<false, 1>(args),
                 (Isa::Avx512Vnni, false, 2) => tile_vnni::<false, 2>(args),
@@ -504,10 +331,10 @@ impl QuantMatrix {
                 for (dr, a) in acc.iter_mut().enumerate() {
                     let mins = &self.mins[(ROWS * tile + dr) * n..][..n];
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: the CPU has AVX2, FMA and F16C (`Isa::available`, checked in
-                    // `with_isa`); both slices hold n values.
                     {
-                        *a += unsafe { super::gemv::dot_avx2(mins, sums) };
+                        // SAFETY: the CPU has AVX2, FMA and F16C (`Isa::available`, checked
+                        // in `with_isa`); both slices hold n values.
+                        *a += unsafe { simd::dot_avx2(mins, sums) };
                     }
                 }
             }
@@ -515,25 +342,12 @@ impl QuantMatrix {
     }
 }
 
-/// A tile's results: `[token][row]`.
-type Accumulators = [[f32; ROWS]; MAX_TOKENS];
-
-/// What every micro-kernel takes: the matrix, the tile of rows, the activations, the first
-/// token, and where the results go.
-type TileArgs<'a> = (
-    &'a QuantMatrix,
-    usize,
-    &'a Q8Rows,
-    usize,
-    &'a mut Accumulators,
-);
-
 /// Several matrices times the same activations in one parallel region: q, k and v of an
 /// attention layer, or gate and up of an MLP. The activations are quantized once, and the
 /// threads meet once instead of once per matrix (a decode step of a 22-layer model has about
 /// 150 matmuls, and each meeting costs microseconds). `None` when the matrices differ in
 /// width, format or kernel (or `x` does not hold `m` rows of their width).
-pub fn matmul_group(mats: &[&QuantMatrix], x: &[f32], m: usize) -> Option<Vec<Vec<f32>>> {
+pub fn matmul_group(mats: &[&PackedMatrix], x: &[f32], m: usize) -> Option<Vec<Vec<f32>>> {
     let first = mats.first()?;
     if mats.iter().any(|w| !w.same_kind(first)) || x.len() != m * first.cols {
         return None;
@@ -568,7 +382,7 @@ pub fn matmul_group(mats: &[&QuantMatrix], x: &[f32], m: usize) -> Option<Vec<Ve
             for t in *t0..*t1 {
                 let mut i = c0;
                 while i < c1 {
-                    let tokens = w.isa.tokens_per_tile(c1 - i);
+                    let tokens = tokens_per_tile(w.isa, c1 - i);
                     let mut acc = [[0f32; ROWS]; MAX_TOKENS];
                     w.tile(t, &q8, i, tokens, &mut acc);
                     for (dt, row) in acc.iter().enumerate().take(tokens) {
@@ -597,187 +411,13 @@ unsafe impl Sync for SharedOut {}
 // SAFETY: as above; the pointer is only written through while `matmul_group` owns the buffer.
 unsafe impl Send for SharedOut {}
 
-/// Asks for the weights and scales 16 blocks of the tile ahead. Decode streams every weight
-/// once, so it is bound by memory bandwidth; without the hint a 5632 × 2048 q4_0 matrix
-/// streamed at 19 GB/s on 2 threads, with it at 26–28 GB/s (AVX-512 VNNI host, 4-row tiles).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn prefetch(w: &QuantMatrix, at: usize) {
-    use std::arch::x86_64::*;
-    let bytes = if w.dtype == GgmlDType::Q8_0 { 256 } else { 128 };
-    // A prefetch never faults, so running past the end of the matrix is harmless.
-    let ahead = w.qs.as_ptr().wrapping_add((at + 16) * bytes) as *const i8;
-    let scales = w.scales.as_ptr().wrapping_add((at + 16) * ROWS) as *const i8;
-    // SAFETY: prefetching has no effect on memory or program state.
-    unsafe {
-        for line in 0..bytes / 64 {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-        }
-        _mm_prefetch::<_MM_HINT_T0>(scales);
-    }
-}
-
-/// The eight activation bytes `8j..8j + 8` of block `xb`, as one 64-bit lane.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn x_lane(q8: &Q8Rows, xb: usize, j: usize) -> i64 {
-    (q8.qs.as_ptr().add(xb * BLOCK + 8 * j) as *const i64).read_unaligned()
-}
-
-/// A tile of `ROWS` weight rows × `T` tokens with AVX-512 VNNI: per block, four `vpdpbusd`
-/// per token, each multiplying eight values of all eight rows by the same eight activation
-/// bytes, so lanes `2r` and `2r + 1` sum row `r`'s products; one convert and one FMA then
-/// scale and add the block for all eight rows.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_vnni<const SHIFTED: bool, const T: usize>((w, tile, q8, i, out): TileArgs) {
-    use std::arch::x86_64::*;
-    let n = w.blocks;
-    let low = _mm512_set1_epi8(0x0F);
-    // Row r's scale into lanes 2r and 2r + 1.
-    let pairs = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-    let mut acc = [_mm512_setzero_ps(); T];
-    for b in 0..n {
-        let at = tile * n + b;
-        prefetch(w, at);
-        let d = _mm512_permutexvar_ps(
-            pairs,
-            _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(
-                w.scales.as_ptr().add(at * ROWS) as *const __m128i,
-            ))),
-        );
-        let wq: [__m512i; 4] = if w.dtype == GgmlDType::Q8_0 {
-            let p = w.qs.as_ptr().add(at * 256);
-            [0, 1, 2, 3].map(|j| _mm512_loadu_si512(p.add(64 * j) as *const __m512i))
-        } else {
-            let p = w.qs.as_ptr().add(at * 128);
-            let p0 = _mm512_loadu_si512(p as *const __m512i);
-            let p1 = _mm512_loadu_si512(p.add(64) as *const __m512i);
-            [
-                _mm512_and_si512(p0, low),
-                _mm512_and_si512(_mm512_srli_epi16(p0, 4), low),
-                _mm512_and_si512(p1, low),
-                _mm512_and_si512(_mm512_srli_epi16(p1, 4), low),
-            ]
-        };
-        for (t, acc) in acc.iter_mut().enumerate() {
-            let xb = (i + t) * n + b;
-            let mut dot = if SHIFTED {
-                _mm512_maskz_set1_epi32(0x5555, q8.start[xb])
-            } else {
-                _mm512_setzero_si512()
-            };
-            for (j, wq) in wq.iter().enumerate() {
-                dot = _mm512_dpbusd_epi32(dot, *wq, _mm512_set1_epi64(x_lane(q8, xb, j)));
-            }
-            let scale = _mm512_mul_ps(d, _mm512_set1_ps(q8.scales[xb]));
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *acc);
-        }
-    }
-    for (t, acc) in acc.iter().enumerate() {
-        let mut lanes = [0f32; 16];
-        _mm512_storeu_ps(lanes.as_mut_ptr(), *acc);
-        for (r, o) in out[t].iter_mut().enumerate() {
-            *o = lanes[2 * r] + lanes[2 * r + 1];
-        }
-    }
-}
-
-/// A tile of `ROWS` weight rows × `T` tokens with AVX2: the VNNI kernel's scheme on 256-bit
-/// registers, four rows at a time, with `vpmaddubsw` + `vpmaddwd` for the byte products.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_avx2<const SHIFTED: bool, const T: usize>((w, tile, q8, i, out): TileArgs) {
-    use std::arch::x86_64::*;
-    let n = w.blocks;
-    let q8_weights = w.dtype == GgmlDType::Q8_0;
-    let low = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let pairs = [
-        _mm256_set_epi32(3, 3, 2, 2, 1, 1, 0, 0),
-        _mm256_set_epi32(7, 7, 6, 6, 5, 5, 4, 4),
-    ];
-    let mut acc = [[_mm256_setzero_ps(); 2]; T];
-    for b in 0..n {
-        let at = tile * n + b;
-        prefetch(w, at);
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(
-            w.scales.as_ptr().add(at * ROWS) as *const __m128i
-        ));
-        // Rows 4h..4h + 4 are the h-th half of every 64-byte vector.
-        for h in 0..2 {
-            let dh = _mm256_permutevar8x32_ps(d, pairs[h]);
-            let wq: [__m256i; 4] = if q8_weights {
-                let p = w.qs.as_ptr().add(at * 256 + 32 * h);
-                [0, 1, 2, 3].map(|j| _mm256_loadu_si256(p.add(64 * j) as *const __m256i))
-            } else {
-                let p = w.qs.as_ptr().add(at * 128 + 32 * h);
-                let p0 = _mm256_loadu_si256(p as *const __m256i);
-                let p1 = _mm256_loadu_si256(p.add(64) as *const __m256i);
-                [
-                    _mm256_and_si256(p0, low),
-                    _mm256_and_si256(_mm256_srli_epi16(p0, 4), low),
-                    _mm256_and_si256(p1, low),
-                    _mm256_and_si256(_mm256_srli_epi16(p1, 4), low),
-                ]
-            };
-            for (t, acc) in acc.iter_mut().enumerate() {
-                let xb = (i + t) * n + b;
-                let x = [0, 1, 2, 3].map(|j| _mm256_set1_epi64x(x_lane(q8, xb, j)));
-                let mut dot = if q8_weights {
-                    // |q| times sign-adjusted x, as GGML does; the int16 pairs of one product
-                    // can reach 2·127·128, so each goes to int32 on its own.
-                    let mut dot = _mm256_setzero_si256();
-                    for j in 0..4 {
-                        let products = _mm256_maddubs_epi16(
-                            _mm256_sign_epi8(wq[j], wq[j]),
-                            _mm256_sign_epi8(x[j], wq[j]),
-                        );
-                        dot = _mm256_add_epi32(dot, _mm256_madd_epi16(products, ones));
-                    }
-                    dot
-                } else {
-                    // Nibbles (0..15) times int8: the four products' int16 pairs sum to at
-                    // most 4·2·15·127, so they add up in int16 before one widening.
-                    let p01 = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(wq[0], x[0]),
-                        _mm256_maddubs_epi16(wq[1], x[1]),
-                    );
-                    let p23 = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(wq[2], x[2]),
-                        _mm256_maddubs_epi16(wq[3], x[3]),
-                    );
-                    _mm256_madd_epi16(_mm256_add_epi16(p01, p23), ones)
-                };
-                if SHIFTED {
-                    dot = _mm256_add_epi32(
-                        dot,
-                        _mm256_blend_epi32::<0x55>(
-                            _mm256_setzero_si256(),
-                            _mm256_set1_epi32(q8.start[xb]),
-                        ),
-                    );
-                }
-                let scale = _mm256_mul_ps(dh, _mm256_set1_ps(q8.scales[xb]));
-                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[h]);
-            }
-        }
-    }
-    for (t, acc) in acc.iter().enumerate() {
-        for (h, half) in acc.iter().enumerate() {
-            let mut lanes = [0f32; 8];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), *half);
-            for r in 0..4 {
-                out[t][4 * h + r] = lanes[2 * r] + lanes[2 * r + 1];
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::max_abs_diff;
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar()?)
+    }
     use candle_core::quantized::QMatMul;
     use candle_core::Module;
 
@@ -806,7 +446,10 @@ mod tests {
             if !isa.available() {
                 continue;
             }
-            let ours = QuantMatrix::with_isa(&q, isa).unwrap().forward(&x).unwrap();
+            let ours = PackedMatrix::with_isa(&q, isa)
+                .unwrap()
+                .forward(&x)
+                .unwrap();
             assert_eq!(ours.dims(), exact.dims());
             // Only the int8 rounding of the activations separates us from the exact product ...
             let diff: f32 = max_abs_diff(&ours, &exact).unwrap();
@@ -826,31 +469,6 @@ mod tests {
     }
 
     #[test]
-    fn activations_round_half_away_from_zero_as_ggml_does() {
-        if !supported() {
-            return;
-        }
-        // A block whose largest value is 127 has the scale 1, so the halves stay halves.
-        let mut x: Vec<f32> = (0..BLOCK).map(|i| (i as f32 * 0.77).sin() * 90.0).collect();
-        x[..8].copy_from_slice(&[127.0, 0.5, -0.5, 1.5, -2.5, 2.49, -126.5, 0.0]);
-        for block in [
-            x.clone(),
-            vec![0.0; BLOCK],
-            x.iter().map(|v| v * 1e-3).collect(),
-        ] {
-            let mut got = vec![0i8; BLOCK];
-            let (d, sum) = quantize_block(&block, &mut got);
-            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-            assert_eq!(d, amax / 127.0);
-            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let expected: Vec<i8> = block.iter().map(|v| (v * inv).round() as i8).collect();
-            assert_eq!(got, expected);
-            assert_eq!(sum, expected.iter().map(|&q| q as i32).sum::<i32>());
-        }
-        assert_eq!(quantize_block(&x, &mut [0i8; BLOCK]).0, 1.0);
-    }
-
-    #[test]
     fn rows_dequantize_as_ggml_does() {
         for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
             let w = Tensor::randn(0f32, 1.0, (7, 96), &Device::Cpu).unwrap();
@@ -860,7 +478,7 @@ mod tests {
                 if !isa.available() {
                     continue;
                 }
-                let m = QuantMatrix::with_isa(&q, isa).unwrap();
+                let m = PackedMatrix::with_isa(&q, isa).unwrap();
                 for (r, row) in expected.iter().enumerate() {
                     let mut got = vec![0f32; 96];
                     m.dequantize_row(r, &mut got);
@@ -872,16 +490,16 @@ mod tests {
 
     #[test]
     fn quantizing_slice_by_slice_equals_quantizing_whole() {
-        if !supported() {
+        if Isa::detect().is_none() {
             return;
         }
         // 600 rows: two full 256-row slices and a short one.
         let w = Tensor::randn(0f32, 1.0, (600, 64), &Device::Cpu).unwrap();
         let x = Tensor::randn(0f32, 1.0, (1, 3, 64), &Device::Cpu).unwrap();
         for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
-            let whole = QuantMatrix::from_qtensor(&QTensor::quantize(&w, dtype).unwrap()).unwrap();
+            let whole = PackedMatrix::from_qtensor(&QTensor::quantize(&w, dtype).unwrap()).unwrap();
             let mut next = 0;
-            let sliced = QuantMatrix::quantize(dtype, (600, 64), |n| {
+            let sliced = PackedMatrix::quantize(dtype, (600, 64), |n| {
                 next += n;
                 Ok(w.narrow(0, next - n, n)?)
             })
@@ -894,18 +512,19 @@ mod tests {
 
     #[test]
     fn a_group_equals_its_matrices_one_by_one() {
-        if !supported() {
+        if Isa::detect().is_none() {
             return;
         }
         let x: Vec<f32> = (0..5 * 64).map(|i| (i as f32 * 0.37).sin()).collect();
-        let mats: Vec<QuantMatrix> = [40, 8, 8]
+        let mats: Vec<PackedMatrix> = [40, 8, 8]
             .iter()
             .map(|&n| {
                 let w = Tensor::randn(0f32, 1.0, (n, 64), &Device::Cpu).unwrap();
-                QuantMatrix::from_qtensor(&QTensor::quantize(&w, GgmlDType::Q4_0).unwrap()).unwrap()
+                PackedMatrix::from_qtensor(&QTensor::quantize(&w, GgmlDType::Q4_0).unwrap())
+                    .unwrap()
             })
             .collect();
-        let refs: Vec<&QuantMatrix> = mats.iter().collect();
+        let refs: Vec<&PackedMatrix> = mats.iter().collect();
         let grouped = matmul_group(&refs, &x, 5).unwrap();
         for (m, g) in mats.iter().zip(&grouped) {
             assert_eq!(&m.matmul(&x, 5), g);

@@ -1,0 +1,30 @@
+//! CPU kernels: the loops where a forward pass spends its time, one file per job, each with an
+//! AVX-512 VNNI and/or AVX2 version chosen at run time ([`isa`]) and a plain Rust fallback.
+//!
+//! - [`isa`]: which instruction set this process uses (`BILLION_LLM_ISA` overrides it)
+//! - [`simd`]: shared AVX2 pieces: vector `e^x`, f32/f16 lanes, the dot product
+//! - [`gemv`]: f32 matrix × vector (a decode step of an f32 model)
+//! - [`q8`]: activations quantized to int8 blocks, the input side of [`packed`]
+//! - [`tiles`]: the quantized matmul's micro-kernels, one per instruction set
+//! - [`packed`]: [`packed::PackedMatrix`], GGUF `q4_0`/`q4_1`/`q8_0` weights repacked for
+//!   [`tiles`], and the matmul that hands them work
+//! - [`attention`]: decode and prompt attention over an f32 or f16 KV cache
+//! - [`swiglu`]: the feed-forward block's fused `silu(gate) ⊙ up`
+//! - [`frozen_matmul`]: `x Wᵀ` whose backward skips the frozen weight's gradient (training)
+//! - [`threads`]: running a whole job on a worker of a sized rayon pool
+//!
+//! The part uses nothing else of the crate (only candle, half and rayon), so `model` reads as
+//! plain tensor code that calls into it. Within the folder the files form no circle: `isa`
+//! and `simd` are used by the others, `q8` and `tiles` by `packed`. Every public function
+//! checks the CPU itself; the `unsafe` SIMD functions are private to the folder.
+
+pub mod attention;
+pub mod frozen_matmul;
+pub mod gemv;
+pub mod isa;
+pub mod packed;
+mod q8;
+pub mod simd;
+pub mod swiglu;
+pub mod threads;
+mod tiles;

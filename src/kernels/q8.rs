@@ -1,0 +1,158 @@
+//! Activations quantized to int8 blocks of 32, as GGML's `q8_0` / `q8_1` blocks: the input side
+//! of the quantized matmul ([`super::packed`]), quantized once per matmul.
+
+use super::isa;
+use half::f16;
+
+/// Values per block, on both sides of the quantized matmul.
+pub(super) const BLOCK: usize = 32;
+
+/// Activations quantized to int8 blocks, one row per token.
+pub(super) struct Q8Rows {
+    pub qs: Vec<i8>,
+    pub scales: Vec<f32>,
+    /// For q4_1: `dx · Σ qx` per block, what the offsets `m` multiply.
+    pub sums: Vec<f32>,
+    /// For shifted weights: `-shift · Σ qx` per block, the integer dot product's starting value.
+    pub start: Vec<i32>,
+}
+
+/// `rows` rows of `cols` values → int8 blocks. With `q8_1` the sums are rounded to f16 as
+/// GGML's q8_1 blocks (the partner of q4_1) store them, so q4_1 results stay within float
+/// rounding of GGML's.
+pub(super) fn quantize_rows(
+    x: &[f32],
+    (rows, cols): (usize, usize),
+    q8_1: bool,
+    shift: i32,
+) -> Q8Rows {
+    let blocks = cols / BLOCK;
+    let mut qs = vec![0i8; rows * cols];
+    let mut scales = vec![0f32; rows * blocks];
+    let mut sums = vec![0f32; if q8_1 { rows * blocks } else { 0 }];
+    let mut start = vec![0i32; if shift != 0 { rows * blocks } else { 0 }];
+    for (i, (src, dst)) in x[..rows * cols]
+        .chunks_exact(BLOCK)
+        .zip(qs.chunks_exact_mut(BLOCK))
+        .enumerate()
+    {
+        let (d, s) = quantize_block(src, dst);
+        if shift != 0 {
+            start[i] = -shift * s;
+        }
+        // The scale is kept in f16, as GGML's q8 blocks store it.
+        let d16 = f16::from_f32(d);
+        scales[i] = d16.to_f32();
+        if q8_1 {
+            sums[i] = (f16::from_f32(s as f32) * d16).to_f32();
+        }
+    }
+    Q8Rows {
+        qs,
+        scales,
+        sums,
+        start,
+    }
+}
+
+/// One block of 32 activations → int8 values `round(v / d)` with `d = max|v| / 127`, rounding
+/// halves away from zero as GGML's reference does; returns `d` and the sum of the values.
+fn quantize_block(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    if isa::simd() {
+        // SAFETY: the CPU has AVX2 and FMA; both slices hold a whole block.
+        return unsafe { quantize_block_avx2(src, dst) };
+    }
+    {
+        let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut s = 0i32;
+        for (q, v) in dst.iter_mut().zip(src) {
+            let v = (v * inv).round() as i32;
+            *q = v as i8;
+            s += v;
+        }
+        (d, s)
+    }
+}
+
+/// [`quantize_block`] with AVX2: done once per matmul for every activation block, it cost
+/// several microseconds per decode matmul as a scalar loop (libm's `roundf` per value).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_block_avx2(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
+    // SAFETY: the caller guarantees AVX2 and FMA; the assert above makes both slices one block of
+    // 32, so the four loads and the one store stay inside them.
+    unsafe {
+        use std::arch::x86_64::*;
+        assert!(src.len() == BLOCK && dst.len() == BLOCK);
+        let sign = _mm256_set1_ps(-0.0);
+        let v = [0, 1, 2, 3].map(|k| _mm256_loadu_ps(src.as_ptr().add(8 * k)));
+        let abs = v.map(|v| _mm256_andnot_ps(sign, v));
+        let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        let d = amax / 127.0;
+        let inv = _mm256_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+        let half = _mm256_set1_ps(0.5);
+        let one = _mm256_set1_ps(1.0);
+        let q = v.map(|v| {
+            let x = _mm256_mul_ps(v, inv);
+            // Round half away from zero: truncate, then step one away from zero where the part
+            // cut off was at least a half.
+            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
+            let cut = _mm256_andnot_ps(sign, _mm256_sub_ps(x, t));
+            let step = _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_GE_OQ>(cut, half),
+                _mm256_or_ps(_mm256_and_ps(x, sign), one),
+            );
+            _mm256_cvttps_epi32(_mm256_add_ps(t, step))
+        });
+        let total = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let total = _mm_add_epi32(
+            _mm256_castsi256_si128(total),
+            _mm256_extracti128_si256(total, 1),
+        );
+        let total = _mm_add_epi32(total, _mm_shuffle_epi32::<0b01_00_11_10>(total));
+        let total = _mm_add_epi32(total, _mm_shuffle_epi32::<0b10_11_00_01>(total));
+        // int32 → int8 (the values are within ±127, so nothing saturates); the packs work per
+        // 128-bit lane, and the permutation puts the values back in order.
+        let bytes = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, bytes);
+        (d, _mm_cvtsi128_si32(total))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On every path: the AVX2 one where the CPU has it, the plain one otherwise.
+    #[test]
+    fn activations_round_half_away_from_zero_as_ggml_does() {
+        // A block whose largest value is 127 has the scale 1, so the halves stay halves.
+        let mut x: Vec<f32> = (0..BLOCK).map(|i| (i as f32 * 0.77).sin() * 90.0).collect();
+        x[..8].copy_from_slice(&[127.0, 0.5, -0.5, 1.5, -2.5, 2.49, -126.5, 0.0]);
+        for block in [
+            x.clone(),
+            vec![0.0; BLOCK],
+            x.iter().map(|v| v * 1e-3).collect(),
+        ] {
+            let mut got = vec![0i8; BLOCK];
+            let (d, sum) = quantize_block(&block, &mut got);
+            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert_eq!(d, amax / 127.0);
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let expected: Vec<i8> = block.iter().map(|v| (v * inv).round() as i8).collect();
+            assert_eq!(got, expected);
+            assert_eq!(sum, expected.iter().map(|&q| q as i32).sum::<i32>());
+        }
+        assert_eq!(quantize_block(&x, &mut [0i8; BLOCK]).0, 1.0);
+    }
+}

@@ -1,0 +1,176 @@
+//! From a [`WeightSource`] to layers: each tensor read, checked against its expected shape,
+//! stored in the [`WeightFormat`] asked for (plain, candle's quantized blocks, or our packed
+//! kernel's layout), and counted in the model's bytes.
+
+use super::config::Norm;
+use super::embedding::Embedding;
+use super::linear::{Linear, LoraLinear};
+use super::norm::NormLayer;
+use super::weights::{Weight, WeightSource};
+use crate::kernels::{isa, packed::PackedMatrix};
+use anyhow::{bail, Result};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use std::sync::Arc;
+
+/// How a model's tensors are stored once loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightFormat {
+    /// The dtype of plain tensors and of activations.
+    pub dtype: DType,
+    /// Quantize plain linear weights at load time into this GGML format (`--quantize`).
+    pub quantize: Option<GgmlDType>,
+}
+
+/// Reads tensors from a [`WeightSource`] and shapes them into layers.
+pub(super) struct Builder<'a> {
+    pub src: &'a mut dyn WeightSource,
+    pub format: WeightFormat,
+    pub device: Device,
+    /// Bytes of the weights built so far, quantized blocks at their real size.
+    pub bytes: usize,
+}
+
+impl Builder<'_> {
+    pub fn dense(&mut self, name: &str, dims: &[usize]) -> Result<Tensor> {
+        let weight = self.src.get(name, dims)?;
+        self.dense_from(weight)
+    }
+
+    /// `weight` as a plain tensor of the model's dtype, counted in the model's bytes.
+    fn dense_from(&mut self, weight: Weight) -> Result<Tensor> {
+        let t = weight.into_dense(self.format.dtype)?;
+        self.bytes += t.elem_count() * t.dtype().size_in_bytes();
+        Ok(t)
+    }
+
+    pub fn norm(&mut self, kind: Norm, module: &str, dim: usize) -> Result<NormLayer> {
+        let weight = self.dense(&format!("{module}.weight"), &[dim])?;
+        let bias = match kind {
+            Norm::RmsNorm { .. } => None,
+            Norm::LayerNorm { .. } => Some(self.dense(&format!("{module}.bias"), &[dim])?),
+        };
+        Ok(NormLayer::new(kind, weight, bias))
+    }
+
+    /// Whether `dtype` weights go through our quantized CPU kernel.
+    fn packed_kernel(&self, dtype: GgmlDType) -> bool {
+        self.device.is_cpu() && isa::simd() && PackedMatrix::handles(dtype)
+    }
+
+    /// A quantized matrix for the CPU kernel, made by the source a slice at a time, when the
+    /// format quantizes at load time and the source can.
+    fn streamed_matrix(&mut self, name: &str, dims: [usize; 2]) -> Result<Option<Linear>> {
+        let Some(q) = self.format.quantize.filter(|&q| self.packed_kernel(q)) else {
+            return Ok(None);
+        };
+        Ok(self.src.quantized_matrix(name, &dims, q)?.map(|m| {
+            self.bytes += m.size_in_bytes();
+            Linear::Packed {
+                weight: Arc::new(m),
+                bias: None,
+            }
+        }))
+    }
+
+    /// The embedding table, and with tied embeddings the output projection made of it. Where the
+    /// projection runs on the quantized CPU kernel, the table is that same matrix, read row by
+    /// row; where it is a plain matrix, the two share one tensor.
+    pub fn embedding(
+        &mut self,
+        name: &str,
+        dims: [usize; 2],
+        tied: bool,
+    ) -> Result<(Embedding, Option<Linear>)> {
+        let shared = |linear: Linear| match &linear {
+            Linear::Packed { weight, .. } => Some((Embedding::Quantized(weight.clone()), linear)),
+            _ => None,
+        };
+        if let Some(linear) = self.streamed_matrix(name, dims)? {
+            if let Some((embed, head)) = shared(linear) {
+                return Ok((embed, tied.then_some(head)));
+            }
+        }
+        let weight = self.src.get(name, &dims)?;
+        let to_kernel = match &weight {
+            Weight::Quantized(q) => self.packed_kernel(q.dtype()),
+            Weight::Dense(_) => self.format.quantize.is_some_and(|q| self.packed_kernel(q)),
+        };
+        if to_kernel {
+            if let Some((embed, head)) = shared(self.linear_weight(weight.clone())?) {
+                return Ok((embed, tied.then_some(head)));
+            }
+        }
+        let table = self.dense_from(weight.clone())?;
+        let head = match (tied, weight) {
+            (false, _) => None,
+            // Plain and unquantized: the projection is the very tensor.
+            (true, Weight::Dense(_)) if self.format.quantize.is_none() => {
+                Some(Linear::dense(table.clone(), None))
+            }
+            (true, weight) => Some(self.linear_weight(weight)?),
+        };
+        Ok((Embedding::Dense(table), head))
+    }
+
+    fn linear_weight(&mut self, weight: Weight) -> Result<Linear> {
+        let quantized = match (weight, self.format.quantize) {
+            (Weight::Quantized(q), _) => q,
+            (Weight::Dense(t), Some(q)) => {
+                let cols = t.dim(1)?;
+                if cols % q.block_size() != 0 {
+                    bail!(
+                        "cannot quantize to {q:?}: rows of {cols} values are not a multiple of its block size {}",
+                        q.block_size()
+                    );
+                }
+                Arc::new(QTensor::quantize(&t.to_dtype(DType::F32)?, q)?)
+            }
+            (Weight::Dense(t), None) => {
+                let t = t.to_dtype(self.format.dtype)?;
+                self.bytes += t.elem_count() * t.dtype().size_in_bytes();
+                return Ok(Linear::dense(t, None));
+            }
+        };
+        self.bytes += quantized.storage_size_in_bytes();
+        Linear::quantized(quantized, None)
+    }
+
+    pub fn linear(
+        &mut self,
+        module: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+    ) -> Result<LoraLinear> {
+        let name = format!("{module}.weight");
+        let mut linear = match self.streamed_matrix(&name, [out, inp])? {
+            Some(linear) => linear,
+            None => {
+                let weight = self.src.get(&name, &[out, inp])?;
+                self.linear_weight(weight)?
+            }
+        };
+        if bias {
+            let b = self.dense(&format!("{module}.bias"), &[out])?;
+            linear = match linear {
+                Linear::Dense { weight, .. } => Linear::dense(weight, Some(b)),
+                // Quantized matmuls produce f32, so their bias is kept in f32.
+                Linear::Quantized {
+                    weight,
+                    out_features,
+                    ..
+                } => Linear::Quantized {
+                    weight,
+                    bias: Some(b.to_dtype(DType::F32)?),
+                    out_features,
+                },
+                Linear::Packed { weight, .. } => Linear::Packed {
+                    weight,
+                    bias: Some(b.to_dtype(DType::F32)?),
+                },
+            };
+        }
+        Ok(LoraLinear::new(linear, module.to_string()))
+    }
+}
