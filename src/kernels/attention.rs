@@ -73,9 +73,9 @@ fn attend_rows<E: Widen>(qs: &[f32], lens: &[usize], (keys, values): (&[E], &[E]
 /// in L1 while every query row reads them, and one reduction ([`sum_lanes8`]) finishes 8 dot
 /// products instead of one. Then the softmax's exponentials 8 at a time
 /// ([`exp_avx2`](simd::exp_avx2)), and the weighted sum of values
-/// ([`weighted_sums_avx2`]). With TinyLlama's shape at a 576-token context, a decode step's
-/// attention took 2.2 ms of 18.5 when each head read the cache alone, one dot product and one
-/// 4-accumulator value pass at a time, and 1.5 ms after (2 threads, AVX-512 VNNI EPYC).
+/// ([`weighted_sums_avx2`]). With TinyLlama's shape at a 576-token context this is 1.5 ms of an
+/// 18.5 ms decode step, against 2.2 ms for each head reading the cache alone, one dot product at
+/// a time (2 threads, AVX-512 VNNI EPYC; results/README.md).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn attend_rows_avx2<E: Widen>(

@@ -77,8 +77,8 @@ fn quantize_block(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
     }
 }
 
-/// [`quantize_block`] with AVX2: done once per matmul for every activation block, it cost
-/// several microseconds per decode matmul as a scalar loop (libm's `roundf` per value).
+/// [`quantize_block`] with AVX2: it runs once per matmul for every activation block, where a
+/// scalar loop (libm's `roundf` per value) costs several microseconds per decode matmul.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn quantize_block_avx2(src: &[f32], dst: &mut [i8]) -> (f32, i32) {

@@ -9,11 +9,15 @@
 //! Uses no other part of the crate, so every part above the model can return a `Table` or a
 //! `Chart`.
 
+mod bar_chart;
 mod chart;
 mod table;
+mod xy_chart;
 
-pub use chart::{BarChart, Chart, Curve, LineChart, ScatterChart, ScatterPoint, Series};
+pub use bar_chart::BarChart;
+pub use chart::{Chart, Series};
 pub use table::Table;
+pub use xy_chart::{Curve, LineChart, ScatterChart, ScatterPoint};
 
 /// Prints one evcxr MIME bundle (what `evcxr_display` methods emit).
 pub fn evcxr_print(mime: &str, content: &str) {
