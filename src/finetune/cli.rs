@@ -411,7 +411,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         },
         "wall_s": started.elapsed().as_secs_f64(),
         "train_tokens_per_s": train_tokens_per_s,
-        "peak_rss_bytes": crate::eval::bench::peak_rss_bytes(),
+        "peak_rss_bytes": crate::eval::memory::peak_rss_bytes(),
     });
     let path = args
         .results_dir

@@ -6,7 +6,7 @@ use super::{
     check_same_vocabulary, measure_costs, CostSettings, CostedModel, CostsRecord, DraftModel,
     Drafter, KSchedule, LayerSkip, PromptLookup, SameRun, SpeculativeDecoder,
 };
-use crate::eval::bench::peak_rss_bytes;
+use crate::eval::memory::peak_rss_bytes;
 use crate::eval::results::{
     git_commit, instruction_set, utc_timestamp, write_json_atomic, Hardware,
 };
