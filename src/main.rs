@@ -554,6 +554,15 @@ fn hub_or_asset<T>(
     }
 }
 
+/// `results/speed-<timestamp>.json`: the header, then the run's settings and cases.
+#[derive(serde::Serialize)]
+struct Report {
+    #[serde(flatten)]
+    header: billion_llm::eval::results::RunHeader,
+    #[serde(flatten)]
+    run: serde_json::Value,
+}
+
 fn bench_speed(
     (prompts, threads): (&[usize], &[usize]),
     runs: usize,
@@ -575,14 +584,9 @@ fn bench_speed(
         !skip_llama_cpp,
         |m| eprintln!("{m}"),
     )?;
-    let timestamp = billion_llm::eval::results::utc_timestamp();
-    let hardware =
-        billion_llm::eval::results::Hardware::detect(threads.iter().copied().max().unwrap_or(1));
-    let report = serde_json::json!({
-        "timestamp": timestamp,
-        "git_commit": billion_llm::eval::results::git_commit(),
-        "hardware": hardware,
-        "instruction_set": billion_llm::eval::results::instruction_set(),
+    let header =
+        billion_llm::eval::results::RunHeader::now(threads.iter().copied().max().unwrap_or(1));
+    let run = serde_json::json!({
         "settings": {
             "prompt_tokens": prompts,
             "threads": threads,
@@ -592,11 +596,12 @@ fn bench_speed(
         },
         "cases": cases,
     });
-    let path = out_dir.join(format!("speed-{}.json", timestamp.replace(':', "-")));
+    let path = out_dir.join(header.file_name("speed"));
+    let report = Report { header, run };
     billion_llm::eval::results::write_json_atomic(&path, &report)?;
     println!(
         "{} ({} kernels)",
-        hardware.cpu,
+        report.header.hardware.cpu,
         billion_llm::eval::results::instruction_set()
     );
     println!(

@@ -7,9 +7,7 @@ use super::export;
 use super::heldout::{self, Evaluation, Metric};
 use super::optim::Decay;
 use super::trainer::{Outcome, StepLog, TrainSettings, Trainer};
-use crate::eval::results::{
-    git_commit, instruction_set, utc_timestamp, write_json_atomic, Hardware,
-};
+use crate::eval::results::{write_json_atomic, RunHeader};
 use crate::hub::chat_template::Message;
 use crate::hub::loader::{self, LoadOptions, ModelSource};
 use crate::model::lora::LoraAdapter;
@@ -17,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -130,6 +129,15 @@ impl FinetuneArgs {
             seed: self.seed,
         }
     }
+}
+
+/// `results/finetune-<timestamp>.json`: the header, then the run's own fields.
+#[derive(Serialize)]
+struct Report {
+    #[serde(flatten)]
+    header: RunHeader,
+    #[serde(flatten)]
+    run: serde_json::Value,
 }
 
 /// The folder training writes into before it is complete: `<out>.partial` beside `<out>`.
@@ -378,12 +386,8 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
             e.eval_loss.map_or("-".into(), |l| format!("{l:.4}"))
         );
     }
-    let timestamp = utc_timestamp();
-    let report = serde_json::json!({
-        "timestamp": timestamp,
-        "git_commit": git_commit(),
-        "hardware": Hardware::detect(rayon::current_num_threads()),
-        "instruction_set": instruction_set(),
+    let header = RunHeader::now(rayon::current_num_threads());
+    let run = serde_json::json!({
         "base_model": args.model,
         "completed": completed,
         "out": if completed { args.out.clone() } else { work.clone() },
@@ -413,10 +417,8 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         "train_tokens_per_s": train_tokens_per_s,
         "peak_rss_bytes": crate::eval::memory::peak_rss_bytes(),
     });
-    let path = args
-        .results_dir
-        .join(format!("finetune-{}.json", timestamp.replace(':', "-")));
-    write_json_atomic(&path, &report)?;
+    let path = args.results_dir.join(header.file_name("finetune"));
+    write_json_atomic(&path, &Report { header, run })?;
     eprintln!("wrote {}", path.display());
     if !comparison.is_empty() {
         print_comparison(&comparison)?;

@@ -7,9 +7,7 @@ use super::{
     Drafter, KSchedule, LayerSkip, PromptLookup, SameRun, SpeculativeDecoder,
 };
 use crate::eval::memory::peak_rss_bytes;
-use crate::eval::results::{
-    git_commit, instruction_set, utc_timestamp, write_json_atomic, Hardware,
-};
+use crate::eval::results::{instruction_set, write_json_atomic, RunHeader};
 use crate::hub::loader::{load, parse_quantization, LoadOptions, LoadedModel};
 use crate::hub::zoo;
 use crate::model::generation::SamplingParams;
@@ -79,7 +77,8 @@ pub struct Summary {
 
 #[derive(Serialize)]
 struct Record<'a> {
-    timestamp: String,
+    #[serde(flatten)]
+    header: RunHeader,
     target: &'a str,
     drafter: String,
     schedule: KSchedule,
@@ -93,9 +92,6 @@ struct Record<'a> {
     /// Whether the plain and the speculative runs produced the same tokens (always, when
     /// greedy; by chance otherwise).
     same_tokens_as_plain: bool,
-    hardware: Hardware,
-    instruction_set: &'static str,
-    git_commit: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -167,7 +163,7 @@ pub fn run(args: &SpeculativeArgs) -> Result<()> {
         text,
     };
     let record = Record {
-        timestamp: utc_timestamp(),
+        header: RunHeader::now(args.threads),
         target: &args.target,
         drafter: drafter.describe(),
         schedule,
@@ -182,14 +178,10 @@ pub fn run(args: &SpeculativeArgs) -> Result<()> {
         accepted_at: &out.accepted_at,
         rounds: out.rounds,
         same_tokens_as_plain: run.same_tokens(),
-        hardware: Hardware::detect(args.threads),
-        instruction_set: instruction_set(),
-        git_commit: git_commit(),
     };
-    let path = args.results_dir.join(format!(
-        "speculative-{}.json",
-        record.timestamp.replace(':', "-")
-    ));
+    let path = args
+        .results_dir
+        .join(record.header.file_name("speculative"));
     write_json_atomic(&path, &record)?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -320,7 +312,7 @@ pub fn run_costs(args: &CostsArgs) -> Result<()> {
     let load_average = load_average();
     let costs = measure_costs(&mut target.model, &mut draft.model, &settings)?;
     let record = CostsRecord {
-        timestamp: utc_timestamp(),
+        header: RunHeader::now(args.threads),
         target: costed(&target, args),
         draft: costed(&draft, args),
         settings,
@@ -329,14 +321,10 @@ pub fn run_costs(args: &CostsArgs) -> Result<()> {
         target_load_peak_rss_bytes,
         peak_rss_bytes: peak_rss_bytes(),
         load_average,
-        hardware: Hardware::detect(args.threads),
-        instruction_set: instruction_set().to_string(),
-        git_commit: git_commit(),
     };
-    let path = args.results_dir.join(format!(
-        "speculative-costs-{}.json",
-        record.timestamp.replace(':', "-")
-    ));
+    let path = args
+        .results_dir
+        .join(record.header.file_name("speculative-costs"));
     write_json_atomic(&path, &record)?;
     let c = &record.costs;
     println!(

@@ -16,7 +16,7 @@ mod schema;
 mod settings;
 
 pub use humaneval_run::{
-    humaneval_format, hub_humaneval, run_humaneval, run_problem, samples_table, HumanEvalSetup,
+    hub_humaneval, humaneval_format, run_humaneval, run_problem, samples_table, HumanEvalSetup,
     ProblemRun, HUMANEVAL_DATASET, HUMANEVAL_FILE,
 };
 pub use mmlu_run::{hub_mmlu, run_mmlu, MMLU_DATASET, MMLU_DEV_FILE, MMLU_TEST_FILE};
@@ -28,7 +28,7 @@ pub use settings::BenchSettings;
 
 use crate::eval::memory::{peak_rss_bytes, reset_peak_rss, DeviceMemorySampler};
 use crate::eval::mmlu::Dataset;
-use crate::eval::results::{git_commit, utc_timestamp, write_json_atomic, Hardware};
+use crate::eval::results::{write_json_atomic, Hardware, RunHeader};
 use crate::eval::speed::{prompt_ids, SpeedSettings};
 use crate::hub::loader::{load, LoadOptions, LoadedModel};
 use anyhow::{Context, Result};
@@ -122,22 +122,19 @@ pub fn run_bench(
     } else {
         Some(HumanEvalSetup::new(s)?)
     };
-    let timestamp = utc_timestamp();
     let mut report = BenchReport {
-        timestamp: timestamp.clone(),
-        complete: false,
-        hardware: BenchHardware {
+        header: RunHeader::now_on(BenchHardware {
             device: format!("{:?}", options.device),
             gpu_name: gpu_name(&options.device),
             ..hardware(s.speed.threads)
-        },
+        }),
+        complete: false,
         models: BTreeMap::new(),
         versions: versions(),
-        git_commit: git_commit(),
     };
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let stem = format!("bench-{}", timestamp.replace(':', "-"));
+    let stem = report.header.file_stem("bench");
     let partial = out_dir.join(format!("{stem}.partial.json"));
     for name in models {
         eprintln!("== {name}");

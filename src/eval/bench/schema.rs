@@ -4,6 +4,7 @@
 
 use crate::eval::humaneval::{Format, Isolation, Outcome, Sampling};
 use crate::eval::mmlu::{Scored, Summary};
+use crate::eval::results::RunHeader;
 use crate::eval::speed::Measured;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -161,11 +162,11 @@ pub struct BenchHardware {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchReport {
-    pub timestamp: String,
+    /// When, from which commit, and on what machine (its device and GPU included).
+    #[serde(flatten)]
+    pub header: RunHeader<BenchHardware>,
     /// False in the `.partial.json` written while a run is under way.
     pub complete: bool,
-    pub hardware: BenchHardware,
     pub models: BTreeMap<String, ModelResult>,
     pub versions: BTreeMap<String, String>,
-    pub git_commit: Option<String>,
 }
