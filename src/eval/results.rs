@@ -1,5 +1,5 @@
-//! Writing results: atomically (a reader never sees half a file), with a UTC timestamp and a
-//! description of the machine.
+//! Writing results: atomically (a reader never sees half a file), each file opening with a
+//! [`RunHeader`]: a UTC timestamp, the git commit, the machine and its kernels.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -95,4 +95,50 @@ pub fn git_commit() -> Option<String> {
     let dirty =
         run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     Some(if dirty { format!("{head}-dirty") } else { head })
+}
+
+/// What every results file opens with: when the run was measured, from which commit, on what
+/// machine and with which kernels. A results struct flattens it (`#[serde(flatten)]`), so its
+/// fields sit at the top level of the JSON beside the run's own. `H` is the machine's
+/// description: [`Hardware`], or a richer one (the bench's names its device too).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunHeader<H = Hardware> {
+    /// When the run started, as [`utc_timestamp`] writes it.
+    pub timestamp: String,
+    /// [`git_commit`]: what the numbers were produced with.
+    pub git_commit: Option<String>,
+    pub hardware: H,
+    /// [`instruction_set`] (empty in bench files written before it was recorded).
+    #[serde(default)]
+    pub instruction_set: String,
+}
+
+impl RunHeader {
+    /// A run starting now on this machine, with `threads` worker threads.
+    pub fn now(threads: usize) -> Self {
+        Self::now_on(Hardware::detect(threads))
+    }
+}
+
+impl<H> RunHeader<H> {
+    /// A run starting now on the machine `hardware` describes.
+    pub fn now_on(hardware: H) -> Self {
+        Self {
+            timestamp: utc_timestamp(),
+            git_commit: git_commit(),
+            hardware,
+            instruction_set: instruction_set().to_string(),
+        }
+    }
+
+    /// The run's results file name: `<kind>-<timestamp>.json`, the timestamp's colons (which
+    /// some file systems refuse) written as dashes.
+    pub fn file_name(&self, kind: &str) -> String {
+        format!("{}.json", self.file_stem(kind))
+    }
+
+    /// [`RunHeader::file_name`] without `.json`.
+    pub fn file_stem(&self, kind: &str) -> String {
+        format!("{kind}-{}", self.timestamp.replace(':', "-"))
+    }
 }

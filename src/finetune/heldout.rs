@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 /// How an answer is compared with the reference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// The answer equals the reference, up to surrounding and repeated whitespace.

@@ -5,17 +5,18 @@
 //! mask, [`loss`] batches and the masked cross-entropy, [`optim`] AdamW with schedule,
 //! accumulation and clipping, [`trainer`] the loop with checkpoints, [`base`] the f32 base
 //! model (GGUF dequantized), [`heldout`] the before/after test on held-out examples,
-//! [`export`] llama.cpp's GGUF adapter and merged models, and [`cli`] the `finetune` command.
+//! [`export`] llama.cpp's GGUF adapter and merged models, and [`job`] the whole run that the
+//! `finetune` command starts.
 //! (The frozen weights' gradient-free matmul and llama.cpp's q/k row order live in
 //! [`crate::model`], which inference shares.)
 
 pub mod adapter;
 pub mod base;
-pub mod cli;
 pub mod config;
 pub mod data;
 pub mod export;
 pub mod heldout;
+pub mod job;
 pub mod loss;
 pub mod optim;
 pub mod trainer;

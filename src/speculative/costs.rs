@@ -7,7 +7,7 @@
 //! as trained ones, but cannot say how often the draft is right.
 
 use super::{expected_speedup, DRAFT_PAIRS};
-use crate::eval::results::Hardware;
+use crate::eval::results::RunHeader;
 use crate::eval::speed::{prompt_ids, Measured};
 use crate::model::Transformer;
 use anyhow::{bail, Result};
@@ -95,7 +95,9 @@ impl StepCosts {
 /// measured, with the models, the settings and the machine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CostsRecord {
-    pub timestamp: String,
+    /// When, from which commit, on what machine and with which kernels.
+    #[serde(flatten)]
+    pub header: RunHeader,
     pub target: CostedModel,
     pub draft: CostedModel,
     pub settings: CostSettings,
@@ -107,9 +109,6 @@ pub struct CostsRecord {
     pub peak_rss_bytes: u64,
     /// The 1-minute load average before timing: other work on the machine slows every step.
     pub load_average: Option<f64>,
-    pub hardware: Hardware,
-    pub instruction_set: String,
-    pub git_commit: Option<String>,
 }
 
 /// A model as the costs file records it.

@@ -14,10 +14,10 @@
 //! Uses the model (`Transformer`, its KV cache that truncates in O(1)), the sampler, the
 //! tokenizer and the loader, and `eval`'s results files and timing; nothing above them.
 
-pub mod cli;
 mod costs;
 mod decoder;
 mod drafter;
+pub mod job;
 mod pairing;
 
 pub use costs::{measure_costs, CostSettings, CostedModel, CostsRecord, StepCosts, VerifyCost};

@@ -75,7 +75,7 @@ pub fn load_runs(dir: &Path) -> Result<Vec<(PathBuf, BenchReport)>> {
             runs.push((path, report));
         }
     }
-    runs.sort_by(|a, b| a.1.timestamp.cmp(&b.1.timestamp));
+    runs.sort_by(|a, b| a.1.header.timestamp.cmp(&b.1.header.timestamp));
     Ok(runs)
 }
 
@@ -117,8 +117,8 @@ pub fn latest_entries(runs: &[(PathBuf, BenchReport)]) -> Vec<Entry> {
                 let entry = Entry {
                     name,
                     file: path.clone(),
-                    timestamp: report.timestamp.clone(),
-                    hardware: report.hardware.clone(),
+                    timestamp: report.header.timestamp.clone(),
+                    hardware: report.header.hardware.clone(),
                     result: result.clone(),
                     mmlu: None,
                     humaneval: Vec::new(),
@@ -126,8 +126,8 @@ pub fn latest_entries(runs: &[(PathBuf, BenchReport)]) -> Vec<Entry> {
                 (entry, BTreeMap::new())
             });
             entry.file = path.clone();
-            entry.timestamp = report.timestamp.clone();
-            entry.hardware = report.hardware.clone();
+            entry.timestamp = report.header.timestamp.clone();
+            entry.hardware = report.header.hardware.clone();
             entry.result = result;
             if let Some(value) = mmlu {
                 entry.mmlu = Some(Sourced {
@@ -563,6 +563,7 @@ pub fn comparison_markdown(entries: &[Entry]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::results::RunHeader;
 
     #[test]
     fn subject_labels_are_short() {
@@ -606,18 +607,21 @@ mod tests {
 
     fn report(timestamp: &str, models: Vec<ModelResult>) -> BenchReport {
         BenchReport {
-            timestamp: timestamp.into(),
-            complete: true,
-            hardware: BenchHardware {
-                device: "Cpu".into(),
-                gpu_name: None,
-                cpu: "Test CPU".into(),
-                cores: 2,
-                threads: 2,
+            header: RunHeader {
+                timestamp: timestamp.into(),
+                git_commit: None,
+                hardware: BenchHardware {
+                    device: "Cpu".into(),
+                    gpu_name: None,
+                    cpu: "Test CPU".into(),
+                    cores: 2,
+                    threads: 2,
+                },
+                instruction_set: String::new(),
             },
+            complete: true,
             models: models.into_iter().map(|m| (m.source.clone(), m)).collect(),
             versions: Default::default(),
-            git_commit: None,
         }
     }
 

@@ -405,8 +405,8 @@ pub fn costs_table(record: &CostsRecord) -> Result<Table> {
          v)) and the measured v, not measured: random weights have no meaningful acceptance \
          rate. Peak resident set after loading the target: {:.1} GB (its weights in f32: {:.1} \
          GB).",
-        record.hardware.cpu,
-        record.instruction_set,
+        record.header.hardware.cpu,
+        record.header.instruction_set,
         record.threads,
         record
             .load_average
@@ -519,6 +519,7 @@ pub fn prompt_lookup_demo(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::results::RunHeader;
     use crate::eval::speed::Measured;
     use crate::speculative::{CostSettings, CostedModel, StepCosts, VerifyCost};
 
@@ -600,7 +601,16 @@ mod tests {
         };
         let s = Measured::new(vec![0.1]);
         CostsRecord {
-            timestamp: "2026-11-24T00:00:00Z".to_string(),
+            header: RunHeader {
+                timestamp: "2026-11-24T00:00:00Z".to_string(),
+                git_commit: None,
+                hardware: Hardware {
+                    cpu: "Test CPU".to_string(),
+                    cores: 2,
+                    threads: 2,
+                },
+                instruction_set: "AVX2".to_string(),
+            },
             target: m("Big"),
             draft: m("Small"),
             settings: CostSettings::default(),
@@ -620,13 +630,6 @@ mod tests {
             target_load_peak_rss_bytes: 5_000_000_000,
             peak_rss_bytes: 6_000_000_000,
             load_average: Some(1.0),
-            hardware: Hardware {
-                cpu: "Test CPU".to_string(),
-                cores: 2,
-                threads: 2,
-            },
-            instruction_set: "AVX2".to_string(),
-            git_commit: None,
         }
     }
 

@@ -5,16 +5,21 @@
 //! only the answer on stdout. `--compare` sends every message to several models and prints the
 //! answers side by side.
 
-use crate::LoadArgs;
+use crate::args::{LoadArgs, SamplingArgs};
 use anyhow::{bail, Result};
 use billion_llm::chat::session::{ChatSession, TurnStats};
-use billion_llm::model::generation::{GenerateOptions, SamplingParams};
+use billion_llm::model::generation::GenerateOptions;
 use clap::Args;
 use std::io::{IsTerminal, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[derive(Args, Clone)]
+#[command(
+    mut_arg("temperature", |a| a.default_value("0.7")),
+    mut_arg("top_p", |a| a.default_value("0.9")),
+    mut_arg("max_new_tokens", |a| a.default_value("256"))
+)]
 pub struct ChatArgs {
     /// The model to chat with (an alias, hub id, folder or .gguf file).
     #[arg(long, short, required_unless_present = "compare")]
@@ -25,14 +30,8 @@ pub struct ChatArgs {
     /// A system prompt (the model's template may add its own default otherwise).
     #[arg(long)]
     system: Option<String>,
-    #[arg(long, default_value_t = 0.7)]
-    temperature: f64,
-    #[arg(long, default_value_t = 0.9)]
-    top_p: f64,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    #[arg(long, default_value_t = 256)]
-    max_new_tokens: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -43,12 +42,8 @@ const HELP: &str = "commands: /reset (forget the conversation), /system TEXT (ne
 pub fn run(args: &ChatArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let options = GenerateOptions {
-        max_new_tokens: args.max_new_tokens,
-        sampling: SamplingParams {
-            temperature: args.temperature,
-            top_p: args.top_p,
-            seed: args.seed,
-        },
+        max_new_tokens: args.sampling.max_new_tokens,
+        sampling: args.sampling.params(),
         ignore_eos: false,
         stop: Some(stop.clone()),
     };

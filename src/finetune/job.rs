@@ -1,4 +1,7 @@
-//! `billion-llm finetune`: train a LoRA adapter on a data file and save it in peft format.
+//! A fine-tuning job from start to end, as `billion-llm finetune` runs it: read the data, ask
+//! the base model the held-out questions, train a LoRA adapter (Ctrl-C saves a checkpoint),
+//! save it in peft format (and llama.cpp's, and merged, when asked), ask the adapted model, and
+//! write `results/finetune-<timestamp>.json`.
 
 use super::base::load_trainable;
 use super::config::{LoraConfig, Targets};
@@ -7,9 +10,7 @@ use super::export;
 use super::heldout::{self, Evaluation, Metric};
 use super::optim::Decay;
 use super::trainer::{Outcome, StepLog, TrainSettings, Trainer};
-use crate::eval::results::{
-    git_commit, instruction_set, utc_timestamp, write_json_atomic, Hardware,
-};
+use crate::eval::results::{write_json_atomic, RunHeader};
 use crate::hub::chat_template::Message;
 use crate::hub::loader::{self, LoadOptions, ModelSource};
 use crate::model::lora::LoraAdapter;
@@ -17,97 +18,71 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct FinetuneArgs {
+/// What to train, on what, and where the adapter and the results go.
+#[derive(Debug, Clone)]
+pub struct FinetuneJob {
     /// The base model: zoo alias, hub id, local folder or .gguf (trained dequantized to f32).
-    #[arg(long, short)]
     pub model: String,
     /// Training data: alpaca records (instruction, input, output) or chat records (messages),
     /// as a JSON array or JSON Lines.
-    #[arg(long)]
     pub data: PathBuf,
-    /// Held-out data in the same format; without it, --eval-fraction of --data is held out.
-    #[arg(long)]
+    /// Held-out data in the same format; without it, `eval_fraction` of `data` is held out.
     pub eval: Option<PathBuf>,
-    /// Fraction of --data held out for the loss after each epoch when --eval is not given.
-    #[arg(long, default_value_t = 0.1)]
+    /// Fraction of `data` held out for the loss after each epoch when `eval` is not given.
     pub eval_fraction: f64,
-    #[arg(long, default_value_t = 3)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 4)]
     pub batch_size: usize,
     /// Micro-batches per optimizer step.
-    #[arg(long, default_value_t = 4)]
     pub grad_accum: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
     /// Fraction of the steps spent on linear warm-up.
-    #[arg(long, default_value_t = 0.03)]
     pub warmup_ratio: f64,
-    /// Decay after the warm-up: linear or cosine.
-    #[arg(long, default_value = "linear")]
+    /// Decay after the warm-up.
     pub schedule: Decay,
-    #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
     /// Clip the global gradient norm to this (0: off).
-    #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
     /// LoRA rank.
-    #[arg(long, default_value_t = 8)]
     pub r: usize,
     /// LoRA alpha (the update is scaled by alpha / r).
-    #[arg(long, default_value_t = 16.0)]
     pub alpha: f64,
-    #[arg(long, default_value_t = 0.0)]
     pub dropout: f32,
-    /// Modules to adapt (comma-separated short names such as q_proj,v_proj, or all-linear);
-    /// default: peft's for the family.
-    #[arg(long, value_delimiter = ',')]
+    /// Modules to adapt (short names such as q_proj, or all-linear); empty: peft's for the
+    /// family.
     pub target: Vec<String>,
     /// Cut longer examples to this many tokens (counted in the report).
-    #[arg(long, default_value_t = 512)]
     pub max_len: usize,
-    #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Replace an existing --out folder.
-    #[arg(long)]
+    /// Replace an existing `out` folder (and `merge`).
     pub overwrite: bool,
     /// Continue from a checkpoint folder (checkpoint-epoch-N or checkpoint-step-N).
-    #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Where the adapter goes (a peft adapter folder with its checkpoints; on a GGUF base also
     /// `adapter.gguf`, llama.cpp's LoRA format).
-    #[arg(long)]
     pub out: PathBuf,
     /// Also write the base with the adapter folded in: a .gguf for a GGUF base (same
     /// quantization), a model folder otherwise.
-    #[arg(long)]
     pub merge: Option<PathBuf>,
-    /// How held-out answers are scored: json-fields or exact-match (default: json-fields when
-    /// every held-out answer is a JSON object).
-    #[arg(long)]
+    /// How held-out answers are scored (`None`: [`Metric::detect`]).
     pub metric: Option<Metric>,
     /// Training examples put in the prompt for the few-shot row of the before/after table.
-    #[arg(long, default_value_t = 3)]
     pub few_shot: usize,
-    /// Held-out examples answered for the before/after table (default: all; 0 skips it).
-    #[arg(long)]
+    /// Held-out examples answered for the before/after table (`None`: all; 0 skips it).
     pub answer_limit: Option<usize>,
     /// Where results/finetune-<timestamp>.json goes.
-    #[arg(long, default_value = "results")]
     pub results_dir: PathBuf,
-    /// cpu, cuda[:N] or metal.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// Where training and the held-out answers run.
+    pub device: candle_core::Device,
 }
 
-impl FinetuneArgs {
+impl FinetuneJob {
     fn lora(&self) -> LoraConfig {
         LoraConfig {
             r: self.r,
@@ -130,6 +105,15 @@ impl FinetuneArgs {
             seed: self.seed,
         }
     }
+}
+
+/// `results/finetune-<timestamp>.json`: the header, then the run's own fields.
+#[derive(Serialize)]
+struct Report {
+    #[serde(flatten)]
+    header: RunHeader,
+    #[serde(flatten)]
+    run: serde_json::Value,
 }
 
 /// The folder training writes into before it is complete: `<out>.partial` beside `<out>`.
@@ -182,7 +166,9 @@ fn print_comparison(rows: &[Evaluation]) -> Result<()> {
     Ok(())
 }
 
-pub fn run(args: &FinetuneArgs) -> Result<()> {
+/// Runs the job; on Ctrl-C it stops after the current step and saves a checkpoint to resume
+/// from.
+pub fn run(args: &FinetuneJob) -> Result<()> {
     let started = Instant::now();
     if args.out.exists() && !args.overwrite {
         bail!(
@@ -202,7 +188,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
     }
     let lora = args.lora();
     lora.validate()?;
-    let device = loader::parse_device(&args.device)?;
+    let device = &args.device;
     // Read the data before loading the model: a bad file fails in a second.
     let mut train_conversations = read_conversations(&args.data)?;
     let eval_conversations = match &args.eval {
@@ -231,7 +217,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
             answered.len(),
             shots.len()
         );
-        let mut base = load_for_answers(&args.model, None, &device)?;
+        let mut base = load_for_answers(&args.model, None, device)?;
         comparison.push(heldout::evaluate(
             "base model, plain prompt",
             &mut base,
@@ -248,7 +234,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         }
     }
 
-    let mut loaded = load_trainable(&args.model, &device)?;
+    let mut loaded = load_trainable(&args.model, device)?;
     let template = loaded.chat_template.clone().with_context(|| {
         format!(
             "{} has no chat template to render the examples with",
@@ -359,7 +345,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         }
         if !answered.is_empty() {
             eprintln!("asking the adapted model the held-out questions...");
-            let mut tuned = load_for_answers(&args.model, Some(&args.out), &device)?;
+            let mut tuned = load_for_answers(&args.model, Some(&args.out), device)?;
             comparison.push(heldout::evaluate(
                 "LoRA adapter, plain prompt",
                 &mut tuned,
@@ -378,12 +364,8 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
             e.eval_loss.map_or("-".into(), |l| format!("{l:.4}"))
         );
     }
-    let timestamp = utc_timestamp();
-    let report = serde_json::json!({
-        "timestamp": timestamp,
-        "git_commit": git_commit(),
-        "hardware": Hardware::detect(rayon::current_num_threads()),
-        "instruction_set": instruction_set(),
+    let header = RunHeader::now(rayon::current_num_threads());
+    let run = serde_json::json!({
         "base_model": args.model,
         "completed": completed,
         "out": if completed { args.out.clone() } else { work.clone() },
@@ -411,12 +393,10 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
         },
         "wall_s": started.elapsed().as_secs_f64(),
         "train_tokens_per_s": train_tokens_per_s,
-        "peak_rss_bytes": crate::eval::bench::peak_rss_bytes(),
+        "peak_rss_bytes": crate::eval::memory::peak_rss_bytes(),
     });
-    let path = args
-        .results_dir
-        .join(format!("finetune-{}.json", timestamp.replace(':', "-")));
-    write_json_atomic(&path, &report)?;
+    let path = args.results_dir.join(header.file_name("finetune"));
+    write_json_atomic(&path, &Report { header, run })?;
     eprintln!("wrote {}", path.display());
     if !comparison.is_empty() {
         print_comparison(&comparison)?;

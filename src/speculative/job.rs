@@ -1,70 +1,56 @@
-//! `billion-llm speculative`: decode a target with a drafter, show which tokens the draft
-//! supplied, and measure plain decoding of the same target on the same prompt in the same run.
-//! `billion-llm speculative-costs`: time the steps a round is made of, for the speedup formula.
+//! The runs behind two commands. `billion-llm speculative` ([`run`]): decode a target with a
+//! drafter, show which tokens the draft supplied, and measure plain decoding of the same target
+//! on the same prompt in the same run. `billion-llm speculative-costs` ([`run_costs`]): time the
+//! steps a round is made of, for the speedup formula. Each writes its results file.
 
 use super::{
     check_same_vocabulary, measure_costs, CostSettings, CostedModel, CostsRecord, DraftModel,
     Drafter, KSchedule, LayerSkip, PromptLookup, SameRun, SpeculativeDecoder,
 };
-use crate::eval::bench::peak_rss_bytes;
-use crate::eval::results::{
-    git_commit, instruction_set, utc_timestamp, write_json_atomic, Hardware,
-};
-use crate::hub::loader::{load, parse_quantization, LoadOptions, LoadedModel};
+use crate::eval::memory::peak_rss_bytes;
+use crate::eval::results::{instruction_set, write_json_atomic, RunHeader};
+use crate::hub::loader::{load, LoadOptions, LoadedModel};
 use crate::hub::zoo;
 use crate::model::generation::SamplingParams;
 use anyhow::{bail, Context, Result};
+use candle_core::quantized::GgmlDType;
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct SpeculativeArgs {
+/// One speculative decoding, measured beside plain decoding of the same target.
+#[derive(Debug, Clone)]
+pub struct SpeculativeJob {
     /// The model whose output is produced: zoo alias, hub id, local folder or .gguf.
-    #[arg(long)]
     pub target: String,
     /// Who drafts: a smaller model with the same tokenizer (alias, hub id, folder, .gguf),
     /// `layers:N` (the target's own first N layers) or `lookup` (prompt lookup, no model).
-    #[arg(long)]
     pub draft: String,
-    /// Tokens drafted per round (the start value with --adaptive).
-    #[arg(long, default_value_t = 4)]
+    /// Tokens drafted per round (the start value when `adaptive`).
     pub k: usize,
     /// Grow K after fully accepted rounds, shrink it after rejections.
-    #[arg(long)]
     pub adaptive: bool,
-    /// The largest K --adaptive may reach.
-    #[arg(long, default_value_t = 16)]
+    /// The largest K `adaptive` may reach.
     pub max_k: usize,
-    #[arg(long)]
     pub prompt: Option<String>,
-    /// Token ids instead of --prompt, comma-separated.
-    #[arg(long, value_delimiter = ',')]
+    /// Token ids instead of `prompt`.
     pub ids: Option<Vec<u32>>,
-    /// Send --prompt through the target's chat template as a user message.
-    #[arg(long)]
+    /// Send `prompt` through the target's chat template as a user message.
     pub chat: bool,
-    #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
     /// 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
     pub temperature: f64,
-    #[arg(long, default_value_t = 1.0)]
     pub top_p: f64,
-    #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// CPU threads.
-    #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Print one JSON object instead of the coloured text and the statistics.
-    #[arg(long)]
+    /// Print one JSON object ([`Summary`]) instead of the coloured text and the statistics.
     pub json: bool,
     /// Where results/speculative-<timestamp>.json goes.
-    #[arg(long, default_value = "results")]
     pub results_dir: PathBuf,
 }
 
-/// What `--json` prints and the results file holds (the latter with settings and machine).
+/// What `json` prints and the results file holds (the latter with settings and machine).
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub tokens: Vec<u32>,
@@ -79,7 +65,8 @@ pub struct Summary {
 
 #[derive(Serialize)]
 struct Record<'a> {
-    timestamp: String,
+    #[serde(flatten)]
+    header: RunHeader,
     target: &'a str,
     drafter: String,
     schedule: KSchedule,
@@ -93,9 +80,6 @@ struct Record<'a> {
     /// Whether the plain and the speculative runs produced the same tokens (always, when
     /// greedy; by chance otherwise).
     same_tokens_as_plain: bool,
-    hardware: Hardware,
-    instruction_set: &'static str,
-    git_commit: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -105,7 +89,7 @@ struct Sampling {
     seed: u64,
 }
 
-pub fn run(args: &SpeculativeArgs) -> Result<()> {
+pub fn run(args: &SpeculativeJob) -> Result<()> {
     let mut target = load(&args.target, &LoadOptions::default())
         .with_context(|| format!("loading the target {}", args.target))?;
     let mut drafter = drafter(args, &target)?;
@@ -167,7 +151,7 @@ pub fn run(args: &SpeculativeArgs) -> Result<()> {
         text,
     };
     let record = Record {
-        timestamp: utc_timestamp(),
+        header: RunHeader::now(args.threads),
         target: &args.target,
         drafter: drafter.describe(),
         schedule,
@@ -182,14 +166,10 @@ pub fn run(args: &SpeculativeArgs) -> Result<()> {
         accepted_at: &out.accepted_at,
         rounds: out.rounds,
         same_tokens_as_plain: run.same_tokens(),
-        hardware: Hardware::detect(args.threads),
-        instruction_set: instruction_set(),
-        git_commit: git_commit(),
     };
-    let path = args.results_dir.join(format!(
-        "speculative-{}.json",
-        record.timestamp.replace(':', "-")
-    ));
+    let path = args
+        .results_dir
+        .join(record.header.file_name("speculative"));
     write_json_atomic(&path, &record)?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -214,7 +194,7 @@ pub fn run(args: &SpeculativeArgs) -> Result<()> {
 }
 
 /// The drafter `--draft` names; a draft model must share the target's tokenizer.
-fn drafter(args: &SpeculativeArgs, target: &LoadedModel) -> Result<Box<dyn Drafter>> {
+fn drafter(args: &SpeculativeJob, target: &LoadedModel) -> Result<Box<dyn Drafter>> {
     if args.draft == "lookup" {
         return Ok(Box::new(PromptLookup::default()));
     }
@@ -242,7 +222,7 @@ fn drafter(args: &SpeculativeArgs, target: &LoadedModel) -> Result<Box<dyn Draft
     Ok(Box::new(DraftModel::new(draft.model, args.draft.clone())))
 }
 
-fn prompt_ids(args: &SpeculativeArgs, target: &LoadedModel) -> Result<Vec<u32>> {
+fn prompt_ids(args: &SpeculativeJob, target: &LoadedModel) -> Result<Vec<u32>> {
     match (&args.ids, &args.prompt) {
         (Some(ids), _) => Ok(ids.clone()),
         (None, Some(_)) if args.chat && target.chat_template.is_none() => {
@@ -254,49 +234,36 @@ fn prompt_ids(args: &SpeculativeArgs, target: &LoadedModel) -> Result<Vec<u32>> 
     }
 }
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct CostsArgs {
+/// What `speculative-costs` times.
+#[derive(Debug, Clone)]
+pub struct CostsJob {
     /// The model that verifies: zoo alias, hub id, local folder or .gguf.
-    #[arg(long)]
     pub target: String,
     /// The model that drafts; it must share the target's vocabulary.
-    #[arg(long)]
     pub draft: String,
-    /// `random`: both models' real configs with random weights (no download; a token costs
-    /// what it costs with trained weights).
-    #[arg(long, default_value = "pretrained", value_parser = ["pretrained", "random"])]
-    pub weights: String,
-    /// Quantize both models' plain weights at load time: q8_0, q4_0, q4_1, q4k or q6k.
-    #[arg(long)]
-    pub quantize: Option<String>,
-    /// Drafts per round whose verification (K + 1 tokens) is timed, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    /// Both models' real configs with random weights (no download; a token costs what it
+    /// costs with trained weights).
+    pub random_weights: bool,
+    /// Quantize both models' plain weights at load time.
+    pub quantize: Option<GgmlDType>,
+    /// Drafts per round whose verification (K + 1 tokens) is timed.
     pub k: Vec<usize>,
     /// Tokens in the caches when a step is timed.
-    #[arg(long, default_value_t = 64)]
     pub context: usize,
-    #[arg(long, default_value_t = 1)]
     pub warmup: usize,
-    #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// CPU threads.
-    #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Where results/speculative-costs-<timestamp>.json goes.
-    #[arg(long, default_value = "results")]
     pub results_dir: PathBuf,
 }
 
 /// `billion-llm speculative-costs`: loads the target first (so the peak resident set right
 /// after is its load's), then the draft, times their steps and writes the results file.
-pub fn run_costs(args: &CostsArgs) -> Result<()> {
+pub fn run_costs(args: &CostsJob) -> Result<()> {
     let opts = LoadOptions {
-        quantize: args
-            .quantize
-            .as_deref()
-            .map(parse_quantization)
-            .transpose()?,
-        random_weights: args.weights == "random",
+        quantize: args.quantize,
+        random_weights: args.random_weights,
         ..LoadOptions::default()
     };
     let mut target =
@@ -320,7 +287,7 @@ pub fn run_costs(args: &CostsArgs) -> Result<()> {
     let load_average = load_average();
     let costs = measure_costs(&mut target.model, &mut draft.model, &settings)?;
     let record = CostsRecord {
-        timestamp: utc_timestamp(),
+        header: RunHeader::now(args.threads),
         target: costed(&target, args),
         draft: costed(&draft, args),
         settings,
@@ -329,14 +296,10 @@ pub fn run_costs(args: &CostsArgs) -> Result<()> {
         target_load_peak_rss_bytes,
         peak_rss_bytes: peak_rss_bytes(),
         load_average,
-        hardware: Hardware::detect(args.threads),
-        instruction_set: instruction_set().to_string(),
-        git_commit: git_commit(),
     };
-    let path = args.results_dir.join(format!(
-        "speculative-costs-{}.json",
-        record.timestamp.replace(':', "-")
-    ));
+    let path = args
+        .results_dir
+        .join(record.header.file_name("speculative-costs"));
     write_json_atomic(&path, &record)?;
     let c = &record.costs;
     println!(
@@ -360,14 +323,18 @@ pub fn run_costs(args: &CostsArgs) -> Result<()> {
     Ok(())
 }
 
-fn costed(m: &LoadedModel, args: &CostsArgs) -> CostedModel {
+fn costed(m: &LoadedModel, args: &CostsJob) -> CostedModel {
     let parameters = m.model.config().parameter_counts().total();
     CostedModel {
         model: m.name.clone(),
         name: zoo::lookup(&m.name).map_or_else(|| m.name.clone(), |z| z.name.to_string()),
         parameters,
-        weights: args.weights.clone(),
-        quantization: args.quantize.clone(),
+        weights: if args.random_weights {
+            "random".into()
+        } else {
+            "pretrained".into()
+        },
+        quantization: args.quantize.map(|q| format!("{q:?}").to_lowercase()),
         weight_bytes: m.model.weight_bytes(),
         f32_bytes: 4 * parameters,
         load_s: m.load_s,

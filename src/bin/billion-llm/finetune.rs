@@ -1,0 +1,153 @@
+//! `billion-llm finetune`: the command line of [`billion_llm::finetune::job`], which trains a
+//! LoRA adapter on a data file and saves it in peft format.
+
+use crate::args::{device_name, ResultsDirArgs};
+use anyhow::Result;
+use billion_llm::finetune::heldout::Metric;
+use billion_llm::finetune::job::{self, FinetuneJob};
+use billion_llm::finetune::optim::Decay;
+use billion_llm::hub::loader;
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Args, Debug, Clone)]
+pub struct FinetuneArgs {
+    /// The base model: zoo alias, hub id, local folder or .gguf (trained dequantized to f32).
+    #[arg(long, short)]
+    model: String,
+    /// Training data: alpaca records (instruction, input, output) or chat records (messages),
+    /// as a JSON array or JSON Lines.
+    #[arg(long)]
+    data: PathBuf,
+    /// Held-out data in the same format; without it, --eval-fraction of --data is held out.
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    /// Fraction of --data held out for the loss after each epoch when --eval is not given.
+    #[arg(long, default_value_t = 0.1)]
+    eval_fraction: f64,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 4)]
+    grad_accum: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f64,
+    /// Fraction of the steps spent on linear warm-up.
+    #[arg(long, default_value_t = 0.03)]
+    warmup_ratio: f64,
+    /// Decay of the learning rate after the warm-up.
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Linear)]
+    schedule: ScheduleArg,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Clip the global gradient norm to this (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    r: usize,
+    /// LoRA alpha (the update is scaled by alpha / r).
+    #[arg(long, default_value_t = 16.0)]
+    alpha: f64,
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f32,
+    /// Modules to adapt (comma-separated short names such as q_proj,v_proj, or all-linear);
+    /// default: peft's for the family.
+    #[arg(long, value_delimiter = ',')]
+    target: Vec<String>,
+    /// Cut longer examples to this many tokens (counted in the report).
+    #[arg(long, default_value_t = 512)]
+    max_len: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Replace an existing --out folder.
+    #[arg(long)]
+    overwrite: bool,
+    /// Continue from a checkpoint folder (checkpoint-epoch-N or checkpoint-step-N).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Where the adapter goes (a peft adapter folder with its checkpoints; on a GGUF base also
+    /// `adapter.gguf`, llama.cpp's LoRA format).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the base with the adapter folded in: a .gguf for a GGUF base (same
+    /// quantization), a model folder otherwise.
+    #[arg(long)]
+    merge: Option<PathBuf>,
+    /// How held-out answers are scored [default: json-fields when every held-out answer is a
+    /// JSON object, else exact-match].
+    #[arg(long, value_enum)]
+    metric: Option<MetricArg>,
+    /// Training examples put in the prompt for the few-shot row of the before/after table.
+    #[arg(long, default_value_t = 3)]
+    few_shot: usize,
+    /// Held-out examples answered for the before/after table (default: all; 0 skips it).
+    #[arg(long)]
+    answer_limit: Option<usize>,
+    #[command(flatten)]
+    results: ResultsDirArgs,
+    /// cpu, cuda (the first GPU), cuda:N (the Nth) or metal.
+    #[arg(long, default_value = "cpu", value_parser = device_name)]
+    device: String,
+}
+
+/// `--schedule`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ScheduleArg {
+    /// Straight down to 0 at the last step.
+    Linear,
+    /// Half a cosine down to 0: slower at first, then faster.
+    Cosine,
+}
+
+/// `--metric`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum MetricArg {
+    /// The answer equals the reference, up to whitespace.
+    ExactMatch,
+    /// The answer is a JSON object with the reference's keys and values (partial credit per
+    /// field).
+    JsonFields,
+}
+
+pub fn run(args: &FinetuneArgs) -> Result<()> {
+    let job = FinetuneJob {
+        model: args.model.clone(),
+        data: args.data.clone(),
+        eval: args.eval.clone(),
+        eval_fraction: args.eval_fraction,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        grad_accum: args.grad_accum,
+        lr: args.lr,
+        warmup_ratio: args.warmup_ratio,
+        schedule: match args.schedule {
+            ScheduleArg::Linear => Decay::Linear,
+            ScheduleArg::Cosine => Decay::Cosine,
+        },
+        weight_decay: args.weight_decay,
+        max_grad_norm: args.max_grad_norm,
+        r: args.r,
+        alpha: args.alpha,
+        dropout: args.dropout,
+        target: args.target.clone(),
+        max_len: args.max_len,
+        seed: args.seed,
+        overwrite: args.overwrite,
+        resume: args.resume.clone(),
+        out: args.out.clone(),
+        merge: args.merge.clone(),
+        metric: args.metric.map(|m| match m {
+            MetricArg::ExactMatch => Metric::ExactMatch,
+            MetricArg::JsonFields => Metric::JsonFields,
+        }),
+        few_shot: args.few_shot,
+        answer_limit: args.answer_limit,
+        results_dir: args.results.results_dir.clone(),
+        device: loader::parse_device(&args.device)?,
+    };
+    job::run(&job)
+}
