@@ -13,6 +13,7 @@ use clap::Args;
 use std::io::{IsTerminal, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use unicode_width::UnicodeWidthStr;
 
 #[derive(Args, Clone)]
 #[command(
@@ -241,56 +242,30 @@ fn compare_turn(sessions: &mut [ChatSession], message: &str) -> Result<()> {
     print!("{}", side_by_side(&columns, terminal_width()));
     Ok(())
 }
-
 /// The terminal's width in columns (`$COLUMNS`, else the tty's size, else 100).
 fn terminal_width() -> usize {
     if let Some(c) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
         return c;
     }
-    #[cfg(unix)]
-    {
-        let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-        // SAFETY: TIOCGWINSZ fills a winsize struct; the result is checked.
-        if unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0
-            && size.ws_col > 0
-        {
-            return size.ws_col as usize;
-        }
-    }
-    100
+    terminal_size::terminal_size().map_or(100, |(terminal_size::Width(w), _)| w as usize)
 }
 
-/// Word-wraps `text` to lines of at most `width` characters.
+/// Word-wraps `text` to lines of at most `width` terminal columns: a CJK character or an emoji
+/// takes two, and a word longer than a line is broken.
 fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    for paragraph in text.lines() {
-        let mut line = String::new();
-        for word in paragraph.split_whitespace() {
-            let mut word = word.to_string();
-            while word.chars().count() > width {
-                let head: String = word.chars().take(width).collect();
-                word = word.chars().skip(width).collect();
-                if !line.is_empty() {
-                    lines.push(std::mem::take(&mut line));
-                }
-                lines.push(head);
+    text.lines()
+        .flat_map(|paragraph| {
+            let lines = textwrap::wrap(paragraph, width);
+            if lines.is_empty() {
+                vec![String::new()]
+            } else {
+                lines.into_iter().map(|l| l.into_owned()).collect()
             }
-            let needed =
-                line.chars().count() + usize::from(!line.is_empty()) + word.chars().count();
-            if needed > width && !line.is_empty() {
-                lines.push(std::mem::take(&mut line));
-            }
-            if !line.is_empty() {
-                line.push(' ');
-            }
-            line.push_str(&word);
-        }
-        lines.push(line);
-    }
-    lines
+        })
+        .collect()
 }
 
-/// Columns of (title, answer, stats), separated by ` │ `, within `width` characters.
+/// Columns of (title, answer, stats), separated by ` │ `, within `width` terminal columns.
 pub fn side_by_side(columns: &[(String, String, String)], width: usize) -> String {
     let n = columns.len().max(1);
     let col = ((width.saturating_sub(3 * (n - 1))) / n).max(12);
@@ -312,7 +287,7 @@ pub fn side_by_side(columns: &[(String, String, String)], width: usize) -> Strin
             .iter()
             .map(|b| {
                 let cell = b.get(r).cloned().unwrap_or_default();
-                let pad = col.saturating_sub(cell.chars().count());
+                let pad = col.saturating_sub(cell.width());
                 format!("{cell}{}", " ".repeat(pad))
             })
             .collect();
@@ -343,5 +318,32 @@ mod tests {
         let lines = wrap("abcdefghijklmnop qr", 5);
         assert!(lines.iter().all(|l| l.chars().count() <= 5), "{lines:?}");
         assert_eq!(lines.concat().replace(' ', ""), "abcdefghijklmnopqr");
+    }
+
+    /// A CJK character or an emoji takes two columns of a terminal: counted as one, a column of
+    /// Chinese text would be twice as wide as its neighbours and push the separator out of line.
+    #[test]
+    fn wide_characters_count_two_columns() {
+        let out = side_by_side(
+            &[
+                (
+                    "中文模型".into(),
+                    "北京是中国的首都。🙂 它很大。".repeat(3),
+                    "s".into(),
+                ),
+                (
+                    "English".into(),
+                    "Paris is the capital of France.".into(),
+                    "s".into(),
+                ),
+            ],
+            40,
+        );
+        let separators: Vec<usize> = out
+            .lines()
+            .filter_map(|l| l.find('│').map(|at| l[..at].width()))
+            .collect();
+        assert!(separators.iter().all(|&c| c == separators[0]), "{out}");
+        assert!(out.lines().all(|l| l.width() <= 40), "{out}");
     }
 }
