@@ -20,7 +20,7 @@ fn billion_llm(args: &[&str]) -> (bool, String, String) {
 
 fn reference(case: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference")
+        .join("tests/fixtures/reference")
         .join(case)
 }
 

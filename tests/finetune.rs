@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicBool;
 
 fn reference(case: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference")
+        .join("tests/fixtures/reference")
         .join(case)
 }
 

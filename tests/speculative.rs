@@ -29,7 +29,7 @@ const SCHEDULES: [KSchedule; 5] = [
 
 fn case_dir(case: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference")
+        .join("tests/fixtures/reference")
         .join(case)
 }
 
