@@ -25,9 +25,7 @@ struct Reference {
 const CASES: [&str; 4] = ["llama", "llama3", "stablelm", "gpt_neox"];
 
 fn case_dir(case: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/reference")
-        .join(case)
+    crate::common::reference_dir(case)
 }
 
 fn load(case: &str) -> (Transformer, Reference) {

@@ -1,5 +1,5 @@
 //! HumanEval's tests, run in the sandbox: the canonical solutions pass and wrong ones fail
-//! (hostile programs: tests/sandbox.rs); the chat format's code extraction, pass@k, and a
+//! (hostile programs: sandbox.rs); the chat format's code extraction, pass@k, and a
 //! chat-format run on the real SmolLM2 GGUF.
 
 use billion_llm::eval::bench::{humaneval_format, run_humaneval, BenchSettings, HumanEvalSetup};
