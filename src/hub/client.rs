@@ -39,9 +39,17 @@ const ATTEMPTS: usize = 3;
 
 impl HubClient {
     /// Settings from the environment: `HF_ENDPOINT`, `HF_TOKEN` (or the token file in
-    /// `$HF_HOME`), `HF_HUB_CACHE` / `HF_HOME`, and `HF_HUB_OFFLINE=1`.
+    /// `$HF_HOME`), `HF_HUB_CACHE` / `HF_HOME`, and `HF_HUB_OFFLINE=1`, read once, here.
     pub fn from_env() -> Self {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// The settings [`from_env`](Self::from_env) reads, looked up with `var` instead of in the
+    /// process's environment. A test or a program that embeds the client passes its settings
+    /// here: changing the environment of a running process races with every thread that reads
+    /// it (which is why `std::env::set_var` is `unsafe` in Rust 2024).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |k: &str| var(k).filter(|v| !v.is_empty());
         let hf_home = var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
             crate::hub::assets::home_dir()
                 .join(".cache")

@@ -1,5 +1,6 @@
-"""Writes the small Parquet files that tests/hub.rs serves as the hub datasets cais/mmlu and
-openai/openai_humaneval, in their column layout, with pyarrow (which wrote the hub's own files).
+"""Writes the small Parquet files that tests/integration/hub.rs serves as the hub datasets
+cais/mmlu and openai/openai_humaneval, in their column layout, with pyarrow (which wrote the
+hub's own files).
 
     pip install pyarrow && python3 tests/data/make_parquet_fixtures.py
 

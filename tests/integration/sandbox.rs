@@ -241,7 +241,7 @@ fn as_ordinary_user(humaneval: Option<&Path>) {
     command
         .args([
             "--exact",
-            "hostile_programs_are_contained",
+            "sandbox::hostile_programs_are_contained",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -11,8 +11,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use std::path::Path;
 
-mod common;
-use common::{llama_cpp_available, llama_cpp_logits};
+use crate::common::{llama_cpp_available, llama_cpp_logits};
 
 fn greedy(max_new_tokens: usize) -> GenerateOptions {
     GenerateOptions {

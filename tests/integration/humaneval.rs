@@ -1,5 +1,5 @@
 //! HumanEval's tests, run in the sandbox: the canonical solutions pass and wrong ones fail
-//! (hostile programs: tests/sandbox.rs); the chat format's code extraction, pass@k, and a
+//! (hostile programs: sandbox.rs); the chat format's code extraction, pass@k, and a
 //! chat-format run on the real SmolLM2 GGUF.
 
 use billion_llm::eval::bench::{humaneval_format, run_humaneval, BenchSettings, HumanEvalSetup};
@@ -154,7 +154,6 @@ fn sampling_settings_that_cannot_estimate_pass_at_k_are_refused() {
 /// run completes and records the chat format, the response prefix and each sample's code.
 #[test]
 fn a_chat_format_run_on_the_real_smollm2() {
-    std::env::set_var("RAYON_NUM_THREADS", "2");
     let gguf = asset(SMOLLM2_GGUF).unwrap();
     let mut model = load(gguf.to_str().unwrap(), &LoadOptions::default()).unwrap();
     let settings = BenchSettings {
@@ -176,7 +175,15 @@ fn a_chat_format_run_on_the_real_smollm2() {
     };
     let setup = HumanEvalSetup::new(&settings).unwrap();
     let start = std::time::Instant::now();
-    let result = run_humaneval(&mut model, &setup, &settings).unwrap();
+    // Two threads, as `bench --threads 2` gives it, on a pool of this test's own: setting
+    // RAYON_NUM_THREADS here would race with the other tests of this process reading it.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let result = pool
+        .install(|| run_humaneval(&mut model, &setup, &settings))
+        .unwrap();
     eprintln!(
         "two chat-format problems in {:.1} s",
         start.elapsed().as_secs_f64()

@@ -425,12 +425,15 @@ fn hf_endpoint_is_honoured_and_free_space_is_checked() {
     let hub = FakeHub::start();
     hub.add("org/model", "config.json", b"{}", false);
     let cache = tempfile::tempdir().unwrap();
-    // The only test that sets HF_ENDPOINT, so no other test races on it.
-    std::env::set_var("HF_ENDPOINT", &hub.addr);
-    let client = HubClient::from_env()
-        .with_cache_dir(cache.path().to_path_buf())
-        .progress(false);
-    std::env::remove_var("HF_ENDPOINT");
+    // The variables a user would set, passed to the client rather than set in this process,
+    // whose other tests read the environment at the same time.
+    let vars = HashMap::from([
+        ("HF_ENDPOINT", hub.addr.clone()),
+        ("HF_HOME", cache.path().display().to_string()),
+        ("HF_HUB_CACHE", cache.path().display().to_string()),
+    ]);
+    let client = HubClient::from_vars(|name| vars.get(name).cloned()).progress(false);
+    assert_eq!(client.cache_dir(), cache.path());
     assert!(client.model("org/model").get("config.json").is_ok());
 
     assert!(available_space(cache.path()).unwrap() > 0);

@@ -1,6 +1,15 @@
-//! Helpers shared by the test files that compare against llama.cpp (through llama-cpp-python).
+//! Helpers shared by the test modules: the reference checkpoints, and llama.cpp (through
+//! llama-cpp-python) to compare against.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The folder of one reference checkpoint (`llama`, `llama3`, `stablelm`, `gpt_neox`), made by
+/// transformers and peft: see tests/fixtures/reference/README.md.
+pub fn reference_dir(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reference")
+        .join(case)
+}
 
 /// Whether llama-cpp-python can be imported. Under CI it must be: `.ci/run` installs it.
 pub fn llama_cpp_available() -> bool {

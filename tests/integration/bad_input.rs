@@ -19,9 +19,7 @@ fn billion_llm(args: &[&str]) -> (bool, String, String) {
 }
 
 fn reference(case: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference")
-        .join(case)
+    crate::common::reference_dir(case)
 }
 
 /// A copy of a reference model folder, to damage.

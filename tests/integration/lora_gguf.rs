@@ -21,8 +21,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::path::Path;
 
-mod common;
-use common::{llama_cpp_available, llama_cpp_logits};
+use crate::common::{llama_cpp_available, llama_cpp_logits};
 
 /// Writes the GGUF as a Hugging Face folder: every tensor dequantized to f32 under its Hugging
 /// Face name, q/k rows put back into Hugging Face order, and a `config.json` from the metadata.

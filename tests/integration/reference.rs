@@ -1,6 +1,6 @@
 //! The four architectures against the Hugging Face transformers / peft reference checkpoints in
-//! `../shared/reference` (see its README): logits of every position, greedy continuations and
-//! LoRA logits.
+//! `tests/fixtures/reference` (see its README): logits of every position, greedy continuations
+//! and LoRA logits.
 
 use billion_llm::model::config::TransformerConfig;
 use billion_llm::model::generation::{generate, GenerateOptions, SamplingParams};
@@ -25,9 +25,7 @@ struct Reference {
 const CASES: [&str; 4] = ["llama", "llama3", "stablelm", "gpt_neox"];
 
 fn case_dir(case: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference")
-        .join(case)
+    crate::common::reference_dir(case)
 }
 
 fn load(case: &str) -> (Transformer, Reference) {

@@ -28,9 +28,7 @@ const SCHEDULES: [KSchedule; 5] = [
 ];
 
 fn case_dir(case: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference")
-        .join(case)
+    crate::common::reference_dir(case)
 }
 
 /// A reference checkpoint; with `lora`, its peft adapter applied (a draft that disagrees

@@ -15,9 +15,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 fn reference(case: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference")
-        .join(case)
+    crate::common::reference_dir(case)
 }
 
 fn tiny(case: &str) -> Transformer {
