@@ -2,10 +2,12 @@
 //! verification and gated-model tokens, into the standard cache that Python's
 //! `huggingface_hub` uses too (so models downloaded by either are shared).
 //!
-//! Why not the `hf-hub` crate: version 1.0 has no progress reporting, no resumption of an
-//! interrupted download and no checksum verification, the three things a learner on a slow
-//! connection needs most. The hub's protocol for plain downloads is small (a `HEAD` and a `GET`
-//! on `/{repo}/resolve/{revision}/{file}`), so we speak it directly with `ureq`.
+//! Why our own rather than the `hf-hub` crate (which reports progress too and shares the same
+//! cache): the workbook wants, in one file a learner can read, a download that resumes
+//! where an interrupted one stopped, checks each file's SHA-256 against the hub's ETag before it
+//! is named complete, and is tested against a local server. The hub's protocol for plain
+//! downloads is small (a `HEAD` and a `GET` on `/{repo}/resolve/{revision}/{file}`), so we speak
+//! it directly with `ureq`.
 //!
 //! Cache layout (`$HF_HUB_CACHE`, default `~/.cache/huggingface/hub`):
 //! ```text

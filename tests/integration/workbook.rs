@@ -77,3 +77,37 @@ fn next_token_tables_round_trip_through_results() {
         }
     }
 }
+
+#[test]
+fn one_block_step_by_step_equals_the_models_block() {
+    let model = load(
+        asset(SMOLLM2_GGUF).unwrap().to_str().unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let tour = billion_llm::workbook::block_tour::tour_block(&model, "The capital of France is", 0)
+        .unwrap();
+    let shape = |step: &str| {
+        tour.steps
+            .iter()
+            .find(|s| s.step == step)
+            .unwrap_or_else(|| panic!("no step {step}"))
+            .shape
+            .clone()
+    };
+    let seq = tour.tokens.len();
+    // SmolLM2-135M: hidden 576, 9 query heads sharing 3 key/value heads of 64, MLP 1536.
+    assert_eq!(shape("embed"), [1, seq, 576]);
+    assert_eq!(shape("split heads"), [1, 9, seq, 64]);
+    assert_eq!(shape("k = x Wk, v = x Wv"), [1, seq, 3 * 64]);
+    assert_eq!(shape("scores = q kᵀ / √d"), [1, 9, seq, seq]);
+    assert_eq!(shape("silu(gate) ⊙ up"), [1, seq, 1536]);
+    assert_eq!(shape("y = h + mlp"), [1, seq, 576]);
+    assert!(tour.max_diff < 1e-3, "{}", tour.max_diff);
+    let table = tour.table().unwrap();
+    assert_eq!(table.rows().len(), tour.steps.len());
+    // Block 3's tour runs blocks 0..3 whole first.
+    let later = billion_llm::workbook::block_tour::tour_block(&model, "Hi", 3).unwrap();
+    assert!(later.steps.iter().any(|s| s.step == "blocks 0..layer"));
+    assert!(billion_llm::workbook::block_tour::tour_block(&model, "Hi", 99).is_err());
+}
