@@ -521,14 +521,9 @@ pub fn available_space(dir: &Path) -> Result<u64> {
     }
     #[cfg(unix)]
     {
-        use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(probe.as_os_str().as_bytes())?;
-        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: `c` is a valid NUL-terminated path and `stat` a properly sized out-parameter.
-        if unsafe { libc::statvfs(c.as_ptr(), &mut stat) } != 0 {
-            bail!("cannot query free space of {}", probe.display());
-        }
-        Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+        let stat = rustix::fs::statvfs(&probe)
+            .with_context(|| format!("cannot query free space of {}", probe.display()))?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
     #[cfg(not(unix))]
     {
