@@ -271,7 +271,6 @@ impl Sandbox {
         let mut child = command
             .spawn()
             .context("cannot start python3 in the sandbox")?;
-        let pid = child.id() as libc::pid_t;
         if let Some(mut stdin) = child.stdin.take() {
             // A program that exits early closes its stdin: not our error.
             let _ = stdin.write_all(source.as_bytes());
@@ -282,22 +281,13 @@ impl Sandbox {
             let _ = (&mut stderr).take(64 << 10).read_to_end(&mut buf);
             buf
         });
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break Some(status);
-            }
-            if start.elapsed() >= self.timeout {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
         // Whatever happened, nothing the program started survives it: the process group,
         // and (namespaces) the PID namespace, whose init dies with our child.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-            libc::kill(pid, libc::SIGKILL);
-        }
-        let _ = child.wait();
+        let status = wait_then_kill(&mut child, start + self.timeout, &mut |target| {
+            // SAFETY: kill(2) only sends a signal; `target` is our child's pid or its group,
+            // which `wait_then_kill` passes only while the child is not yet reaped.
+            unsafe { libc::kill(target, libc::SIGKILL) };
+        })?;
         let seconds = start.elapsed().as_secs_f64();
         let err = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
         let outcome = match status {
@@ -597,6 +587,54 @@ impl Confinement {
     // ANCHOR_END: confine
 }
 
+/// Waits until `child` exits or `deadline` passes, then kills its process group and the child
+/// itself (through `kill`, given `-pid` and `pid`), then reaps it. Returns the exit status, or
+/// `None` when the deadline passed first.
+///
+/// The kill comes before the reaping. Until a child is reaped its pid stays its own (an exited
+/// child is a zombie that holds it), so the signal reaches the child and its group and nobody
+/// else; once reaped, the system may give the pid to any new process, which a kill would then
+/// hit. So the loop only asks whether the child has exited, leaving it unreaped, and
+/// `Child::wait` reaps it after the kill.
+fn wait_then_kill(
+    child: &mut std::process::Child,
+    deadline: Instant,
+    kill: &mut dyn FnMut(libc::pid_t),
+) -> Result<Option<std::process::ExitStatus>> {
+    let pid = child.id() as libc::pid_t;
+    let exited = loop {
+        if has_exited(pid)? {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    kill(-pid);
+    kill(pid);
+    let status = child.wait()?;
+    Ok(exited.then_some(status))
+}
+
+/// Whether our child `pid` has exited, without reaping it (`WNOWAIT`): it stays a zombie, its
+/// pid still its own, until `wait`.
+fn has_exited(pid: libc::pid_t) -> std::io::Result<bool> {
+    // SAFETY: waitid writes only into `info`, a zeroed siginfo_t that outlives the call; with
+    // WNOHANG it does not block, and with WNOWAIT it leaves the child as it is.
+    let info = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        if libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        info
+    };
+    // SAFETY: waitid filled `info` (or left it zeroed); si_pid reads its pid field.
+    // With WNOHANG a child that has not exited leaves it zero.
+    Ok(unsafe { info.si_pid() } != 0)
+}
+
 /// A tmpfs mounted on `dir`; false (with errno set) when it could not be.
 #[cfg(target_os = "linux")]
 unsafe fn mount_tmpfs(
@@ -720,6 +758,7 @@ pub fn executions_table(runs: &[(&str, &Execution)]) -> Result<crate::report::Ta
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     #[test]
     fn isolation_lists_what_did_not_hold() {
@@ -746,6 +785,55 @@ mod tests {
                 .unwrap();
         assert_eq!(old.mechanism, Mechanism::Unrecorded);
         assert!(!old.is_full());
+    }
+
+    /// Whether `pid` is a child of ours not yet reaped (running, or exited and a zombie): only
+    /// then is its pid still its own, and a signal to it or its group cannot reach a process
+    /// that was given the pid after it.
+    fn unreaped_child(pid: libc::pid_t) -> bool {
+        // Once reaped, the pid is no child of ours: waitid fails with ECHILD.
+        has_exited(pid).is_ok()
+    }
+
+    /// A program that exits by itself before the deadline: the kill that follows must reach
+    /// its pid while the pid is still its own. Once reaped, the pid is free for the system to
+    /// give to any new process, which the kill would then hit.
+    #[test]
+    fn a_child_that_exits_is_signalled_only_before_it_is_reaped() {
+        let mut child = Command::new("sh")
+            .args(["-c", "exit 3"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as libc::pid_t;
+        let mut signalled = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = wait_then_kill(&mut child, deadline, &mut |target| {
+            signalled.push((target, unreaped_child(pid)));
+        })
+        .unwrap();
+        assert_eq!(status.and_then(|s| s.code()), Some(3));
+        assert_eq!(signalled, [(-pid, true), (pid, true)]);
+        assert!(!unreaped_child(pid), "the child is reaped in the end");
+    }
+
+    /// A program still running at the deadline is killed and reaped.
+    #[test]
+    fn a_child_past_its_deadline_is_killed_and_reaped() {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let status = wait_then_kill(&mut child, start + Duration::from_millis(200), &mut |t| {
+            // SAFETY: kill(2) only sends a signal, here to our unreaped child and its group.
+            unsafe { libc::kill(t, libc::SIGKILL) };
+        })
+        .unwrap();
+        assert!(status.is_none(), "{status:?}");
+        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(!unreaped_child(child.id() as libc::pid_t));
     }
 
     #[test]
