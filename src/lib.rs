@@ -16,6 +16,8 @@
 //!
 //! See `docs/architecture.md` for the module map.
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 pub mod chat;
 pub mod eval;
 pub mod finetune;

@@ -46,12 +46,6 @@ pub fn utc_timestamp() -> String {
     )
 }
 
-/// The instruction set our kernels run with in this process, to name next to a speed figure
-/// ([`crate::kernels::isa::instruction_set`]).
-pub fn instruction_set() -> &'static str {
-    crate::kernels::isa::instruction_set()
-}
-
 /// The machine a result was measured on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hardware {
@@ -108,7 +102,7 @@ pub struct RunHeader<H = Hardware> {
     /// [`git_commit`]: what the numbers were produced with.
     pub git_commit: Option<String>,
     pub hardware: H,
-    /// [`instruction_set`] (empty in bench files written before it was recorded).
+    /// [`crate::kernels::isa::instruction_set`] (empty in bench files written before it was recorded).
     #[serde(default)]
     pub instruction_set: String,
 }
@@ -127,7 +121,7 @@ impl<H> RunHeader<H> {
             timestamp: utc_timestamp(),
             git_commit: git_commit(),
             hardware,
-            instruction_set: instruction_set().to_string(),
+            instruction_set: crate::kernels::isa::instruction_set().to_string(),
         }
     }
 

@@ -50,9 +50,14 @@ pub fn parse_quantization(name: &str) -> Result<GgmlDType> {
         "q8_0" => GgmlDType::Q8_0,
         "q4_0" => GgmlDType::Q4_0,
         "q4_1" => GgmlDType::Q4_1,
+        "q5_0" => GgmlDType::Q5_0,
+        "q5_1" => GgmlDType::Q5_1,
         "q4k" | "q4_k" => GgmlDType::Q4K,
+        "q5k" | "q5_k" => GgmlDType::Q5K,
         "q6k" | "q6_k" => GgmlDType::Q6K,
-        other => bail!("unknown quantization {other:?}: use q8_0, q4_0, q4_1, q4k or q6k"),
+        other => bail!(
+            "unknown quantization {other:?}: use q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k or q6_k"
+        ),
     })
 }
 

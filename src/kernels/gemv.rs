@@ -52,14 +52,7 @@ mod tests {
             let x = Tensor::randn(0f32, 1.0, (1, 1, cols), &Device::Cpu).unwrap();
             let ours = forward(&w, &x).unwrap();
             let exact = x.broadcast_matmul(&w.t().unwrap()).unwrap();
-            let diff: f32 = (ours - exact)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = super::super::simd::max_abs_diff(&ours, &exact);
             assert!(diff < 1e-3, "{rows}x{cols}: {diff}");
         }
     }

@@ -6,8 +6,11 @@
 //! - [`gemv`]: f32 matrix × vector (a decode step of an f32 model)
 //! - [`q8`]: activations quantized to int8 blocks, the input side of [`packed`]
 //! - [`tiles`]: the quantized matmul's micro-kernels, one per instruction set
-//! - [`packed`]: [`packed::PackedMatrix`], GGUF `q4_0`/`q4_1`/`q8_0` weights repacked for
-//!   [`tiles`], and the matmul that hands them work
+//! - [`k_tiles`]: the micro-kernels of GGML's K formats (`q4_K`, `q5_K`, `q6_K`), against `q8_K`
+//!   activations
+//! - [`packed`]: [`packed::PackedMatrix`], GGUF `q4_0`/`q4_1`/`q5_0`/`q5_1`/`q8_0` and
+//!   `q4_K`/`q5_K`/`q6_K` weights
+//!   repacked for [`tiles`] and [`k_tiles`], and the matmul that hands them work
 //! - [`attention`]: decode and prompt attention over an f32 or f16 KV cache
 //! - [`swiglu`]: the feed-forward block's fused `silu(gate) ⊙ up`
 //! - [`frozen_matmul`]: `x Wᵀ` whose backward skips the frozen weight's gradient (training)
@@ -15,13 +18,14 @@
 //!
 //! The part uses nothing else of the crate (only candle, half and rayon), so `model` reads as
 //! plain tensor code that calls into it. Within the folder the files form no circle: `isa`
-//! and `simd` are used by the others, `q8` and `tiles` by `packed`. Every public function
+//! and `simd` are used by the others, `q8`, `tiles` and `k_tiles` by `packed`. Every public function
 //! checks the CPU itself; the `unsafe` SIMD functions are private to the folder.
 
 pub mod attention;
 pub mod frozen_matmul;
 pub mod gemv;
 pub mod isa;
+mod k_tiles;
 pub mod packed;
 mod q8;
 pub mod simd;

@@ -63,18 +63,16 @@ fn quantize_block(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
         // SAFETY: the CPU has AVX2 and FMA; both slices hold a whole block.
         return unsafe { quantize_block_avx2(src, dst) };
     }
-    {
-        let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut s = 0i32;
-        for (q, v) in dst.iter_mut().zip(src) {
-            let v = (v * inv).round() as i32;
-            *q = v as i8;
-            s += v;
-        }
-        (d, s)
+    let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut s = 0i32;
+    for (q, v) in dst.iter_mut().zip(src) {
+        let v = (v * inv).round() as i32;
+        *q = v as i8;
+        s += v;
     }
+    (d, s)
 }
 
 /// [`quantize_block`] with AVX2: it runs once per matmul for every activation block, where a
@@ -129,6 +127,69 @@ unsafe fn quantize_block_avx2(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
     }
 }
 
+/// Values per super-block of the K formats (GGML's `QK_K`), on both sides of their matmul.
+pub(super) const SUPER: usize = 256;
+
+/// Activations quantized as GGML's `q8_K`, the partner of its K formats: one f32 scale per 256
+/// values and the sums of each 16, one row per token. Within every 32 values the bytes are in
+/// the order the K kernels read them ([`k_slot`]).
+pub(super) struct Q8KRows {
+    pub qs: Vec<i8>,
+    pub scales: Vec<f32>,
+    /// Per super-block, the sums of its 16 groups of 16 values ...
+    pub sums16: Vec<i16>,
+    /// ... and of its 8 groups of 32.
+    pub sums32: Vec<i16>,
+}
+
+/// Where the K kernels keep value `v` (0..32) of a 32-value group: slot `8j + e` of the four
+/// 8-byte lanes `j`, values 0..16 in bytes `e < 4` and 16..32 in bytes `e ≥ 4`. A 4-byte
+/// product sum then never mixes the two halves, which have their own scales in `q6_K`.
+pub(super) fn k_slot(v: usize) -> usize {
+    let (half, i) = (v / 16, v % 16);
+    8 * (i / 4) + 4 * half + i % 4
+}
+
+/// `rows` rows of `cols` values (a multiple of [`SUPER`]) → `q8_K` blocks, rounded as GGML's
+/// reference does (`-127 / max` with max the value of largest magnitude, ties to even).
+pub(super) fn quantize_rows_k(x: &[f32], (rows, cols): (usize, usize)) -> Q8KRows {
+    let blocks = rows * cols / SUPER;
+    let mut out = Q8KRows {
+        qs: vec![0; rows * cols],
+        scales: vec![0.0; blocks],
+        sums16: vec![0; 16 * blocks],
+        sums32: vec![0; 8 * blocks],
+    };
+    let slots: [usize; 32] = std::array::from_fn(k_slot);
+    for (b, src) in x[..rows * cols].chunks_exact(SUPER).enumerate() {
+        let max = src
+            .iter()
+            .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        if max == 0.0 {
+            continue;
+        }
+        let iscale = -127.0 / max;
+        let mut q = [0i8; SUPER];
+        for (q, &v) in q.iter_mut().zip(src) {
+            *q = (iscale * v).round_ties_even().min(127.0) as i8;
+        }
+        out.scales[b] = 1.0 / iscale;
+        for (g, group) in q.chunks_exact(16).enumerate() {
+            out.sums16[16 * b + g] = group.iter().map(|&v| v as i16).sum();
+        }
+        for g in 0..8 {
+            out.sums32[8 * b + g] = out.sums16[16 * b + 2 * g] + out.sums16[16 * b + 2 * g + 1];
+        }
+        let dst = &mut out.qs[b * SUPER..][..SUPER];
+        for (group, src) in dst.chunks_exact_mut(32).zip(q.chunks_exact(32)) {
+            for (v, &value) in src.iter().enumerate() {
+                group[slots[v]] = value;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +215,34 @@ mod tests {
             assert_eq!(sum, expected.iter().map(|&q| q as i32).sum::<i32>());
         }
         assert_eq!(quantize_block(&x, &mut [0i8; BLOCK]).0, 1.0);
+    }
+
+    #[test]
+    fn k_slots_keep_each_half_in_its_own_four_bytes() {
+        let mut seen = [false; 32];
+        for v in 0..32 {
+            let slot = k_slot(v);
+            assert!(!seen[slot]);
+            seen[slot] = true;
+            assert_eq!(slot % 8 / 4, v / 16, "value {v} in slot {slot}");
+        }
+    }
+
+    #[test]
+    fn q8_k_rows_scale_back_to_the_activations() {
+        let x: Vec<f32> = (0..2 * SUPER)
+            .map(|i| (i as f32 * 0.37).sin() * 3.0)
+            .collect();
+        let q = quantize_rows_k(&x, (1, 2 * SUPER));
+        for b in 0..2 {
+            for v in 0..SUPER {
+                let got = q.scales[b] * q.qs[b * SUPER + v / 32 * 32 + k_slot(v % 32)] as f32;
+                assert!((got - x[b * SUPER + v]).abs() <= q.scales[b].abs() / 2.0 + 1e-6);
+            }
+            let total: i32 = q.qs[b * SUPER..][..SUPER].iter().map(|&v| v as i32).sum();
+            let sum16: i32 = q.sums16[16 * b..][..16].iter().map(|&v| v as i32).sum();
+            let sum32: i32 = q.sums32[8 * b..][..8].iter().map(|&v| v as i32).sum();
+            assert_eq!((total, total), (sum16, sum32));
+        }
     }
 }

@@ -132,6 +132,15 @@ pub(crate) unsafe fn dot_avx2<E: Widen>(a: &[f32], b: &[E]) -> f32 {
     }
 }
 
+/// The largest absolute difference between two tensors of one shape: how the kernels' tests
+/// measure a result against the plain tensor computation.
+#[cfg(test)]
+pub(super) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar())
+        .expect("two tensors of one shape")
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(target_arch = "x86_64")]

@@ -20,6 +20,8 @@ pub(super) struct TileWeights<'a> {
     pub blocks: usize,
     pub scales: &'a [f16],
     pub qs: &'a [u8],
+    /// q5's fifth bits, 32 bytes per block (empty for other formats).
+    pub qh: &'a [u8],
 }
 
 /// A tile's results: `[token][row]`.
@@ -99,12 +101,32 @@ pub(super) unsafe fn tile_vnni<const SHIFTED: bool, const T: usize>(
                 let p = w.qs.as_ptr().add(at * 128);
                 let p0 = _mm512_loadu_si512(p as *const __m512i);
                 let p1 = _mm512_loadu_si512(p.add(64) as *const __m512i);
-                [
+                let mut wq = [
                     _mm512_and_si512(p0, low),
                     _mm512_and_si512(_mm512_srli_epi16(p0, 4), low),
                     _mm512_and_si512(p1, low),
                     _mm512_and_si512(_mm512_srli_epi16(p1, 4), low),
-                ]
+                ];
+                if !w.qh.is_empty() {
+                    // Lanes 0..32 keep their fifth bits in the low nibbles of the 32 bytes,
+                    // lanes 32..64 in the high ones: shifted down, they are low nibbles too.
+                    let h = _mm256_loadu_si256(w.qh.as_ptr().add(at * 32) as *const __m256i);
+                    let h = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(h),
+                        _mm256_srli_epi16::<4>(h),
+                    );
+                    let bit = _mm512_set1_epi8(0x10);
+                    let top = [
+                        _mm512_slli_epi16::<4>(h),
+                        _mm512_slli_epi16::<3>(h),
+                        _mm512_slli_epi16::<2>(h),
+                        _mm512_slli_epi16::<1>(h),
+                    ];
+                    for (wq, top) in wq.iter_mut().zip(top) {
+                        *wq = _mm512_or_si512(*wq, _mm512_and_si512(top, bit));
+                    }
+                }
+                wq
             };
             for (t, acc) in acc.iter_mut().enumerate() {
                 let xb = (i + t) * n + b;
@@ -167,12 +189,32 @@ pub(super) unsafe fn tile_avx2<const SHIFTED: bool, const T: usize>(
                     let p = w.qs.as_ptr().add(at * 128 + 32 * h);
                     let p0 = _mm256_loadu_si256(p as *const __m256i);
                     let p1 = _mm256_loadu_si256(p.add(64) as *const __m256i);
-                    [
+                    let mut wq = [
                         _mm256_and_si256(p0, low),
                         _mm256_and_si256(_mm256_srli_epi16(p0, 4), low),
                         _mm256_and_si256(p1, low),
                         _mm256_and_si256(_mm256_srli_epi16(p1, 4), low),
-                    ]
+                    ];
+                    if !w.qh.is_empty() {
+                        // This half's lanes keep their fifth bits in nibble h of the 32 bytes.
+                        let hb = _mm256_loadu_si256(w.qh.as_ptr().add(at * 32) as *const __m256i);
+                        let hb = if h == 0 {
+                            hb
+                        } else {
+                            _mm256_srli_epi16::<4>(hb)
+                        };
+                        let bit = _mm256_set1_epi8(0x10);
+                        let top = [
+                            _mm256_slli_epi16::<4>(hb),
+                            _mm256_slli_epi16::<3>(hb),
+                            _mm256_slli_epi16::<2>(hb),
+                            _mm256_slli_epi16::<1>(hb),
+                        ];
+                        for (wq, top) in wq.iter_mut().zip(top) {
+                            *wq = _mm256_or_si256(*wq, _mm256_and_si256(top, bit));
+                        }
+                    }
+                    wq
                 };
                 for (t, acc) in acc.iter_mut().enumerate() {
                     let xb = (i + t) * n + b;
@@ -190,8 +232,8 @@ pub(super) unsafe fn tile_avx2<const SHIFTED: bool, const T: usize>(
                         }
                         dot
                     } else {
-                        // Nibbles (0..15) times int8: the four products' int16 pairs sum to at
-                        // most 4·2·15·127, so they add up in int16 before one widening.
+                        // Nibbles or q5 (0..31) times int8: the four products' int16 pairs sum
+                        // to at most 4·2·31·127, so they add up in int16 before one widening.
                         let p01 = _mm256_add_epi16(
                             _mm256_maddubs_epi16(wq[0], x[0]),
                             _mm256_maddubs_epi16(wq[1], x[1]),

@@ -58,13 +58,38 @@ impl Builder<'_> {
         self.device.is_cpu() && isa::simd() && PackedMatrix::handles(dtype)
     }
 
-    /// A quantized matrix for the CPU kernel, made by the source a slice at a time, when the
-    /// format quantizes at load time and the source can.
+    /// The format a matrix with rows of `cols` values is quantized to at load time: the one
+    /// asked for, or, where a K format's super-blocks of 256 do not divide the rows, the format
+    /// llama.cpp's quantizer falls back to (q4_K → q5_0, q5_K → q5_1, q6_K → q8_0), so
+    /// `--quantize q4_k` gives the mix of a llama.cpp file.
+    fn quantize_to(&self, cols: usize) -> Option<GgmlDType> {
+        let q = self.format.quantize?;
+        Some(match q {
+            _ if cols.is_multiple_of(q.block_size()) => q,
+            GgmlDType::Q4K => GgmlDType::Q5_0,
+            GgmlDType::Q5K => GgmlDType::Q5_1,
+            GgmlDType::Q6K => GgmlDType::Q8_0,
+            other => other,
+        })
+    }
+
+    /// A quantized matrix for the CPU kernel, read or made by the source a slice of rows at a
+    /// time: the stored blocks where the source keeps them in a format the kernel takes, else,
+    /// when the format quantizes at load time, quantized as it goes, where the source can.
     fn streamed_matrix(&mut self, name: &str, dims: [usize; 2]) -> Result<Option<Linear>> {
-        let Some(q) = self.format.quantize.filter(|&q| self.packed_kernel(q)) else {
-            return Ok(None);
+        let stored = if self.device.is_cpu() && isa::simd() {
+            self.src.stored_matrix(name, &dims)?
+        } else {
+            None
         };
-        Ok(self.src.quantized_matrix(name, &dims, q)?.map(|m| {
+        let matrix = match (stored, self.quantize_to(dims[1])) {
+            (Some(m), _) => Some(m),
+            (None, Some(q)) if self.packed_kernel(q) => {
+                self.src.quantized_matrix(name, &dims, q)?
+            }
+            (None, _) => None,
+        };
+        Ok(matrix.map(|m| {
             self.bytes += m.size_in_bytes();
             Linear::Packed {
                 weight: Arc::new(m),
@@ -94,7 +119,9 @@ impl Builder<'_> {
         let weight = self.src.get(name, &dims)?;
         let to_kernel = match &weight {
             Weight::Quantized(q) => self.packed_kernel(q.dtype()),
-            Weight::Dense(_) => self.format.quantize.is_some_and(|q| self.packed_kernel(q)),
+            Weight::Dense(_) => self
+                .quantize_to(dims[1])
+                .is_some_and(|q| self.packed_kernel(q)),
         };
         if to_kernel {
             if let Some((embed, head)) = shared(self.linear_weight(weight.clone())?) {
@@ -114,10 +141,13 @@ impl Builder<'_> {
     }
 
     fn linear_weight(&mut self, weight: Weight) -> Result<Linear> {
-        let quantized = match (weight, self.format.quantize) {
+        let cols = match &weight {
+            Weight::Dense(t) => t.dim(1)?,
+            Weight::Quantized(q) => q.shape().dims2()?.1,
+        };
+        let quantized = match (weight, self.quantize_to(cols)) {
             (Weight::Quantized(q), _) => q,
             (Weight::Dense(t), Some(q)) => {
-                let cols = t.dim(1)?;
                 if cols % q.block_size() != 0 {
                     bail!(
                         "cannot quantize to {q:?}: rows of {cols} values are not a multiple of its block size {}",

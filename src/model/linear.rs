@@ -52,6 +52,19 @@ impl Linear {
         })
     }
 
+    /// The GGML format of quantized weights that run on candle's per-block matmul because our
+    /// packed kernel lacks their format (or this CPU lacks AVX2): the slow path, which
+    /// `generate --json` and `bench-speed` report.
+    pub fn fallback_format(&self) -> Option<&'static str> {
+        match self {
+            Linear::Quantized {
+                weight: QMatMul::QTensor(q),
+                ..
+            } => Some(ggml_name(q.dtype())),
+            _ => None,
+        }
+    }
+
     /// Whether the weights are GGML blocks, whose matmuls round their input to int8.
     pub fn is_quantized(&self) -> bool {
         !matches!(self, Linear::Dense { .. })
@@ -212,5 +225,27 @@ impl LoraLinear {
             ys.push(layer.add_update(x, add_bias(y, bias)?)?);
         }
         Ok(ys.try_into().expect("N outputs"))
+    }
+}
+
+/// A GGML block format by the name llama.cpp gives it (`q4_K`, `q5_0`, ...).
+pub fn ggml_name(dtype: candle_core::quantized::GgmlDType) -> &'static str {
+    use candle_core::quantized::GgmlDType as G;
+    match dtype {
+        G::F32 => "f32",
+        G::F16 => "f16",
+        G::BF16 => "bf16",
+        G::Q4_0 => "q4_0",
+        G::Q4_1 => "q4_1",
+        G::Q5_0 => "q5_0",
+        G::Q5_1 => "q5_1",
+        G::Q8_0 => "q8_0",
+        G::Q8_1 => "q8_1",
+        G::Q2K => "q2_K",
+        G::Q3K => "q3_K",
+        G::Q4K => "q4_K",
+        G::Q5K => "q5_K",
+        G::Q6K => "q6_K",
+        G::Q8K => "q8_K",
     }
 }

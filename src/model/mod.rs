@@ -40,6 +40,7 @@ pub use linear::{Linear, Lora, LoraLinear};
 use mlp::FeedForward;
 use norm::NormLayer;
 use rope::Rotary;
+use std::collections::BTreeMap;
 use weights::{WeightNames, WeightSource};
 
 use builder::Builder;
@@ -112,6 +113,8 @@ pub struct Transformer {
     device: Device,
     dtype: DType,
     weight_bytes: usize,
+    /// Quantized matrices on candle's slower matmul, counted by format.
+    fallback: BTreeMap<&'static str, usize>,
     /// Use the composed ops that record gradients (LoRA training) instead of fused kernels.
     train: bool,
 }
@@ -196,7 +199,7 @@ impl Transformer {
             Some(head) => LoraLinear::new(head, names.lm_head.clone()),
             None => b.linear(&names.lm_head, c.vocab_size, h, false)?,
         };
-        Ok(Self {
+        let mut model = Self {
             config: c.clone(),
             embed,
             blocks,
@@ -207,8 +210,23 @@ impl Transformer {
             device: device.clone(),
             dtype: format.dtype,
             weight_bytes: b.bytes,
+            fallback: BTreeMap::new(),
             train: false,
-        })
+        };
+        let mut fallback = BTreeMap::new();
+        for linear in model.linears_mut() {
+            if let Some(format) = linear.base.fallback_format() {
+                *fallback.entry(format).or_default() += 1;
+            }
+        }
+        model.fallback = fallback;
+        Ok(model)
+    }
+
+    /// The quantized matrices that run on candle's per-block matmul (formats our packed kernel
+    /// lacks), by format: where a file's speed falls short, this says which tensors are why.
+    pub fn fallback_matrices(&self) -> &BTreeMap<&'static str, usize> {
+        &self.fallback
     }
 
     pub fn config(&self) -> &TransformerConfig {

@@ -14,6 +14,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
+use std::io::Seek;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -67,6 +68,12 @@ pub trait WeightSource {
         _dims: &[usize],
         _dtype: GgmlDType,
     ) -> Result<Option<PackedMatrix>> {
+        Ok(None)
+    }
+    /// `name` for the CPU kernel straight from its stored quantized blocks, read a slice of
+    /// rows at a time, where the source stores it in a format the kernel takes; `None` (the
+    /// default) otherwise.
+    fn stored_matrix(&mut self, _name: &str, _dims: &[usize]) -> Result<Option<PackedMatrix>> {
         Ok(None)
     }
 }
@@ -242,6 +249,29 @@ impl WeightSource for GgufWeights {
         let q = self.read(&gguf)?;
         check_dims(name, q.shape().dims(), dims, &self.describe())?;
         Ok(Weight::Quantized(Arc::new(q)))
+    }
+
+    fn stored_matrix(&mut self, name: &str, dims: &[usize]) -> Result<Option<PackedMatrix>> {
+        let Some(info) = Self::gguf_name(name).and_then(|n| self.content.tensor_infos.get(&n))
+        else {
+            return Ok(None);
+        };
+        if !PackedMatrix::handles(info.ggml_dtype) || !self.device.is_cpu() {
+            return Ok(None);
+        }
+        check_dims(name, info.shape.dims(), dims, &self.describe())?;
+        let start = self.content.tensor_data_offset + info.offset;
+        let (dtype, shape) = (info.ggml_dtype, info.shape.dims2()?);
+        self.file.seek(std::io::SeekFrom::Start(start))?;
+        let reader = &mut std::io::BufReader::new(&mut self.file);
+        PackedMatrix::read(dtype, shape, reader)
+            .map(Some)
+            .with_context(|| {
+                format!(
+                    "reading {name} from {} (truncated file? download it again)",
+                    self.path.display()
+                )
+            })
     }
 
     fn contains(&self, name: &str) -> bool {

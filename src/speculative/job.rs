@@ -8,9 +8,10 @@ use super::{
     Drafter, KSchedule, LayerSkip, PromptLookup, SameRun, SpeculativeDecoder,
 };
 use crate::eval::memory::peak_rss_bytes;
-use crate::eval::results::{instruction_set, write_json_atomic, RunHeader};
+use crate::eval::results::{write_json_atomic, RunHeader};
 use crate::hub::loader::{load, LoadOptions, LoadedModel};
 use crate::hub::zoo;
+use crate::kernels::isa::instruction_set;
 use crate::model::generation::SamplingParams;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::GgmlDType;

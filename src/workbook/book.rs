@@ -7,6 +7,7 @@ use super::sorted_files;
 use crate::report::{Chart, Table};
 use crate::workbook::anatomy;
 use crate::workbook::comparison;
+use crate::workbook::engines;
 use crate::workbook::finetuning;
 use crate::workbook::next_token::NextTokenTable;
 use crate::workbook::scale;
@@ -102,6 +103,18 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
              `billion-llm book-assets`.*\n",
         ));
     }
+    let speed_runs = engines::load_runs(results)?;
+    let engines_table = engines::latest_comparable(&speed_runs)
+        .map(engines::engines_table)
+        .transpose()?;
+    match &engines_table {
+        Some(t) => table("03-engines", t.clone())?,
+        None => placeholders.push((
+            "03-engines",
+            "*No `bench-speed` run with llama.cpp and the K-quant files in `results/` yet: run \
+             `bash scripts/bench-speed.sh`, then `billion-llm book-assets`.*\n",
+        )),
+    }
     match comparison::humaneval_table(&entries)? {
         Some(t) => table("03-humaneval", t)?,
         None => placeholders.push((
@@ -180,7 +193,8 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
-    std::fs::write(comparison_md, comparison::comparison_markdown(&entries)?)
+    let comparison = comparison::comparison_markdown(&entries, engines_table.as_ref())?;
+    std::fs::write(comparison_md, comparison)
         .with_context(|| format!("cannot write {}", comparison_md.display()))?;
     for (name, chart) in charts {
         let path = out.join(format!("{name}.svg"));

@@ -1,5 +1,5 @@
 //! What the notebooks show and the book includes, one module per Short: `scale` (Short 1),
-//! `anatomy`, `block_tour` and `next_token` (Short 2), `comparison` (Short 3, from `results/`), `finetuning`
+//! `anatomy`, `block_tour` and `next_token` (Short 2), `comparison` and `engines` (Short 3, from `results/`), `finetuning`
 //! (Short 5, from `results/`), `speculative` (Short 6, from `results/`), the published
 //! figures they are set beside, and `book`, which writes every generated file of the book.
 //!
@@ -9,6 +9,7 @@ pub mod anatomy;
 pub mod block_tour;
 pub mod book;
 pub mod comparison;
+pub mod engines;
 pub mod finetuning;
 pub mod next_token;
 pub mod published;

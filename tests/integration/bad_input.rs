@@ -136,6 +136,18 @@ fn truncated_safetensors() {
 }
 
 #[test]
+fn truncated_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.gguf");
+    let bytes = std::fs::read(smollm2()).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    expect_error(
+        &["generate", "--model", path.to_str().unwrap(), "--ids", "1"],
+        &["cut.gguf", "truncated", "download it again"],
+    );
+}
+
+#[test]
 fn gguf_of_an_unsupported_architecture() {
     use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
     let dir = tempfile::tempdir().unwrap();

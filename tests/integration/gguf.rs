@@ -2,7 +2,7 @@
 //! `scripts/fetch-assets.sh`) through our `Transformer`, checked against candle-transformers'
 //! own `quantized_llama` and against llama.cpp (llama-cpp-python) on the same file.
 
-use billion_llm::eval::speed::{prompt_ids, LlamaCppPeer, SpeedSettings};
+use billion_llm::eval::speed::{llama_cpp_quantize, prompt_ids, LlamaCppPeer};
 use billion_llm::hub::assets::{asset, SMOLLM2_GGUF};
 use billion_llm::hub::chat_template::Message;
 use billion_llm::hub::loader::{load, LoadOptions};
@@ -116,22 +116,88 @@ fn greedy_continuation_agrees_with_llama_cpp() {
     assert_it_would_pick_ours("llama.cpp", &rows, &mine);
 }
 
+/// The file a learner downloads, `Q4_K_M` (here made from the shipped file by llama.cpp's own
+/// quantizer: `q4_K` and `q6_K` where rows are multiples of 256, `q5_0`/`q8_0` elsewhere),
+/// through our kernels and through llama.cpp: at every position of a prompt and our greedy
+/// continuation, the same most likely token but at near ties, and logits within rounding.
+#[test]
+fn a_q4_k_m_file_gives_llama_cpp_s_logits_at_every_position() {
+    if !llama_cpp_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("smollm2-Q4_K_M.gguf");
+    llama_cpp_quantize(&asset(SMOLLM2_GGUF).unwrap(), "Q4_K_M", &path).unwrap();
+    let mut ours = load(path.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let prompt = ours
+        .tokenizer()
+        .unwrap()
+        .encode("The three primary colors are", true)
+        .unwrap();
+    let mine = generate(&mut ours.model, &prompt, &greedy(24), |_| Ok(())).unwrap();
+    let ids: Vec<u32> = prompt.iter().chain(&mine.tokens).copied().collect();
+    ours.model.reset_cache();
+    let x = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let our_rows: Vec<Vec<f32>> = ours
+        .model
+        .forward(&x)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    let logits = llama_cpp_logits(&path, None, &ids);
+    let vocab = logits.len() / ids.len();
+    let rows: Vec<Vec<f32>> = logits.chunks_exact(vocab).map(|r| r.to_vec()).collect();
+    let argmax = |r: &[f32]| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();
+    let (mut same_top, mut squares) = (0, 0f64);
+    for (p, (a, b)) in our_rows.iter().zip(&rows).enumerate() {
+        let (ta, tb) = (argmax(a), argmax(b));
+        if ta == tb {
+            same_top += 1;
+        } else {
+            assert!(
+                b[tb] - b[ta] < ROUNDING_NOISE,
+                "position {p}: llama.cpp's {tb} is {} above our {ta}",
+                b[tb] - b[ta]
+            );
+        }
+        squares += a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum::<f64>();
+    }
+    let rms = (squares / (ids.len() * vocab) as f64).sqrt();
+    eprintln!(
+        "Q4_K_M: same top token at {same_top} of {} positions, RMS {rms:.3}",
+        ids.len()
+    );
+    assert!(
+        same_top * 10 >= ids.len() * 9,
+        "top-1 agreement {same_top}/{}",
+        ids.len()
+    );
+    assert!(rms < 0.5, "RMS {rms}");
+    let llama_rows = &rows[prompt.len() - 1..ids.len() - 1];
+    assert_it_would_pick_ours("llama.cpp on Q4_K_M", llama_rows, &mine.tokens);
+}
+
 #[test]
 fn the_llama_cpp_peer_times_a_run_each_time_it_is_asked() {
     if !llama_cpp_available() {
         return;
     }
-    let settings = SpeedSettings {
-        new_tokens: 4,
-        ..Default::default()
-    };
     let gguf = asset(SMOLLM2_GGUF).unwrap();
-    let mut peer = LlamaCppPeer::start(&gguf, &prompt_ids(8, 49152), &settings).unwrap();
+    let mut peer = LlamaCppPeer::start(&gguf, &prompt_ids(8, 49152), 2, 4).unwrap();
     for _ in 0..2 {
         let (prefill, decode) = peer.run().unwrap();
         assert!(prefill > 0.0 && decode > 0.0, "{prefill} {decode}");
     }
-    let missing = LlamaCppPeer::start(Path::new("/nonexistent.gguf"), &[1], &settings);
+    let missing = LlamaCppPeer::start(Path::new("/nonexistent.gguf"), &[1], 2, 4);
     assert!(missing.is_err());
 }
 

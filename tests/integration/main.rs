@@ -9,6 +9,8 @@
 //! of your own). A test that needs another environment runs a program, or this binary, as a
 //! child process with it.
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 mod common;
 
 mod bad_input;

@@ -332,3 +332,39 @@ fn lora_gradients_match_peft() {
         }
     }
 }
+
+/// `--quantize q4_k` where 256 does not divide the rows (this model's are 64 long) takes the
+/// format llama.cpp's quantizer falls back to, q5_0, as a `Q4_K_M` file does: the model loads,
+/// every matrix runs on our packed kernel, and the logits stay as close to f32 as q5_0 allows.
+#[test]
+fn q4_k_takes_llama_cpp_s_fallback_where_rows_are_short() {
+    let (mut f32_model, r) = load("llama");
+    let input = ids(&r.input_ids);
+    let exact = f32_model.forward(&input).unwrap();
+    let mut q4_k = load_with(
+        "llama",
+        WeightFormat {
+            dtype: DType::F32,
+            quantize: Some(candle_core::quantized::GgmlDType::Q4K),
+        },
+    );
+    if billion_llm::kernels::isa::simd() {
+        assert!(
+            q4_k.fallback_matrices().is_empty(),
+            "{:?}",
+            q4_k.fallback_matrices()
+        );
+    }
+    // This tiny random model is sensitive to rounding: q4_0 moves its logits by 44% of their
+    // largest value, q5_0 (one more bit) by about half as much.
+    let d = relative_diff(&q4_k.forward(&input).unwrap(), &exact);
+    let mut q4_0 = load_with(
+        "llama",
+        WeightFormat {
+            dtype: DType::F32,
+            quantize: Some(candle_core::quantized::GgmlDType::Q4_0),
+        },
+    );
+    let d4 = relative_diff(&q4_0.forward(&input).unwrap(), &exact);
+    assert!(d < 0.3 && d < 0.7 * d4, "q4_K (as q5_0): {d}, q4_0: {d4}");
+}

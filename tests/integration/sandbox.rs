@@ -90,14 +90,15 @@ fn sandboxed_pythons() -> usize {
 fn contain(mechanism: Mechanism, home: &Path, problems: &[Problem]) {
     let sandbox = Sandbox::with_mechanism(TIMEOUT, mechanism).unwrap();
     let isolation = sandbox.probe().unwrap();
-    eprintln!("{mechanism:?} as uid {}: {isolation:?}", unsafe {
-        libc::getuid()
-    });
+    eprintln!(
+        "{mechanism:?} as uid {}: {isolation:?}",
+        rustix::process::getuid().as_raw()
+    );
     assert!(isolation.filesystem_read_only, "{isolation:?}");
     assert!(isolation.home_hidden, "{isolation:?}");
     assert!(isolation.private_tmp, "{isolation:?}");
     assert!(isolation.signals_confined, "{isolation:?}");
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = rustix::process::geteuid().is_root();
     assert_eq!(
         isolation.uid,
         if root {
@@ -215,7 +216,7 @@ fn hostile_programs_are_contained() {
     for m in mechanisms() {
         contain(m, home.path(), &problems);
     }
-    if unsafe { libc::geteuid() } == 0 {
+    if rustix::process::geteuid().is_root() {
         as_ordinary_user(humaneval.as_deref());
     } else {
         attacks_work_unconfined(home.path());

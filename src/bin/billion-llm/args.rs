@@ -118,10 +118,19 @@ pub enum QuantizeArg {
     /// 4-bit, blocks of 32 with a scale and a minimum.
     #[value(name = "q4_1")]
     Q4_1,
-    /// 4-bit k-quant (super-blocks of 256).
+    /// 5-bit, blocks of 32 with a scale.
+    #[value(name = "q5_0")]
+    Q5_0,
+    /// 5-bit, blocks of 32 with a scale and a minimum.
+    #[value(name = "q5_1")]
+    Q5_1,
+    /// 4-bit k-quant (super-blocks of 256; q5_0 where a row is not a multiple of 256).
     #[value(name = "q4_k", alias = "q4k")]
     Q4K,
-    /// 6-bit k-quant (super-blocks of 256).
+    /// 5-bit k-quant (super-blocks of 256; q5_1 where a row is not a multiple of 256).
+    #[value(name = "q5_k", alias = "q5k")]
+    Q5K,
+    /// 6-bit k-quant (super-blocks of 256; q8_0 where a row is not a multiple of 256).
     #[value(name = "q6_k", alias = "q6k")]
     Q6K,
 }
@@ -132,7 +141,10 @@ impl From<QuantizeArg> for GgmlDType {
             QuantizeArg::Q8_0 => GgmlDType::Q8_0,
             QuantizeArg::Q4_0 => GgmlDType::Q4_0,
             QuantizeArg::Q4_1 => GgmlDType::Q4_1,
+            QuantizeArg::Q5_0 => GgmlDType::Q5_0,
+            QuantizeArg::Q5_1 => GgmlDType::Q5_1,
             QuantizeArg::Q4K => GgmlDType::Q4K,
+            QuantizeArg::Q5K => GgmlDType::Q5K,
             QuantizeArg::Q6K => GgmlDType::Q6K,
         }
     }

@@ -6,10 +6,11 @@ use crate::args::{env_offline, LoadArgs, ResultsDirArgs};
 use anyhow::{Context, Result};
 use billion_llm::eval::bench::{hub_humaneval, hub_mmlu, run_bench, BenchSettings};
 use billion_llm::eval::humaneval::{Format, Sampling};
-use billion_llm::eval::results::{instruction_set, write_json_atomic, RunHeader};
+use billion_llm::eval::results::{write_json_atomic, RunHeader};
 use billion_llm::eval::speed::{run_speed_benchmark, SpeedCase, SpeedSettings};
 use billion_llm::hub::client::HubClient;
 use billion_llm::hub::{assets, zoo};
+use billion_llm::kernels::isa::instruction_set;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -111,9 +112,13 @@ pub struct BenchSpeedArgs {
     /// Timed runs of each case (after one warm-up).
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Measure billion-llm only (no llama-cpp-python needed).
+    /// Measure billion-llm only (no llama-cpp-python needed; the K-quant files, made by
+    /// llama.cpp's quantizer, are then left out).
     #[arg(long)]
     skip_llama_cpp: bool,
+    /// Only the models whose label contains this text (e.g. `Q4_K_M`, `TinyLlama`).
+    #[arg(long)]
+    only: Option<String>,
     #[command(flatten)]
     pub results: ResultsDirArgs,
 }
@@ -243,7 +248,7 @@ pub fn bench_speed(args: &BenchSpeedArgs) -> Result<()> {
         (prompts, threads),
         &gguf,
         &work,
-        !args.skip_llama_cpp,
+        (!args.skip_llama_cpp, args.only.as_deref()),
         |m| eprintln!("{m}"),
     )?;
     let report = SpeedReport {

@@ -104,6 +104,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
                 "text": text,
                 "prefill_tokens_per_s": gen.prefill_tokens_per_s(),
                 "decode_tokens_per_s": gen.decode_tokens_per_s(),
+                "fallback_matrices": m.model.fallback_matrices(),
             })
         );
     } else {
@@ -117,6 +118,17 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
             gen.prefill_tokens_per_s(),
             gen.decode_tokens_per_s()
         );
+        let fallback = m.model.fallback_matrices();
+        if !fallback.is_empty() {
+            eprintln!(
+                "on candle's slower matmul (formats our packed kernel lacks): {}",
+                fallback
+                    .iter()
+                    .map(|(format, n)| format!("{n} {format} matrices"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
     }
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! what comes back. One file per command (or per group of close ones); `args` holds the
 //! argument groups several commands share.
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
 use anyhow::Result;
 use billion_llm::kernels::threads;
 use clap::{Parser, Subcommand};
@@ -167,7 +169,11 @@ mod tests {
         let argv = ["billion-llm", "generate", "-m", "m", "--prompt", "p"];
         for (flag, value, valid) in [
             ("--dtype", "f64", "f32, f16, bf16"),
-            ("--quantize", "q5", "q8_0, q4_0, q4_1, q4_k, q6_k"),
+            (
+                "--quantize",
+                "q5",
+                "q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k",
+            ),
             ("--weights", "trained", "pretrained, random"),
             ("--device", "gpu", "cuda:N"),
         ] {

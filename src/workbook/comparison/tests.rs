@@ -230,7 +230,7 @@ fn advice_follows_the_numbers_and_names_what_is_missing() {
 
 #[test]
 fn no_results_still_make_a_page() {
-    let md = comparison_markdown(&[]).unwrap();
+    let md = comparison_markdown(&[], None).unwrap();
     assert!(md.contains("No benchmark results yet"));
     assert!(md.contains("Published (not measured here)"));
     assert!(md.contains("billion-llm download tinyllama"));

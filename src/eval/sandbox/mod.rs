@@ -20,8 +20,18 @@
 //! Where neither mechanism works, [`Sandbox::new`] refuses and says how to enable one;
 //! [`Sandbox::unconfined`] is the explicit `--unsafe-no-sandbox` way out. [`Sandbox::probe`]
 //! asks a sandboxed program what it can see, so results record what actually held.
+//!
+//! This file prepares and runs; `confinement` is the child's side between fork and exec (it
+//! imports nothing from here).
+
+mod confinement;
+
+pub use confinement::Mechanism;
 
 use anyhow::{bail, Context, Result};
+#[cfg(target_os = "linux")]
+use confinement::landlock_ruleset;
+use confinement::Confinement;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -50,23 +60,6 @@ pub struct Execution {
 
 /// How much of a program's last stderr line is kept.
 pub const MAX_ERROR_CHARS: usize = 200;
-
-/// How the program is confined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mechanism {
-    /// Linux namespaces: read-only mounts, hidden homes, private /tmp, own PID and network
-    /// namespaces.
-    Namespaces,
-    /// Landlock: file access limited to the system folders and a scratch folder, TCP and
-    /// signals to other processes refused (as far as the kernel's Landlock version allows).
-    Landlock,
-    /// `--unsafe-no-sandbox`: only rlimits, a process group and a cleared environment.
-    Unconfined,
-    /// A results file written before the sandbox recorded its mechanism.
-    #[default]
-    Unrecorded,
-}
 
 /// Whose user id the program runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -140,15 +133,44 @@ pub struct Sandbox {
     hidden: Vec<PathBuf>,
 }
 
-const NOBODY: u32 = 65534;
-
-/// The type `setrlimit` takes for a resource differs between C libraries.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-type Resource = libc::__rlimit_resource_t;
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-type Resource = libc::c_int;
-
 impl Sandbox {
+    /// What [`Confinement::enter`] needs, prepared before the fork.
+    fn confinement(&self, is_root: bool, workdir: &Path) -> Result<Confinement> {
+        let processes = if is_root {
+            self.processes
+        } else {
+            processes_of_current_user() + self.processes
+        };
+        let (uid, gid) = (
+            rustix::process::getuid().as_raw(),
+            rustix::process::getgid().as_raw(),
+        );
+        Ok(Confinement {
+            mechanism: self.mechanism,
+            is_root,
+            limits: vec![
+                (libc::RLIMIT_CPU, self.cpu_seconds),
+                (libc::RLIMIT_AS, self.memory_bytes),
+                (libc::RLIMIT_FSIZE, self.file_bytes),
+                (libc::RLIMIT_NPROC, processes),
+                (libc::RLIMIT_CORE, 0),
+            ],
+            workdir: CString::new(workdir.as_os_str().as_encoded_bytes())?,
+            hidden: self
+                .hidden
+                .iter()
+                .map(|h| CString::new(h.as_os_str().as_encoded_bytes()))
+                .collect::<Result<_, _>>()?,
+            uid_map: format!("{uid} {uid} 1").into_bytes(),
+            gid_map: format!("{gid} {gid} 1").into_bytes(),
+            #[cfg(target_os = "linux")]
+            landlock: match self.mechanism {
+                Mechanism::Landlock => Some(landlock_ruleset(workdir)?),
+                _ => None,
+            },
+        })
+    }
+
     /// The strongest mechanism this system allows, tried with a real program; an error that
     /// says what is missing and how to enable it where none works. Default limits: 10 s CPU,
     /// 1 GiB address space, 16 MiB files, 32 processes.
@@ -185,7 +207,7 @@ impl Sandbox {
             )?;
         let mut hidden: Vec<PathBuf> = ["/root", "/home"].iter().map(PathBuf::from).collect();
         hidden.extend(std::env::var_os("HOME").map(PathBuf::from));
-        hidden.extend(passwd_home(unsafe { libc::getuid() }));
+        hidden.extend(passwd_home(rustix::process::getuid().as_raw()));
         hidden.retain(|h| h.is_absolute() && h.parent().is_some() && !python.starts_with(h));
         hidden.sort();
         hidden.dedup();
@@ -233,7 +255,7 @@ impl Sandbox {
 
     /// Runs `source` and also returns everything it wrote to stderr (up to 64 KiB).
     fn execute(&self, source: &str) -> Result<(Execution, String)> {
-        let is_root = unsafe { libc::geteuid() } == 0;
+        let is_root = rustix::process::geteuid().is_root();
         // Namespaces give the program a private /tmp to work in; the other mechanisms need a
         // scratch folder on the host.
         let scratch = match self.mechanism {
@@ -250,7 +272,7 @@ impl Sandbox {
                 std::os::unix::fs::PermissionsExt::from_mode(0o777),
             )?;
         }
-        let mut confinement = Confinement::prepare(self, is_root, &workdir)?;
+        let mut confinement = self.confinement(is_root, &workdir)?;
         let mut command = Command::new(&self.python);
         command
             .args(["-I", "-"])
@@ -332,7 +354,7 @@ impl Sandbox {
                     run.outcome, run.error
                 )
             })?;
-        let is_root = unsafe { libc::geteuid() } == 0;
+        let is_root = rustix::process::geteuid().is_root();
         if is_root && seen.uid == 0 {
             bail!("the sandboxed program ran as root");
         }
@@ -408,185 +430,6 @@ print(json.dumps({
 }), file=sys.stderr)
 "#;
 
-/// Everything the child needs, prepared before the fork: between fork and exec a child of a
-/// multi-threaded process may only make system calls (no allocation, no locks).
-struct Confinement {
-    mechanism: Mechanism,
-    is_root: bool,
-    limits: Vec<(Resource, u64)>,
-    workdir: CString,
-    hidden: Vec<CString>,
-    /// `/proc/self/uid_map` and `gid_map` lines: the user keeps its id inside its namespace,
-    /// so `exec` drops the namespace's capabilities and the program cannot undo our mounts.
-    uid_map: Vec<u8>,
-    gid_map: Vec<u8>,
-    #[cfg(target_os = "linux")]
-    landlock: Option<landlock::RulesetCreated>,
-}
-
-impl Confinement {
-    fn prepare(sandbox: &Sandbox, is_root: bool, workdir: &Path) -> Result<Self> {
-        let processes = if is_root {
-            sandbox.processes
-        } else {
-            processes_of_current_user() + sandbox.processes
-        };
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        Ok(Confinement {
-            mechanism: sandbox.mechanism,
-            is_root,
-            limits: vec![
-                (libc::RLIMIT_CPU, sandbox.cpu_seconds),
-                (libc::RLIMIT_AS, sandbox.memory_bytes),
-                (libc::RLIMIT_FSIZE, sandbox.file_bytes),
-                (libc::RLIMIT_NPROC, processes),
-                (libc::RLIMIT_CORE, 0),
-            ],
-            workdir: CString::new(workdir.as_os_str().as_encoded_bytes())?,
-            hidden: sandbox
-                .hidden
-                .iter()
-                .map(|h| CString::new(h.as_os_str().as_encoded_bytes()))
-                .collect::<Result<_, _>>()?,
-            uid_map: format!("{uid} {uid} 1").into_bytes(),
-            gid_map: format!("{gid} {gid} 1").into_bytes(),
-            #[cfg(target_os = "linux")]
-            landlock: match sandbox.mechanism {
-                Mechanism::Landlock => Some(landlock_ruleset(workdir)?),
-                _ => None,
-            },
-        })
-    }
-
-    // ANCHOR: confine
-    /// The child's side of [`Sandbox::run`], between fork and exec.
-    fn enter(&mut self) -> std::io::Result<()> {
-        // SAFETY: plain system calls on data prepared before the fork.
-        unsafe {
-            check(libc::setpgid(0, 0))?;
-            #[cfg(target_os = "linux")]
-            {
-                // Die with the benchmark, and never gain privileges through exec.
-                check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
-                check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-                if self.mechanism == Mechanism::Namespaces {
-                    // Returns in the program's process, PID 1 of its namespace.
-                    self.enter_namespaces()?;
-                }
-            }
-            check(libc::chdir(self.workdir.as_ptr()))?;
-            for &(resource, value) in &self.limits {
-                let limit = libc::rlimit {
-                    rlim_cur: value,
-                    rlim_max: value,
-                };
-                check(libc::setrlimit(resource, &limit))?;
-            }
-            if self.is_root {
-                check(libc::setgroups(0, std::ptr::null()))?;
-                check(libc::setgid(NOBODY))?;
-                check(libc::setuid(NOBODY))?;
-            }
-            #[cfg(target_os = "linux")]
-            if let Some(ruleset) = self.landlock.take() {
-                match ruleset.restrict_self() {
-                    Ok(s) if s.ruleset != landlock::RulesetStatus::NotEnforced => {}
-                    _ => return Err(std::io::Error::from_raw_os_error(libc::ENOSYS)),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// New namespaces, read-only mounts with private scratch folders and hidden homes, then a
-    /// fork: the parent stays outside as the init's keeper and exits with its status; the
-    /// child returns as PID 1 of the new PID namespace, with a /proc of its own.
-    #[cfg(target_os = "linux")]
-    unsafe fn enter_namespaces(&self) -> std::io::Result<()> {
-        let mut flags =
-            libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWPID | libc::CLONE_NEWIPC;
-        if !self.is_root {
-            flags |= libc::CLONE_NEWUSER;
-        }
-        check(libc::unshare(flags))?;
-        if !self.is_root {
-            write_file(c"/proc/self/setgroups", b"deny")?;
-            write_file(c"/proc/self/uid_map", &self.uid_map)?;
-            write_file(c"/proc/self/gid_map", &self.gid_map)?;
-        }
-        // Our mounts stay ours, then every inherited mount becomes read-only at once.
-        check(libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ))?;
-        let attr = libc::mount_attr {
-            attr_set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        check(libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c"/".as_ptr(),
-            libc::AT_RECURSIVE,
-            &attr as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        ) as libc::c_int)?;
-        for dir in [c"/tmp", c"/var/tmp", c"/dev/shm"] {
-            let ok = mount_tmpfs(dir, 0, c"size=16m,mode=1777");
-            if !ok && dir == c"/tmp" {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        for dir in &self.hidden {
-            // A home inside another hidden folder is already gone (ENOENT): fine.
-            if !mount_tmpfs(dir, libc::MS_RDONLY | libc::MS_NOEXEC, c"size=4k,mode=755")
-                && std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        let pid = check(libc::fork())?;
-        if pid > 0 {
-            // The keeper: hold no file of the program's (so the benchmark sees EOF and the
-            // spawn's error pipe closes), wait, and pass the status on.
-            libc::syscall(libc::SYS_close_range, 0, libc::c_uint::MAX, 0);
-            let mut status = 0;
-            while libc::waitpid(pid, &mut status, 0) < 0 {
-                if *libc::__errno_location() != libc::EINTR {
-                    libc::_exit(127);
-                }
-            }
-            if libc::WIFEXITED(status) {
-                libc::_exit(libc::WEXITSTATUS(status));
-            }
-            libc::_exit(128 + libc::WTERMSIG(status));
-        }
-        // PID 1 of the namespace: die with the keeper, lead a session of its own (so that
-        // `kill(0, ...)` reaches nobody else), and see only this namespace in /proc.
-        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
-        check(libc::setsid())?;
-        let proc_flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-        if libc::mount(
-            c"proc".as_ptr(),
-            c"/proc".as_ptr(),
-            c"proc".as_ptr(),
-            proc_flags,
-            std::ptr::null(),
-        ) != 0
-            && !mount_tmpfs(c"/proc", proc_flags, c"size=4k,mode=555")
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-    // ANCHOR_END: confine
-}
-
 /// Waits until `child` exits or `deadline` passes, then kills its process group and the child
 /// itself (through `kill`, given `-pid` and `pid`), then reaps it. Returns the exit status, or
 /// `None` when the deadline passed first.
@@ -635,74 +478,6 @@ fn has_exited(pid: libc::pid_t) -> std::io::Result<bool> {
     Ok(unsafe { info.si_pid() } != 0)
 }
 
-/// A tmpfs mounted on `dir`; false (with errno set) when it could not be.
-#[cfg(target_os = "linux")]
-unsafe fn mount_tmpfs(
-    dir: &std::ffi::CStr,
-    flags: libc::c_ulong,
-    options: &std::ffi::CStr,
-) -> bool {
-    libc::mount(
-        c"tmpfs".as_ptr(),
-        dir.as_ptr(),
-        c"tmpfs".as_ptr(),
-        libc::MS_NOSUID | libc::MS_NODEV | flags,
-        options.as_ptr().cast(),
-    ) == 0
-}
-
-#[cfg(target_os = "linux")]
-unsafe fn write_file(path: &std::ffi::CStr, data: &[u8]) -> std::io::Result<()> {
-    let fd = check(libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC))?;
-    let written = libc::write(fd, data.as_ptr().cast(), data.len());
-    libc::close(fd);
-    if written != data.len() as isize {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// A system call's result, or the error it set.
-fn check<T: Default + PartialOrd>(result: T) -> std::io::Result<T> {
-    if result < T::default() {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(result)
-    }
-}
-
-/// The Landlock rules: read and execute beneath the system folders, read and write the null
-/// and random devices, everything beneath the scratch folder; TCP refused; signals and
-/// abstract Unix sockets scoped to the program. Rights the kernel's Landlock version lacks
-/// are dropped (best effort), which [`Sandbox::probe`] then reports.
-#[cfg(target_os = "linux")]
-fn landlock_ruleset(workdir: &Path) -> Result<landlock::RulesetCreated> {
-    use landlock::{
-        path_beneath_rules, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr,
-        Scope, ABI,
-    };
-    let abi = ABI::V6;
-    let system: Vec<&str> = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc"]
-        .into_iter()
-        .filter(|p| Path::new(p).exists())
-        .collect();
-    let devices: Vec<&str> = ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"]
-        .into_iter()
-        .filter(|p| Path::new(p).exists())
-        .collect();
-    Ok(Ruleset::default()
-        .handle_access(AccessFs::from_all(abi))?
-        .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)?
-        .scope(Scope::Signal | Scope::AbstractUnixSocket)?
-        .create()?
-        .add_rules(path_beneath_rules(system, AccessFs::from_read(abi)))?
-        .add_rules(path_beneath_rules(
-            devices,
-            AccessFs::ReadFile | AccessFs::WriteFile,
-        ))?
-        .add_rules(path_beneath_rules([workdir], AccessFs::from_all(abi)))?)
-}
-
 /// The home folder the password database gives `uid`, if any.
 fn passwd_home(uid: libc::uid_t) -> Option<PathBuf> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
@@ -713,7 +488,7 @@ fn passwd_home(uid: libc::uid_t) -> Option<PathBuf> {
 }
 
 fn processes_of_current_user() -> u64 {
-    let uid = unsafe { libc::getuid() };
+    let uid = rustix::process::getuid().as_raw();
     let mut count = 0;
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
@@ -756,93 +531,4 @@ pub fn executions_table(runs: &[(&str, &Execution)]) -> Result<crate::report::Ta
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::process::CommandExt;
-
-    #[test]
-    fn isolation_lists_what_did_not_hold() {
-        let full = Isolation {
-            mechanism: Mechanism::Namespaces,
-            network: true,
-            filesystem_read_only: true,
-            home_hidden: true,
-            private_tmp: true,
-            pid_namespace: true,
-            signals_confined: true,
-            uid: UidPolicy::SameUser,
-        };
-        assert!(full.is_full());
-        let partial = Isolation {
-            network: false,
-            pid_namespace: false,
-            ..full
-        };
-        assert_eq!(partial.missing(), ["no network"]);
-        // A results file from before the sandbox recorded all this reads as not isolated.
-        let old: Isolation =
-            serde_json::from_str(r#"{"network":true,"private_tmp":true,"unprivileged":true}"#)
-                .unwrap();
-        assert_eq!(old.mechanism, Mechanism::Unrecorded);
-        assert!(!old.is_full());
-    }
-
-    /// Whether `pid` is a child of ours not yet reaped (running, or exited and a zombie): only
-    /// then is its pid still its own, and a signal to it or its group cannot reach a process
-    /// that was given the pid after it.
-    fn unreaped_child(pid: libc::pid_t) -> bool {
-        // Once reaped, the pid is no child of ours: waitid fails with ECHILD.
-        has_exited(pid).is_ok()
-    }
-
-    /// A program that exits by itself before the deadline: the kill that follows must reach
-    /// its pid while the pid is still its own. Once reaped, the pid is free for the system to
-    /// give to any new process, which the kill would then hit.
-    #[test]
-    fn a_child_that_exits_is_signalled_only_before_it_is_reaped() {
-        let mut child = Command::new("sh")
-            .args(["-c", "exit 3"])
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let pid = child.id() as libc::pid_t;
-        let mut signalled = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = wait_then_kill(&mut child, deadline, &mut |target| {
-            signalled.push((target, unreaped_child(pid)));
-        })
-        .unwrap();
-        assert_eq!(status.and_then(|s| s.code()), Some(3));
-        assert_eq!(signalled, [(-pid, true), (pid, true)]);
-        assert!(!unreaped_child(pid), "the child is reaped in the end");
-    }
-
-    /// A program still running at the deadline is killed and reaped.
-    #[test]
-    fn a_child_past_its_deadline_is_killed_and_reaped() {
-        let mut child = Command::new("sleep")
-            .arg("30")
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        let status = wait_then_kill(&mut child, start + Duration::from_millis(200), &mut |t| {
-            // SAFETY: kill(2) only sends a signal, here to our unreaped child and its group.
-            unsafe { libc::kill(t, libc::SIGKILL) };
-        })
-        .unwrap();
-        assert!(status.is_none(), "{status:?}");
-        assert!(start.elapsed() < Duration::from_secs(10));
-        assert!(!unreaped_child(child.id() as libc::pid_t));
-    }
-
-    #[test]
-    fn homes_are_hidden_but_never_the_python() {
-        let sandbox = Sandbox::unconfined(Duration::from_secs(1)).unwrap();
-        assert!(sandbox.hidden().contains(&PathBuf::from("/home")));
-        assert!(sandbox
-            .hidden()
-            .iter()
-            .all(|h| !sandbox.python.starts_with(h) && h != Path::new("/")));
-    }
-}
+mod tests;

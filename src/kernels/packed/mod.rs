@@ -1,5 +1,6 @@
-//! A CPU matmul for GGML-quantized weights (`q4_0`, `q4_1`, `q8_0`): int8 activations times
-//! 4- or 8-bit weights with the widest integer dot product the CPU has.
+//! A CPU matmul for GGML-quantized weights (`q4_0`, `q4_1`, `q5_0`, `q5_1`, `q8_0`, and the K
+//! formats `q4_K`, `q5_K` and `q6_K` of [`k_quants`]): int8 activations times 4- to 8-bit weights with
+//! the widest integer dot product the CPU has.
 //!
 //! Why our own: candle 0.11 multiplies these formats one block at a time, has no SIMD kernel
 //! for `q4_1`, and treats a prefill like many separate vector products. Here:
@@ -14,16 +15,18 @@
 //!   products summed into 16 lanes in one instruction) where the CPU has it, AVX2's
 //!   `vpmaddubsw` + `vpmaddwd` otherwise, so one binary is right and fast on both kinds of host.
 //!
-//! The arithmetic: a weight block of 32 values is `d·(q - 8)` (`q4_0`), `d·q + m` (`q4_1`) or
-//! `d·q` (`q8_0`); an activation block is `dx·qx`. The byte products take an unsigned and a
-//! signed operand, so the weights are kept unsigned (the nibble `q`; for `q8_0` on VNNI,
+//! The arithmetic: a weight block of 32 values is `d·(q - 8)` (`q4_0`), `d·(q - 16)` (`q5_0`),
+//! `d·q + m` (`q4_1`, `q5_1`) or `d·q` (`q8_0`); an activation block is `dx·qx`. The byte
+//! products take an unsigned and a signed operand, so the weights are kept unsigned (the
+//! nibble, or with q5's fifth bit OR-ed in from a plane of its own; for `q8_0` on VNNI,
 //! `q + 128`) and the shift comes back out in the integer sum: it starts from `-8·Σqx` (or
-//! `-128·Σqx`), computed once per activation block. `q4_1`'s float offset adds `m·dx·Σqx` per
-//! block after the loop. The integer sums are exact, so results differ from GGML's only in the
-//! order of float additions.
+//! `-16·Σqx`, `-128·Σqx`), computed once per activation block. The float offset `m` adds
+//! `m·dx·Σqx` per block after the loop. The integer sums are exact, so results differ from
+//! GGML's only in the order of float additions.
 
 use super::isa::Isa;
-use super::q8::{quantize_rows, Q8Rows, BLOCK};
+use super::k_tiles::{group_bytes, k_tile_avx2, k_tile_vnni, KTileWeights};
+use super::q8::{quantize_rows, quantize_rows_k, Q8KRows, Q8Rows, BLOCK, SUPER};
 use super::simd;
 use super::tiles::{tile_avx2, tile_vnni, Accumulators, TileWeights, MAX_TOKENS, ROWS};
 use anyhow::{bail, Result};
@@ -31,6 +34,8 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use half::f16;
 use rayon::prelude::*;
+
+mod k_quants;
 
 /// Tokens of a prefill that share the L2 cache while a strip of weight rows passes over them.
 const TOKEN_CHUNK: usize = 64;
@@ -56,11 +61,17 @@ pub struct PackedMatrix {
     cols: usize,
     dtype: GgmlDType,
     isa: Isa,
-    /// Blocks per row.
+    /// Blocks per row (of 32 values, or of 256 for the K formats).
     blocks: usize,
     /// Per block, tile after tile, block after block, the tile's 8 rows side by side: the
     /// scale `d` (in f16, as the file has it) ...
     scales: Vec<f16>,
+    /// ... for `q4_K` and `q5_K` the offset scale `dmin`, alike ...
+    dmins: Vec<f16>,
+    /// ... for the K formats the groups' integer scales and `q4_K`/`q5_K`'s offsets (see
+    /// [`k_quants`]) ...
+    sub_scales: Vec<i8>,
+    sub_mins: Vec<i8>,
     /// ... and for `q4_1` the offset `m`, row by row.
     mins: Vec<f32>,
     /// What the unsigned weights were shifted by (8 for q4_0, 128 for q8_0 on VNNI), taken back
@@ -72,15 +83,41 @@ pub struct PackedMatrix {
     /// its low nibble and value `16h + 8 + e` in its high one (so masking and shifting one
     /// vector gives two of q8's).
     qs: Vec<u8>,
+    /// For q5, per block of a tile, the fifth bits of its 256 values in 32 bytes: lane
+    /// `L = 8r + e` of the 64-byte vectors above keeps the fifth bits of its four values (of
+    /// vectors `j` = 0..4 of q8's order) in bits `j` of byte `L % 32`'s nibble `L / 32`, so one
+    /// 32-byte load and a shift give every lane its bits.
+    qh: Vec<u8>,
 }
 
 impl PackedMatrix {
     /// Whether the kernel handles this format.
     pub fn handles(dtype: GgmlDType) -> bool {
-        matches!(dtype, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0)
+        matches!(
+            dtype,
+            GgmlDType::Q4_0
+                | GgmlDType::Q4_1
+                | GgmlDType::Q5_0
+                | GgmlDType::Q5_1
+                | GgmlDType::Q8_0
+                | GgmlDType::Q4K
+                | GgmlDType::Q5K
+                | GgmlDType::Q6K
+        )
     }
 
-    /// Splits a `q4_0`, `q4_1` or `q8_0` tensor into the layout of this CPU's kernel.
+    /// Whether `dtype`'s blocks carry an offset `m` (`q4_1`, `q5_1`).
+    fn has_mins(dtype: GgmlDType) -> bool {
+        matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q5_1)
+    }
+
+    /// Whether `dtype` is one of GGML's K formats, blocks of [`SUPER`] values.
+    fn k_format(dtype: GgmlDType) -> bool {
+        matches!(dtype, GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
+    }
+
+    /// Splits a tensor of a format [`PackedMatrix::handles`] into the layout of this CPU's
+    /// kernel.
     pub fn from_qtensor(q: &QTensor) -> Result<Self> {
         let Some(isa) = Isa::detect() else {
             bail!("the quantized CPU kernel needs AVX2 and FMA");
@@ -93,6 +130,29 @@ impl PackedMatrix {
         let (rows, cols) = q.shape().dims2()?;
         let mut m = Self::empty(q.dtype(), (rows, cols), isa)?;
         m.fill_rows(0, &q.data()?)?;
+        Ok(m)
+    }
+
+    /// Reads a matrix stored in GGML's layout (rows of blocks, row after row, as a GGUF file
+    /// holds it) from `reader` a slice of rows at a time: the file's copy never sits whole in
+    /// memory beside the packed one, so loading peaks at the weights' size plus one slice.
+    pub fn read(
+        dtype: GgmlDType,
+        (rows, cols): (usize, usize),
+        reader: &mut impl std::io::Read,
+    ) -> Result<Self> {
+        let Some(isa) = Isa::detect() else {
+            bail!("the quantized CPU kernel needs AVX2 and FMA");
+        };
+        let mut m = Self::empty(dtype, (rows, cols), isa)?;
+        let row_bytes = cols / dtype.block_size() * dtype.type_size();
+        const SLICE: usize = 256;
+        let mut slice = vec![0u8; SLICE.min(rows) * row_bytes];
+        for r0 in (0..rows).step_by(SLICE) {
+            let bytes = &mut slice[..SLICE.min(rows - r0) * row_bytes];
+            reader.read_exact(bytes)?;
+            m.fill_rows(r0, bytes)?;
+        }
         Ok(m)
     }
 
@@ -140,16 +200,24 @@ impl PackedMatrix {
             bail!("this CPU lacks {}", isa.name());
         }
         if !Self::handles(dtype) {
-            bail!("PackedMatrix holds q4_0, q4_1 or q8_0, not {dtype:?}");
+            bail!("PackedMatrix holds q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K or q6_K, not {dtype:?}");
         }
-        if !cols.is_multiple_of(BLOCK) {
-            bail!("a quantized matrix needs rows of a multiple of {BLOCK} values, got {cols}");
+        let k = Self::k_format(dtype);
+        // q4_K's and q5_K's offsets `dmin·m`.
+        let k_mins = matches!(dtype, GgmlDType::Q4K | GgmlDType::Q5K);
+        let block = if k { SUPER } else { BLOCK };
+        if !cols.is_multiple_of(block) {
+            bail!(
+                "a {dtype:?} matrix needs rows of a multiple of {block} values, got {cols}: \
+                 choose q8_0, q4_0 or q4_1 for this model"
+            );
         }
-        let blocks = cols / BLOCK;
+        let blocks = cols / block;
         let n = rows.next_multiple_of(ROWS) * blocks;
         // AVX2's vpsignb takes signed q8_0 bytes as they are; VNNI wants them unsigned.
         let shift = match dtype {
             GgmlDType::Q4_0 => 8,
+            GgmlDType::Q5_0 => 16,
             GgmlDType::Q8_0 if isa == Isa::Avx512Vnni => 128,
             _ => 0,
         };
@@ -160,17 +228,33 @@ impl PackedMatrix {
             isa,
             blocks,
             scales: vec![f16::ZERO; n],
-            mins: vec![0f32; if dtype == GgmlDType::Q4_1 { n } else { 0 }],
+            dmins: vec![f16::ZERO; if k_mins { n } else { 0 }],
+            sub_scales: vec![0; if k { 16 * n } else { 0 }],
+            sub_mins: vec![0; if k_mins { 8 * n } else { 0 }],
+            mins: vec![0f32; if Self::has_mins(dtype) { n } else { 0 }],
             shift,
-            qs: vec![0u8; n * if dtype == GgmlDType::Q8_0 { 32 } else { 16 }],
+            qs: vec![
+                0u8;
+                match dtype {
+                    GgmlDType::Q8_0 => 32 * n,
+                    _ if k => group_bytes(dtype) * n,
+                    _ => 16 * n,
+                }
+            ],
+            qh: vec![0u8; if Self::five_bits(dtype) { 4 * n } else { 0 }],
         })
     }
 
     /// Copies whole rows of GGML blocks (`data`), starting at row `r0`, into the layout.
     fn fill_rows(&mut self, r0: usize, data: &[u8]) -> Result<()> {
+        if Self::k_format(self.dtype) {
+            return self.fill_rows_k(r0, data);
+        }
         let block_bytes = match self.dtype {
             GgmlDType::Q4_0 => 18,
             GgmlDType::Q4_1 => 20,
+            GgmlDType::Q5_0 => 22,
+            GgmlDType::Q5_1 => 24,
             _ => 34,
         };
         let row_bytes = self.blocks * block_bytes;
@@ -182,10 +266,17 @@ impl PackedMatrix {
             for (b, block) in row.chunks_exact(block_bytes).enumerate() {
                 let at = self.at(r, b);
                 self.scales[at * ROWS + r % ROWS] = f16::from_le_bytes([block[0], block[1]]);
-                if self.dtype == GgmlDType::Q4_1 {
+                if Self::has_mins(self.dtype) {
                     self.mins[r * self.blocks + b] =
                         f16::from_le_bytes([block[2], block[3]]).to_f32();
                 }
+                // q5's fifth bits: a little-endian u32 before the nibbles, bit v for value v.
+                let high_bits = if Self::five_bits(self.dtype) {
+                    let at_bits = block_bytes - 20;
+                    u32::from_le_bytes(block[at_bits..at_bits + 4].try_into()?)
+                } else {
+                    0
+                };
                 let quants = &block[block_bytes
                     - if self.dtype == GgmlDType::Q8_0 {
                         32
@@ -204,6 +295,11 @@ impl PackedMatrix {
                         let q = (quants[v % 16] >> (4 * (v / 16))) & 0x0F;
                         let dst = &mut self.qs[at * 128 + byte];
                         *dst = (*dst & !(0x0F << nibble)) | (q << nibble);
+                        if Self::five_bits(self.dtype) {
+                            let (byte, bit) = Self::place_high_bit(r, v);
+                            let dst = &mut self.qh[at * 32 + byte];
+                            *dst = (*dst & !(1 << bit)) | ((((high_bits >> v) & 1) as u8) << bit);
+                        }
                     }
                 }
             }
@@ -214,6 +310,9 @@ impl PackedMatrix {
     /// Row `r` as floats: an embedding lookup reads its rows from the quantized matrix, which a
     /// tied output projection shares, instead of keeping a float copy of the whole table.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        if Self::k_format(self.dtype) {
+            return self.dequantize_row_k(r, out);
+        }
         for b in 0..self.blocks {
             let at = self.at(r, b);
             let d = self.scales[at * ROWS + r % ROWS].to_f32();
@@ -228,7 +327,12 @@ impl PackedMatrix {
                         u as i32 - self.shift
                     }
                 } else {
-                    ((self.qs[at * 128 + byte] >> nibble) & 0x0F) as i32 - self.shift
+                    let mut q = (self.qs[at * 128 + byte] >> nibble) & 0x0F;
+                    if Self::five_bits(self.dtype) {
+                        let (byte, bit) = Self::place_high_bit(r, v);
+                        q |= ((self.qh[at * 32 + byte] >> bit) & 1) << 4;
+                    }
+                    q as i32 - self.shift
                 };
                 // GGML's order of operations, so the values equal its dequantization's.
                 *y = if self.mins.is_empty() {
@@ -259,12 +363,29 @@ impl PackedMatrix {
         }
     }
 
+    /// Whether `dtype` has 5-bit weights: nibbles plus a plane of fifth bits.
+    fn five_bits(dtype: GgmlDType) -> bool {
+        matches!(dtype, GgmlDType::Q5_0 | GgmlDType::Q5_1)
+    }
+
+    /// Where the fifth bit of value `v` (0..32) of a row-`r` block lies within the layout
+    /// block's 32 bytes of them (see [`PackedMatrix::qh`]): the byte and the bit.
+    fn place_high_bit(r: usize, v: usize) -> (usize, u8) {
+        let lane = 8 * (r % ROWS) + v % 8;
+        (lane % 32, (4 * (lane / 32) + v / 8) as u8)
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }
 
     pub fn size_in_bytes(&self) -> usize {
-        self.qs.len() + 2 * self.scales.len() + 4 * self.mins.len()
+        self.qs.len()
+            + self.qh.len()
+            + 2 * (self.scales.len() + self.dmins.len())
+            + self.sub_scales.len()
+            + self.sub_mins.len()
+            + 4 * self.mins.len()
     }
 
     /// `x`: `(.., cols)` f32 on the CPU → `(.., rows)`.
@@ -291,13 +412,38 @@ impl PackedMatrix {
         outs.pop().unwrap_or_default()
     }
 
-    /// Whether `self` and `other` can share one quantization of their input.
+    /// What its input is quantized to: `q8_K` for the K formats, else `q8_0` (`q8_1` for
+    /// `q4_1`) with the start of the shifted weights' integer sums.
+    fn activations(&self) -> (bool, bool, i32) {
+        (
+            Self::k_format(self.dtype),
+            Self::has_mins(self.dtype),
+            self.shift,
+        )
+    }
+
+    /// Whether `self` and `other` can share one quantization of their input (a `q4_K` and a
+    /// `q6_K` matrix can: a `Q4_K_M` file mixes the two within a layer).
     fn same_kind(&self, other: &PackedMatrix) -> bool {
-        (self.cols, self.dtype, self.isa) == (other.cols, other.dtype, other.isa)
+        (self.cols, self.isa, self.activations()) == (other.cols, other.isa, other.activations())
+    }
+
+    /// The activations quantized for this matrix's kernel.
+    fn quantize_input(&self, x: &[f32], m: usize) -> Activations {
+        let (k, q8_1, shift) = self.activations();
+        if k {
+            Activations::Q8K(quantize_rows_k(x, (m, self.cols)))
+        } else {
+            Activations::Q8(quantize_rows(x, (m, self.cols), q8_1, shift))
+        }
     }
 
     /// Rows `ROWS·tile..` times tokens `i..i + tokens` into `acc[token][row]`.
-    fn tile(&self, tile: usize, q8: &Q8Rows, i: usize, tokens: usize, acc: &mut Accumulators) {
+    fn tile(&self, tile: usize, x: &Activations, i: usize, tokens: usize, acc: &mut Accumulators) {
+        let q8 = match x {
+            Activations::Q8(q8) => q8,
+            Activations::Q8K(q8) => return self.k_tile(tile, q8, i, tokens, acc),
+        };
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `with_isa` checked that the CPU has `self.isa`; rows are padded to whole
         // tiles and `tokens_per_tile` keeps the tokens within `q8`.
@@ -307,6 +453,7 @@ impl PackedMatrix {
                 blocks: self.blocks,
                 scales: &self.scales,
                 qs: &self.qs,
+                qh: &self.qh,
             };
             let args = (&weights, tile, q8, i, &mut *acc);
             match (self.isa, self.shift != 0, tokens) {
@@ -340,6 +487,39 @@ impl PackedMatrix {
             }
         }
     }
+
+    /// [`PackedMatrix::tile`] for the K formats.
+    fn k_tile(&self, tile: usize, q8: &Q8KRows, i: usize, tokens: usize, acc: &mut Accumulators) {
+        let weights = KTileWeights {
+            dtype: self.dtype,
+            blocks: self.blocks,
+            d: &self.scales,
+            dmin: &self.dmins,
+            sub_scales: &self.sub_scales,
+            sub_mins: &self.sub_mins,
+            qs: &self.qs,
+        };
+        let args = (&weights, tile, q8, i, &mut *acc);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `with_isa` checked that the CPU has `self.isa`; rows are padded to whole
+        // tiles and `tokens_per_tile` keeps the tokens within `q8`.
+        unsafe {
+            match (self.isa, tokens) {
+                (Isa::Avx512Vnni, 1) => k_tile_vnni::<1>(args),
+                (Isa::Avx512Vnni, 2) => k_tile_vnni::<2>(args),
+                (Isa::Avx512Vnni, 4) => k_tile_vnni::<4>(args),
+                (Isa::Avx512Vnni, _) => k_tile_vnni::<8>(args),
+                (Isa::Avx2, 1) => k_tile_avx2::<1>(args),
+                (Isa::Avx2, _) => k_tile_avx2::<2>(args),
+            }
+        }
+    }
+}
+
+/// A matmul's input, quantized once for all its matrices.
+enum Activations {
+    Q8(Q8Rows),
+    Q8K(Q8KRows),
 }
 
 /// Several matrices times the same activations in one parallel region: q, k and v of an
@@ -352,12 +532,7 @@ pub fn matmul_group(mats: &[&PackedMatrix], x: &[f32], m: usize) -> Option<Vec<V
     if mats.iter().any(|w| !w.same_kind(first)) || x.len() != m * first.cols {
         return None;
     }
-    let q8 = quantize_rows(
-        x,
-        (m, first.cols),
-        first.dtype == GgmlDType::Q4_1,
-        first.shift,
-    );
+    let q8 = first.quantize_input(x, m);
     let mut outs: Vec<Vec<f32>> = mats.iter().map(|w| vec![0f32; m * w.rows]).collect();
     // Work split over strips of row tiles, a few per thread to balance the load without paying
     // for many hand-offs. Each strip writes its own columns of its matrix's output.
@@ -412,150 +587,4 @@ unsafe impl Sync for SharedOut {}
 unsafe impl Send for SharedOut {}
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar()?)
-    }
-    use candle_core::quantized::QMatMul;
-    use candle_core::Module;
-
-    /// Every kernel this CPU runs, on every format, against the exact product of the
-    /// dequantized weights and against candle's quantized matmul.
-    fn check(dtype: GgmlDType, n: usize, k: usize, m: usize) {
-        let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (1, m, k), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&w, dtype).unwrap();
-        let exact = x
-            .matmul(
-                &q.dequantize(&Device::Cpu)
-                    .unwrap()
-                    .t()
-                    .unwrap()
-                    .unsqueeze(0)
-                    .unwrap(),
-            )
-            .unwrap();
-        let scale: f32 = exact.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-        let theirs = QMatMul::from_qtensor(QTensor::quantize(&w, dtype).unwrap())
-            .unwrap()
-            .forward(&x)
-            .unwrap();
-        for isa in [Isa::Avx512Vnni, Isa::Avx2] {
-            if !isa.available() {
-                continue;
-            }
-            let ours = PackedMatrix::with_isa(&q, isa)
-                .unwrap()
-                .forward(&x)
-                .unwrap();
-            assert_eq!(ours.dims(), exact.dims());
-            // Only the int8 rounding of the activations separates us from the exact product ...
-            let diff: f32 = max_abs_diff(&ours, &exact).unwrap();
-            assert!(
-                diff / scale < 2e-2,
-                "{isa:?} {dtype:?} m={m}: {diff} vs {scale}"
-            );
-            // ... and from candle, which rounds them the same way, only the order of float
-            // additions (and, for q8_0 where candle repacks, its 256-value activation blocks).
-            let diff: f32 = max_abs_diff(&ours, &theirs).unwrap();
-            let tolerance = if dtype == GgmlDType::Q8_0 { 2e-2 } else { 1e-5 };
-            assert!(
-                diff / scale < tolerance,
-                "{isa:?} {dtype:?} m={m}: candle differs by {diff} (scale {scale})"
-            );
-        }
-    }
-
-    #[test]
-    fn rows_dequantize_as_ggml_does() {
-        for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
-            let w = Tensor::randn(0f32, 1.0, (7, 96), &Device::Cpu).unwrap();
-            let q = QTensor::quantize(&w, dtype).unwrap();
-            let expected: Vec<Vec<f32>> = q.dequantize(&Device::Cpu).unwrap().to_vec2().unwrap();
-            for isa in [Isa::Avx512Vnni, Isa::Avx2] {
-                if !isa.available() {
-                    continue;
-                }
-                let m = PackedMatrix::with_isa(&q, isa).unwrap();
-                for (r, row) in expected.iter().enumerate() {
-                    let mut got = vec![0f32; 96];
-                    m.dequantize_row(r, &mut got);
-                    assert_eq!(&got, row, "{isa:?} {dtype:?} row {r}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn quantizing_slice_by_slice_equals_quantizing_whole() {
-        if Isa::detect().is_none() {
-            return;
-        }
-        // 600 rows: two full 256-row slices and a short one.
-        let w = Tensor::randn(0f32, 1.0, (600, 64), &Device::Cpu).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (1, 3, 64), &Device::Cpu).unwrap();
-        for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
-            let whole = PackedMatrix::from_qtensor(&QTensor::quantize(&w, dtype).unwrap()).unwrap();
-            let mut next = 0;
-            let sliced = PackedMatrix::quantize(dtype, (600, 64), |n| {
-                next += n;
-                Ok(w.narrow(0, next - n, n)?)
-            })
-            .unwrap();
-            assert_eq!(next, 600);
-            let diff = max_abs_diff(&whole.forward(&x).unwrap(), &sliced.forward(&x).unwrap());
-            assert_eq!(diff.unwrap(), 0.0, "{dtype:?}");
-        }
-    }
-
-    #[test]
-    fn a_group_equals_its_matrices_one_by_one() {
-        if Isa::detect().is_none() {
-            return;
-        }
-        let x: Vec<f32> = (0..5 * 64).map(|i| (i as f32 * 0.37).sin()).collect();
-        let mats: Vec<PackedMatrix> = [40, 8, 8]
-            .iter()
-            .map(|&n| {
-                let w = Tensor::randn(0f32, 1.0, (n, 64), &Device::Cpu).unwrap();
-                PackedMatrix::from_qtensor(&QTensor::quantize(&w, GgmlDType::Q4_0).unwrap())
-                    .unwrap()
-            })
-            .collect();
-        let refs: Vec<&PackedMatrix> = mats.iter().collect();
-        let grouped = matmul_group(&refs, &x, 5).unwrap();
-        for (m, g) in mats.iter().zip(&grouped) {
-            assert_eq!(&m.matmul(&x, 5), g);
-        }
-    }
-
-    #[test]
-    fn q4_0_matches_dequantized_and_candle() {
-        // Row counts off the 4-row tile, odd block counts, token counts off every tile.
-        for (n, k, m) in [
-            (96, 256, 1),
-            (97, 256, 3),
-            (64, 160, 4),
-            (30, 64, 9),
-            (50, 288, 70),
-        ] {
-            check(GgmlDType::Q4_0, n, k, m);
-        }
-    }
-
-    #[test]
-    fn q8_0_matches_dequantized_and_candle() {
-        for (n, k, m) in [(96, 256, 1), (33, 96, 6)] {
-            check(GgmlDType::Q8_0, n, k, m);
-        }
-    }
-
-    #[test]
-    fn q4_1_matches_dequantized_and_candle() {
-        for (n, k, m) in [(96, 256, 1), (101, 32, 5)] {
-            check(GgmlDType::Q4_1, n, k, m);
-        }
-    }
-}
+mod tests;
