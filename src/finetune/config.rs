@@ -32,7 +32,9 @@ impl Targets {
 /// peft's default target modules per family.
 pub fn default_targets(architecture: Architecture) -> &'static [&'static str] {
     match architecture {
-        Architecture::Llama | Architecture::StableLm => &["q_proj", "v_proj"],
+        Architecture::Llama | Architecture::StableLm | Architecture::Gemma3 => {
+            &["q_proj", "v_proj"]
+        }
         Architecture::GptNeox => &["query_key_value"],
     }
 }
@@ -48,14 +50,14 @@ pub fn block_linears(c: &TransformerConfig) -> Vec<(&'static str, usize, usize)>
             ("dense_h_to_4h", h, i),
             ("dense_4h_to_h", i, h),
         ],
-        Architecture::Llama | Architecture::StableLm => {
+        Architecture::Llama | Architecture::StableLm | Architecture::Gemma3 => {
             let mut l = vec![
                 ("q_proj", h, q),
                 ("k_proj", h, kv),
                 ("v_proj", h, kv),
                 ("o_proj", q, h),
             ];
-            if c.mlp == Mlp::SwiGlu {
+            if matches!(c.mlp, Mlp::SwiGlu | Mlp::GeGlu) {
                 l.push(("gate_proj", h, i));
             }
             l.extend([("up_proj", h, i), ("down_proj", i, h)]);

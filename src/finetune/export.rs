@@ -20,6 +20,7 @@
 use super::adapter::save_safetensors;
 use crate::eval::results::write_atomic;
 use crate::hub::loader::{folder_weights, ModelSource};
+use crate::model::config::Architecture;
 use crate::model::lora::LoraAdapter;
 use crate::model::rope_layout;
 use crate::model::weights::GgufWeights;
@@ -42,8 +43,8 @@ fn gguf_b(
 }
 
 /// llama.cpp's name of the weight a module adapts (`blk.0.attn_q.weight`).
-fn gguf_weight_name(module: &str) -> Result<String> {
-    GgufWeights::gguf_name(&format!("{module}.weight")).with_context(|| {
+fn gguf_weight_name(module: &str, architecture: Architecture) -> Result<String> {
+    GgufWeights::gguf_name(&format!("{module}.weight"), architecture).with_context(|| {
         format!("{module} has no llama.cpp counterpart: llama.cpp cannot apply this adapter")
     })
 }
@@ -85,7 +86,7 @@ pub fn write_gguf_lora(adapter: &LoraAdapter, base: &Path, out: &Path) -> Result
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
     for module in modules {
         let (a, b) = &adapter.modules[module];
-        let name = gguf_weight_name(module)?;
+        let name = gguf_weight_name(module, config.architecture)?;
         if !content.tensor_infos.contains_key(&name) {
             return Err(not_in_base(module, base));
         }
@@ -135,7 +136,7 @@ pub fn merge_into_gguf(adapter: &LoraAdapter, base: &Path, out: &Path) -> Result
     let by_weight: HashMap<String, &String> = adapter
         .modules
         .keys()
-        .map(|m| Ok((gguf_weight_name(m)?, m)))
+        .map(|m| Ok((gguf_weight_name(m, config.architecture)?, m)))
         .collect::<Result<_>>()?;
     let content = weights.content();
     let mut missing: Vec<&str> = by_weight

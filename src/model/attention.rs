@@ -1,7 +1,9 @@
-//! Causal self-attention with grouped-query heads, partial rotary embeddings and a KV cache.
+//! Causal self-attention with grouped-query heads, partial rotary embeddings, an optional
+//! sliding window and a KV cache.
 
 use super::kv_cache::KvCache;
 use super::linear::LoraLinear;
+use super::norm::NormLayer;
 use super::rope::Rotary;
 use crate::kernels::{attention as kernels, isa};
 use anyhow::Result;
@@ -26,16 +28,42 @@ pub struct Attention {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// RMSNorm over each head of q and of k, before RoPE (Gemma 3).
+    pub q_norm: Option<NormLayer>,
+    pub k_norm: Option<NormLayer>,
+    /// Multiplies q so that the kernels' `head_dim^-1/2` becomes the model's own score scale
+    /// (Gemma's `query_pre_attn_scalar^-1/2`), where the two differ.
+    pub query_scale: Option<f64>,
+    /// A position sees only the last `window` positions, its own included (Gemma 3's local
+    /// layers); `None` is full causal attention.
+    pub window: Option<usize>,
 }
 
 /// The additive causal mask for `seq` new positions after `past` cached ones: `(seq, past + seq)`,
-/// 0 where a query may look and -inf where it would see the future. Made once per forward and
-/// shared by the layers (an MMLU question of 170 tokens after a 1000-token prefix needs a
-/// 200k-value mask; made per layer, that was 30 of them per question).
-pub fn causal_mask(seq: usize, past: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+/// 0 where a query may look and -inf where it would see the future or, with a `window`, a
+/// position `window` or more behind it. Made once per forward and shared by the layers (an MMLU
+/// question of 170 tokens after a 1000-token prefix needs a 200k-value mask; made per layer,
+/// that was 30 of them per question).
+pub fn causal_mask(
+    seq: usize,
+    past: usize,
+    window: Option<usize>,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
     let total = past + seq;
+    let window = window.unwrap_or(usize::MAX);
     let mask: Vec<f32> = (0..seq)
-        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            let at = past + i;
+            (0..total).map(move |j| {
+                if j > at || at - j >= window {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
     Ok(Tensor::from_vec(mask, (seq, total), device)?.to_dtype(dtype)?)
 }
@@ -58,11 +86,22 @@ impl Attention {
         // q: (b, nh, seq, hd); k, v: (b, nkv, seq, hd)
         let (q, k, v) = match &self.qkv {
             QkvProjection::Separate { q, k, v } => {
-                let heads = |t: Tensor, n: usize| -> Result<Tensor> {
-                    Ok(t.reshape((b, seq, n, hd))?.transpose(1, 2)?)
+                // (b, seq, n·hd) → (b, seq, n, hd), each head normalised where the model
+                // does (Gemma 3's q and k), → (b, n, seq, hd)
+                let heads = |t: Tensor, n: usize, norm: Option<&NormLayer>| -> Result<Tensor> {
+                    let t = t.reshape((b, seq, n, hd))?;
+                    let t = match norm {
+                        Some(norm) => norm.forward(&t, train)?,
+                        None => t,
+                    };
+                    Ok(t.transpose(1, 2)?)
                 };
                 let [q, k, v] = LoraLinear::forward_group([q, k, v], x)?;
-                (heads(q, nh)?, heads(k, nkv)?, heads(v, nkv)?)
+                (
+                    heads(q, nh, self.q_norm.as_ref())?,
+                    heads(k, nkv, self.k_norm.as_ref())?,
+                    heads(v, nkv, None)?,
+                )
             }
             QkvProjection::Fused(qkv) => {
                 // GPT-NeoX lays the fused output out per head as [q_h | k_h | v_h].
@@ -76,11 +115,23 @@ impl Attention {
         let past = cache.as_ref().map_or(0, |c| c.len());
         let q = rotary.apply(&q, past, train)?;
         let k = rotary.apply(&k, past, train)?;
+        let q = match self.query_scale {
+            Some(s) => (q * s)?,
+            None => q,
+        };
         let (k, v) = match cache {
             Some(cache) => cache.append(&k, &v, self.cache_dtype(&q, train))?,
             // Partial rotary concatenates along the last axis, which can leave k strided in a
             // way batched matmul rejects (batch > 1, as in training).
             None => (k.contiguous()?, v.contiguous()?),
+        };
+        // A sliding window, once the cache outgrows it: one new position reads only the last
+        // `window` cached ones; several need the mask, which differs per position.
+        let total = k.dim(2)?;
+        let windowed = self.window.filter(|&w| total > w);
+        let (k, v) = match windowed {
+            Some(w) if seq == 1 => (k.narrow(2, total - w, w)?, v.narrow(2, total - w, w)?),
+            _ => (k, v),
         };
         // ANCHOR_END: attention_forward
         let groups = nh / nkv;
@@ -88,13 +139,22 @@ impl Attention {
             let y = kernels::attend_one(&q, &k, &v, groups)?;
             return self.o.forward(&y.reshape((b, 1, nh * hd))?);
         }
-        if isa::fused_kernels_apply(q.dtype(), q.device(), train) {
+        if isa::fused_kernels_apply(q.dtype(), q.device(), train)
+            && (windowed.is_none() || seq == 1)
+        {
             let y = kernels::attend_causal(&q, &k, &v, groups)?;
             return self.o.forward(&y);
         }
         if mask.is_none() && seq > 1 {
             anyhow::bail!("attention over {seq} new positions needs a causal mask")
         }
+        // An f16 cache (kept for our kernels) read by matmuls, as a sliding window's prompt
+        // does: widened to the queries' dtype.
+        let (k, v) = if k.dtype() == q.dtype() {
+            (k, v)
+        } else {
+            (k.to_dtype(q.dtype())?, v.to_dtype(q.dtype())?)
+        };
         // Long prompts are read QUERY_CHUNK queries at a time: the scores of 512 queries over 512
         // positions for 32 heads are 33 MB, which the allocator maps fresh (and the kernel
         // zeroes page by page) for every layer; chunks of a few MB are reused instead.
@@ -190,7 +250,7 @@ mod tests {
                 t.to_dtype(dtype).unwrap()
             };
             let (k, v) = (cached(), cached());
-            let mask = causal_mask(seq, past, DType::F32, &dev).unwrap();
+            let mask = causal_mask(seq, past, None, DType::F32, &dev).unwrap();
             let widened = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
             let want = attend_many(
                 &q,

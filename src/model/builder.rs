@@ -29,6 +29,8 @@ pub(super) struct Builder<'a> {
     pub device: Device,
     /// Bytes of the weights built so far, quantized blocks at their real size.
     pub bytes: usize,
+    /// RMSNorm weights are stored as `w` of `x·(1 + w)` (Gemma's checkpoints).
+    pub norm_adds_one: bool,
 }
 
 impl Builder<'_> {
@@ -45,7 +47,10 @@ impl Builder<'_> {
     }
 
     pub fn norm(&mut self, kind: Norm, module: &str, dim: usize) -> Result<NormLayer> {
-        let weight = self.dense(&format!("{module}.weight"), &[dim])?;
+        let mut weight = self.dense(&format!("{module}.weight"), &[dim])?;
+        if self.norm_adds_one {
+            weight = (weight + 1.0)?;
+        }
         let bias = match kind {
             Norm::RmsNorm { .. } => None,
             Norm::LayerNorm { .. } => Some(self.dense(&format!("{module}.bias"), &[dim])?),

@@ -1,7 +1,7 @@
-//! One configuration for three model families.
+//! One configuration for four model families.
 //!
-//! TinyLlama, Llama 3.2, StableLM 2 and Pythia are all decoder-only transformers; they differ in a
-//! handful of knobs. Each family's hub `config.json` is parsed with its own small serde struct (the
+//! TinyLlama, Llama 3.2, StableLM 2, Pythia and Gemma 3 are all decoder-only transformers; they
+//! differ in a handful of knobs. Each family's hub `config.json` is parsed with its own small serde struct (the
 //! key names differ), then turned into one [`TransformerConfig`] whose fields *are* those knobs.
 //! The second notebook prints this struct side by side for the four models.
 
@@ -19,10 +19,20 @@ pub enum Architecture {
     StableLm,
     /// GPT-NeoX, the architecture of the Pythia suite.
     GptNeox,
+    /// Gemma 3's text model (`gemma3_text`): Llama's block with four norms, q/k norms, GeGLU and
+    /// sliding-window attention on most layers.
+    Gemma3,
 }
 
 /// The `model_type` values [`TransformerConfig::from_hub_json`] understands.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "stablelm", "stablelm_epoch", "gpt_neox"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
+    "llama",
+    "stablelm",
+    "stablelm_epoch",
+    "gpt_neox",
+    "gemma3_text",
+    "gemma3",
+];
 
 impl Architecture {
     pub fn name(self) -> &'static str {
@@ -30,6 +40,7 @@ impl Architecture {
             Architecture::Llama => "llama",
             Architecture::StableLm => "stablelm",
             Architecture::GptNeox => "gpt_neox",
+            Architecture::Gemma3 => "gemma3_text",
         }
     }
 }
@@ -50,6 +61,9 @@ pub enum Mlp {
     SwiGlu,
     /// `down(gelu(up(x)))` with the exact, erf-based GELU: two matrices (GPT-NeoX).
     Gelu,
+    /// `down(gelu_tanh(gate(x)) * up(x))`: SwiGLU's shape with the tanh-approximated GELU
+    /// (Gemma).
+    GeGlu,
 }
 
 /// How rotary position embeddings pair up the dimensions they rotate.
@@ -71,7 +85,24 @@ pub struct Llama3RopeScaling {
     pub original_max_position_embeddings: usize,
 }
 
-/// Everything that makes one of the four models different from another.
+/// Local attention on most layers (Gemma 3): a position sees only the last `size` positions,
+/// its own included, and those layers rotate with their own, lower RoPE base. Every
+/// `global_every`-th layer (the 6th, 12th, ...) attends to the whole context.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SlidingWindow {
+    pub size: usize,
+    pub global_every: usize,
+    pub rope_theta: f64,
+}
+
+impl SlidingWindow {
+    /// Whether layer `layer` (from 0) attends through the window.
+    pub fn applies(&self, layer: usize) -> bool {
+        self.global_every == 0 || !(layer + 1).is_multiple_of(self.global_every)
+    }
+}
+
+/// Everything that makes one of the five models different from another.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransformerConfig {
     pub architecture: Architecture,
@@ -100,8 +131,26 @@ pub struct TransformerConfig {
     pub attn_out_bias: bool,
     /// Bias on the MLP projections (GPT-NeoX).
     pub mlp_bias: bool,
-    /// The output projection reuses the token embedding matrix (Llama 3.2, SmolLM2).
+    /// The output projection reuses the token embedding matrix (Llama 3.2, SmolLM2, Gemma).
     pub tie_word_embeddings: bool,
+    /// The token embeddings are multiplied by √hidden_size before block 0 (Gemma).
+    #[serde(default)]
+    pub scale_embeddings: bool,
+    /// The stored RMSNorm weights are `w` of Gemma's `x·(1 + w)`: the builder adds the 1.
+    /// llama.cpp's converter has already added it in a GGUF file, so there this is false.
+    #[serde(default)]
+    pub norm_adds_one: bool,
+    /// An RMSNorm over each head of q and of k before RoPE (Gemma 3).
+    #[serde(default)]
+    pub qk_norm: bool,
+    /// A second norm after attention and after the MLP, before each residual add (Gemma 2/3).
+    #[serde(default)]
+    pub post_norms: bool,
+    /// Scores are scaled by `query_pre_attn_scalar^-1/2` instead of `head_dim^-1/2` (Gemma).
+    #[serde(default)]
+    pub query_pre_attn_scalar: Option<f64>,
+    #[serde(default)]
+    pub sliding_window: Option<SlidingWindow>,
     pub bos_token_id: Option<u32>,
     /// Generation stops at any of these (Llama 3 has three).
     pub eos_token_ids: Vec<u32>,
@@ -215,6 +264,51 @@ struct GptNeoxJson {
     eos_token_id: Option<OneOrMany>,
 }
 
+/// Gemma 3's text config (`gemma3_text`). transformers 5 writes the two RoPE bases as
+/// `rope_parameters`; earlier releases as `rope_theta` and `rope_local_base_freq`.
+#[derive(Debug, Deserialize)]
+struct Gemma3Json {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: usize,
+    head_dim: usize,
+    max_position_embeddings: usize,
+    rms_norm_eps: f64,
+    rope_theta: Option<f64>,
+    rope_local_base_freq: Option<f64>,
+    rope_parameters: Option<Gemma3RopeParameters>,
+    rope_scaling: Option<RopeScalingJson>,
+    sliding_window: usize,
+    layer_types: Option<Vec<String>>,
+    #[serde(alias = "_sliding_window_pattern")]
+    sliding_window_pattern: Option<usize>,
+    query_pre_attn_scalar: f64,
+    hidden_activation: Option<String>,
+    final_logit_softcapping: Option<f64>,
+    attn_logit_softcapping: Option<f64>,
+    #[serde(default)]
+    attention_bias: bool,
+    #[serde(default = "yes")]
+    tie_word_embeddings: bool,
+    bos_token_id: Option<u32>,
+    eos_token_id: Option<OneOrMany>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Gemma3RopeParameters {
+    full_attention: RopeThetaJson,
+    sliding_attention: RopeThetaJson,
+}
+
+#[derive(Debug, Deserialize)]
+struct RopeThetaJson {
+    rope_type: Option<String>,
+    rope_theta: f64,
+}
+
 fn default_rope_theta() -> f64 {
     10_000.0
 }
@@ -273,6 +367,14 @@ impl TransformerConfig {
             "gpt_neox" => Self::from_gpt_neox(
                 serde_json::from_str(text).with_context(|| parse_err("gpt_neox"))?,
             )?,
+            "gemma3_text" => Self::from_gemma3(
+                serde_json::from_str(text).with_context(|| parse_err("gemma3_text"))?,
+            )?,
+            "gemma3" => bail!(
+                "model_type \"gemma3\" is Gemma 3's image-and-text model, whose weights sit under \
+                 a vision tower: load a text-only Gemma 3 (model_type gemma3_text, such as \
+                 google/gemma-3-270m or google/gemma-3-1b-it) or its GGUF file"
+            ),
             other => bail!(
                 "model_type {other:?} is not supported; supported model types: {}",
                 SUPPORTED_MODEL_TYPES.join(", ")
@@ -340,6 +442,12 @@ impl TransformerConfig {
             tie_word_embeddings: c.tie_word_embeddings,
             bos_token_id: c.bos_token_id,
             eos_token_ids: eos_list(c.eos_token_id),
+            scale_embeddings: false,
+            norm_adds_one: false,
+            qk_norm: false,
+            post_norms: false,
+            query_pre_attn_scalar: None,
+            sliding_window: None,
         })
     }
 
@@ -374,6 +482,12 @@ impl TransformerConfig {
             tie_word_embeddings: c.tie_word_embeddings,
             bos_token_id: c.bos_token_id,
             eos_token_ids: eos_list(c.eos_token_id),
+            scale_embeddings: false,
+            norm_adds_one: false,
+            qk_norm: false,
+            post_norms: false,
+            query_pre_attn_scalar: None,
+            sliding_window: None,
         })
     }
 
@@ -406,6 +520,86 @@ impl TransformerConfig {
             tie_word_embeddings: c.tie_word_embeddings,
             bos_token_id: c.bos_token_id,
             eos_token_ids: eos_list(c.eos_token_id),
+            scale_embeddings: false,
+            norm_adds_one: false,
+            qk_norm: false,
+            post_norms: false,
+            query_pre_attn_scalar: None,
+            sliding_window: None,
+        })
+    }
+
+    fn from_gemma3(c: Gemma3Json) -> Result<Self> {
+        // transformers' "gelu_pytorch_tanh" is GELU's tanh approximation.
+        check_activation(
+            c.hidden_activation.as_deref(),
+            &["gelu_pytorch_tanh", "gelu_tanh"],
+            "gemma3_text",
+        )?;
+        if c.final_logit_softcapping.is_some() || c.attn_logit_softcapping.is_some() {
+            bail!("logit soft-capping (Gemma 2) is not supported; Gemma 3 configs set it to null");
+        }
+        let scaled = c
+            .rope_scaling
+            .as_ref()
+            .is_some_and(|r| r.rope_type.as_deref() != Some("default"));
+        let scaled_parameters = c.rope_parameters.as_ref().is_some_and(|p| {
+            [&p.full_attention, &p.sliding_attention]
+                .iter()
+                .any(|r| r.rope_type.as_deref().is_some_and(|t| t != "default"))
+        });
+        if scaled || scaled_parameters {
+            bail!(
+                "RoPE scaling (the long-context Gemma 3 4B-27B) is not supported; the 270M and 1B \
+                 models do not use it"
+            );
+        }
+        let (global_theta, local_theta) = match &c.rope_parameters {
+            Some(p) => (p.full_attention.rope_theta, p.sliding_attention.rope_theta),
+            None => (
+                c.rope_theta.unwrap_or(1_000_000.0),
+                c.rope_local_base_freq.unwrap_or(10_000.0),
+            ),
+        };
+        let global_every = match &c.layer_types {
+            Some(types) => global_every(types)?,
+            None => c.sliding_window_pattern.unwrap_or(6),
+        };
+        Ok(Self {
+            architecture: Architecture::Gemma3,
+            vocab_size: c.vocab_size,
+            hidden_size: c.hidden_size,
+            intermediate_size: c.intermediate_size,
+            num_layers: c.num_hidden_layers,
+            num_heads: c.num_attention_heads,
+            num_kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            max_position_embeddings: c.max_position_embeddings,
+            norm: Norm::RmsNorm {
+                eps: c.rms_norm_eps,
+            },
+            mlp: Mlp::GeGlu,
+            rotary_dim: c.head_dim,
+            rope_theta: global_theta,
+            rope_scaling: None,
+            rope_style: RopeStyle::Half,
+            parallel_residual: false,
+            qkv_bias: c.attention_bias,
+            attn_out_bias: c.attention_bias,
+            mlp_bias: false,
+            tie_word_embeddings: c.tie_word_embeddings,
+            bos_token_id: c.bos_token_id,
+            eos_token_ids: eos_list(c.eos_token_id),
+            scale_embeddings: true,
+            norm_adds_one: true,
+            qk_norm: true,
+            post_norms: true,
+            query_pre_attn_scalar: Some(c.query_pre_attn_scalar),
+            sliding_window: Some(SlidingWindow {
+                size: c.sliding_window,
+                global_every,
+                rope_theta: local_theta,
+            }),
         })
     }
 
@@ -423,6 +617,11 @@ impl TransformerConfig {
         for (name, value) in fields {
             if value == 0 {
                 bail!("config.json: {name} must be positive");
+            }
+        }
+        if let Some(w) = self.sliding_window {
+            if w.size == 0 {
+                bail!("config.json: sliding_window must be positive");
             }
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {
@@ -455,8 +654,11 @@ impl TransformerConfig {
         if self.attn_out_bias {
             attention += h;
         }
+        if self.qk_norm {
+            attention += 2 * self.head_dim;
+        }
         let mut mlp = match self.mlp {
-            Mlp::SwiGlu => 3 * h * i,
+            Mlp::SwiGlu | Mlp::GeGlu => 3 * h * i,
             Mlp::Gelu => 2 * h * i,
         };
         if self.mlp_bias {
@@ -476,10 +678,42 @@ impl TransformerConfig {
             embeddings: embeddings + lm_head,
             attention: attention * self.num_layers,
             mlp: mlp * self.num_layers,
-            norms: norm_params * (2 * self.num_layers + 1),
+            norms: norm_params * (self.norms_per_block() * self.num_layers + 1),
         }
     }
     // ANCHOR_END: parameter_counts
+
+    /// Norms around each block's attention and MLP: two, or four with [`Self::post_norms`].
+    pub fn norms_per_block(&self) -> usize {
+        if self.post_norms {
+            4
+        } else {
+            2
+        }
+    }
+}
+
+/// The period of Gemma 3's `layer_types`: every n-th layer `full_attention`, the others
+/// `sliding_attention`. Another pattern is refused rather than run wrongly.
+fn global_every(types: &[String]) -> Result<usize> {
+    let Some(first) = types.iter().position(|t| t == "full_attention") else {
+        return Ok(0);
+    };
+    let every = first + 1;
+    for (layer, t) in types.iter().enumerate() {
+        let expected = if (layer + 1).is_multiple_of(every) {
+            "full_attention"
+        } else {
+            "sliding_attention"
+        };
+        if t != expected {
+            bail!(
+                "config.json: layer_types[{layer}] is {t:?}, but only a repeating pattern of \
+                 sliding_attention layers with every {every}th full_attention is supported"
+            );
+        }
+    }
+    Ok(every)
 }
 
 /// Parameters by kind; `embeddings` includes an untied output projection.
@@ -501,7 +735,7 @@ impl ParameterCounts {
 mod tests {
     use super::*;
 
-    /// Totals of the four compared models and Llama 2 7B as the hub reports them for their
+    /// Totals of the four compared models, Llama 2 7B and Gemma 3 270M as the hub reports them for their
     /// safetensors checkpoints: our per-kind counts must add up to exactly these.
     #[test]
     fn parameter_counts_match_the_published_totals() {
@@ -511,6 +745,7 @@ mod tests {
             ("stablelm-2-1.6b", 1_644_515_328),
             ("pythia-1b", 1_011_781_632),
             ("llama-2-7b-chat", 6_738_415_616),
+            ("gemma-3-270m", 268_098_176),
         ];
         for (alias, total) in expected {
             let m = crate::hub::zoo::find(alias).unwrap();

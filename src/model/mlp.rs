@@ -15,6 +15,12 @@ pub enum FeedForward {
     },
     /// `down(gelu(up(x)))` with the exact erf GELU (GPT-NeoX).
     Gelu { up: LoraLinear, down: LoraLinear },
+    /// `down(gelu_tanh(gate(x)) ⊙ up(x))` (Gemma).
+    GeGlu {
+        gate: LoraLinear,
+        up: LoraLinear,
+        down: LoraLinear,
+    },
 }
 
 impl FeedForward {
@@ -31,6 +37,11 @@ impl FeedForward {
                 down.forward(&h)
             }
             FeedForward::Gelu { up, down } => down.forward(&up.forward(x)?.gelu_erf()?),
+            FeedForward::GeGlu { gate, up, down } => {
+                let [g, u] = LoraLinear::forward_group([gate, up], x)?;
+                // candle's `gelu` is the tanh approximation Gemma was trained with.
+                down.forward(&(g.gelu()? * u)?)
+            }
         }
     }
 }

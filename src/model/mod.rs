@@ -1,4 +1,5 @@
-//! One decoder-only `Transformer` for Llama, StableLM 2 and GPT-NeoX, driven by its config.
+//! One decoder-only `Transformer` for Llama, StableLM 2, GPT-NeoX and Gemma 3, driven by its
+//! config.
 //!
 //! ```text
 //! ids ─ embed ─┬─ block 0 ─ … ─ block N-1 ─ final norm ─ lm_head ─ logits (every position)
@@ -6,6 +7,10 @@
 //! block:  sequential (Llama, StableLM)      parallel (GPT-NeoX)
 //!         h = x + attn(norm1(x))            y = x + attn(norm1(x)) + mlp(norm2(x))
 //!         y = h + mlp(norm2(h))
+//!
+//!         sandwiched (Gemma 3)
+//!         h = x + post1(attn(norm1(x)))
+//!         y = h + post2(mlp(norm2(h)))
 //! ```
 //! Everything that differs between the families is a field of [`TransformerConfig`]; this file
 //! only reads those knobs.
@@ -57,14 +62,25 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
         .to_scalar()?)
 }
 
-/// One transformer layer: attention and MLP, each behind a norm, joined by residuals.
+/// One transformer layer: attention and MLP, each behind a norm (and, in Gemma, before one
+/// more), joined by residuals.
 #[derive(Debug, Clone)]
 pub struct Block {
     pub norm_attn: NormLayer,
     pub attn: Attention,
+    pub post_norm_attn: Option<NormLayer>,
     pub norm_mlp: NormLayer,
     pub mlp: FeedForward,
+    pub post_norm_mlp: Option<NormLayer>,
     pub parallel_residual: bool,
+}
+
+/// `x` through `norm` where the block has one there.
+fn maybe_norm(norm: Option<&NormLayer>, x: Tensor, train: bool) -> Result<Tensor> {
+    match norm {
+        Some(norm) => norm.forward(&x, train),
+        None => Ok(x),
+    }
 }
 
 impl Block {
@@ -86,6 +102,7 @@ impl Block {
             mask,
             train,
         )?;
+        let attn = maybe_norm(self.post_norm_attn.as_ref(), attn, train)?;
         if self.parallel_residual {
             let mlp = self.mlp.forward(&self.norm_mlp.forward(x, train)?, train)?;
             Ok(((x + attn)? + mlp)?)
@@ -94,6 +111,7 @@ impl Block {
             let mlp = self
                 .mlp
                 .forward(&self.norm_mlp.forward(&h, train)?, train)?;
+            let mlp = maybe_norm(self.post_norm_mlp.as_ref(), mlp, train)?;
             Ok((h + mlp)?)
         }
     }
@@ -109,6 +127,9 @@ pub struct Transformer {
     final_norm: NormLayer,
     lm_head: LoraLinear,
     rotary: Rotary,
+    /// The sliding-window layers' rotation (Gemma 3: base 10,000 where the global layers use
+    /// 1,000,000).
+    local_rotary: Option<Rotary>,
     caches: Vec<KvCache>,
     device: Device,
     dtype: DType,
@@ -141,6 +162,7 @@ impl Transformer {
             format,
             device: device.clone(),
             bytes: 0,
+            norm_adds_one: c.norm_adds_one,
         };
         let (h, hd) = (c.hidden_size, c.head_dim);
         let embed_name = format!("{}.weight", names.embed);
@@ -165,16 +187,39 @@ impl Transformer {
             } else {
                 QkvProjection::Fused(b.linear(&n.qkv, 3 * c.num_heads * hd, h, c.qkv_bias)?)
             };
+            let (q_norm, k_norm) = if c.qk_norm {
+                (
+                    Some(b.norm(c.norm, &n.q_norm, hd)?),
+                    Some(b.norm(c.norm, &n.k_norm, hd)?),
+                )
+            } else {
+                (None, None)
+            };
             let attn = Attention {
                 qkv,
                 o: b.linear(&n.o, h, c.num_heads * hd, c.attn_out_bias)?,
                 num_heads: c.num_heads,
                 num_kv_heads: c.num_kv_heads,
                 head_dim: hd,
+                q_norm,
+                k_norm,
+                query_scale: c
+                    .query_pre_attn_scalar
+                    .filter(|&s| s != hd as f64)
+                    .map(|s| (hd as f64 / s).sqrt()),
+                window: c
+                    .sliding_window
+                    .filter(|w| w.applies(layer))
+                    .map(|w| w.size),
             };
             let i = c.intermediate_size;
             let mlp = match c.mlp {
                 Mlp::SwiGlu => FeedForward::SwiGlu {
+                    gate: b.linear(&n.gate, i, h, c.mlp_bias)?,
+                    up: b.linear(&n.up, i, h, c.mlp_bias)?,
+                    down: b.linear(&n.down, h, i, c.mlp_bias)?,
+                },
+                Mlp::GeGlu => FeedForward::GeGlu {
                     gate: b.linear(&n.gate, i, h, c.mlp_bias)?,
                     up: b.linear(&n.up, i, h, c.mlp_bias)?,
                     down: b.linear(&n.down, h, i, c.mlp_bias)?,
@@ -184,11 +229,16 @@ impl Transformer {
                     down: b.linear(&n.down, h, i, c.mlp_bias)?,
                 },
             };
+            let post_norm = |b: &mut Builder, module: &str| -> Result<Option<NormLayer>> {
+                c.post_norms.then(|| b.norm(c.norm, module, h)).transpose()
+            };
             blocks.push(Block {
                 norm_attn: b.norm(c.norm, &n.norm_attn, h)?,
                 attn,
+                post_norm_attn: post_norm(&mut b, &n.post_norm_attn)?,
                 norm_mlp: b.norm(c.norm, &n.norm_mlp, h)?,
                 mlp,
+                post_norm_mlp: post_norm(&mut b, &n.post_norm_mlp)?,
                 parallel_residual: c.parallel_residual,
             });
         }
@@ -206,6 +256,12 @@ impl Transformer {
             final_norm,
             lm_head,
             rotary: Rotary::new(c),
+            local_rotary: c.sliding_window.map(|w| {
+                Rotary::new(&TransformerConfig {
+                    rope_theta: w.rope_theta,
+                    ..c.clone()
+                })
+            }),
             caches: vec![KvCache::default(); c.num_layers],
             device: device.clone(),
             dtype: format.dtype,
@@ -286,7 +342,9 @@ impl Transformer {
             }
             out.push(&mut block.attn.o);
             match &mut block.mlp {
-                FeedForward::SwiGlu { gate, up, down } => out.extend([gate, up, down]),
+                FeedForward::SwiGlu { gate, up, down } | FeedForward::GeGlu { gate, up, down } => {
+                    out.extend([gate, up, down])
+                }
                 FeedForward::Gelu { up, down } => out.extend([up, down]),
             }
         }
@@ -339,15 +397,25 @@ impl Transformer {
         {
             bail!("token id {bad} is outside the vocabulary of {vocab} tokens");
         }
-        let mut x = self
-            .embed
-            .forward(ids, self.config.hidden_size, self.dtype)?;
+        let mut x = self.embed(ids)?;
         let mask = (seq > 1 && !isa::fused_kernels_apply(x.dtype(), &self.device, self.train))
-            .then(|| attention::causal_mask(seq, past, x.dtype(), &self.device))
+            .then(|| attention::causal_mask(seq, past, None, x.dtype(), &self.device))
+            .transpose()?;
+        // The sliding-window layers' mask, where the window leaves out some of what the
+        // causal mask lets in.
+        let window_mask = self
+            .config
+            .sliding_window
+            .filter(|w| seq > 1 && past + seq > w.size)
+            .map(|w| attention::causal_mask(seq, past, Some(w.size), x.dtype(), &self.device))
             .transpose()?;
         for (i, block) in self.blocks[..layers].iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
-            x = block.forward(&x, &self.rotary, cache, mask.as_ref(), self.train)?;
+            let (rotary, mask) = match (block.attn.window, &self.local_rotary) {
+                (Some(_), Some(local)) => (local, window_mask.as_ref().or(mask.as_ref())),
+                _ => (&self.rotary, mask.as_ref()),
+            };
+            x = block.forward(&x, rotary, cache, mask, self.train)?;
         }
         self.final_norm.forward(&x, self.train)
     }
@@ -382,14 +450,34 @@ impl Transformer {
         &self.blocks
     }
 
-    /// The rotary embedding every block's attention applies.
+    /// The rotary embedding the global-attention blocks apply (every block but Gemma's
+    /// sliding-window ones, which use [`Transformer::rotary_of`]).
     pub fn rotary(&self) -> &Rotary {
         &self.rotary
     }
 
-    /// The token embeddings block 0 reads: `ids` `(batch, seq)` → `(batch, seq, hidden)`.
+    /// The rotary embedding block `layer` applies.
+    pub fn rotary_of(&self, layer: usize) -> &Rotary {
+        match (
+            self.blocks.get(layer).and_then(|b| b.attn.window),
+            &self.local_rotary,
+        ) {
+            (Some(_), Some(local)) => local,
+            _ => &self.rotary,
+        }
+    }
+
+    /// The token embeddings block 0 reads: `ids` `(batch, seq)` → `(batch, seq, hidden)`,
+    /// scaled by √hidden where the model does (Gemma).
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        self.embed.forward(ids, self.config.hidden_size, self.dtype)
+        let hidden = self.config.hidden_size;
+        let x = self.embed.forward(ids, hidden, self.dtype)?;
+        if self.config.scale_embeddings {
+            // f32 like llama.cpp's sqrtf; transformers rounds it to the model's dtype.
+            Ok((x * f64::from((hidden as f32).sqrt()))?)
+        } else {
+            Ok(x)
+        }
     }
 
     /// Logits of **every** position, `(batch, seq, vocab)` in f32, continuing after the cache.

@@ -7,7 +7,7 @@
 //! whose speed and memory equal the real one's.
 
 use crate::kernels::packed::PackedMatrix;
-use crate::model::config::{Architecture, Norm, TransformerConfig};
+use crate::model::config::{Architecture, Mlp, Norm, RopeStyle, SlidingWindow, TransformerConfig};
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
@@ -163,12 +163,14 @@ impl WeightSource for SafetensorsWeights {
     }
 }
 
-/// A llama-family GGUF file (llama.cpp's format), with quantized tensors kept quantized.
+/// A llama-family or Gemma 3 GGUF file (llama.cpp's format), with quantized tensors kept
+/// quantized.
 pub struct GgufWeights {
     content: gguf_file::Content,
     file: std::fs::File,
     path: PathBuf,
     device: Device,
+    architecture: Architecture,
 }
 
 impl GgufWeights {
@@ -188,6 +190,7 @@ impl GgufWeights {
                 file,
                 path: path.to_path_buf(),
                 device: device.clone(),
+                architecture: config.architecture,
             },
             config,
         ))
@@ -209,8 +212,9 @@ impl GgufWeights {
             })
     }
 
-    /// llama.cpp's name for a Hugging Face llama tensor name.
-    pub fn gguf_name(hf: &str) -> Option<String> {
+    /// llama.cpp's name for a Hugging Face tensor name of a model of `architecture` (llama or
+    /// Gemma 3: the two name the norm after attention differently).
+    pub fn gguf_name(hf: &str, architecture: Architecture) -> Option<String> {
         let fixed = match hf {
             "model.embed_tokens.weight" => Some("token_embd.weight"),
             "model.norm.weight" => Some("output_norm.weight"),
@@ -232,7 +236,14 @@ impl GgufWeights {
             "mlp.up_proj" => "ffn_up",
             "mlp.down_proj" => "ffn_down",
             "input_layernorm" => "attn_norm",
+            "post_attention_layernorm" if architecture == Architecture::Gemma3 => {
+                "post_attention_norm"
+            }
             "post_attention_layernorm" => "ffn_norm",
+            "pre_feedforward_layernorm" => "ffn_norm",
+            "post_feedforward_layernorm" => "post_ffw_norm",
+            "self_attn.q_norm" => "attn_q_norm",
+            "self_attn.k_norm" => "attn_k_norm",
             _ => return None,
         };
         Some(format!("blk.{layer}.{gguf_module}.{suffix}"))
@@ -241,7 +252,7 @@ impl GgufWeights {
 
 impl WeightSource for GgufWeights {
     fn get(&mut self, name: &str, dims: &[usize]) -> Result<Weight> {
-        let gguf = Self::gguf_name(name)
+        let gguf = Self::gguf_name(name, self.architecture)
             .with_context(|| format!("no GGUF tensor corresponds to {name}"))?;
         if !self.content.tensor_infos.contains_key(&gguf) {
             bail!("tensor {gguf} ({name}) is missing from {}", self.describe());
@@ -252,7 +263,8 @@ impl WeightSource for GgufWeights {
     }
 
     fn stored_matrix(&mut self, name: &str, dims: &[usize]) -> Result<Option<PackedMatrix>> {
-        let Some(info) = Self::gguf_name(name).and_then(|n| self.content.tensor_infos.get(&n))
+        let Some(info) = Self::gguf_name(name, self.architecture)
+            .and_then(|n| self.content.tensor_infos.get(&n))
         else {
             return Ok(None);
         };
@@ -275,7 +287,8 @@ impl WeightSource for GgufWeights {
     }
 
     fn contains(&self, name: &str) -> bool {
-        Self::gguf_name(name).is_some_and(|n| self.content.tensor_infos.contains_key(&n))
+        Self::gguf_name(name, self.architecture)
+            .is_some_and(|n| self.content.tensor_infos.contains_key(&n))
     }
 
     fn describe(&self) -> String {
@@ -283,7 +296,7 @@ impl WeightSource for GgufWeights {
     }
 }
 
-/// The architecture knobs a llama GGUF stores as metadata.
+/// The architecture knobs a llama or Gemma 3 GGUF stores as metadata (`{arch}.*` keys).
 fn gguf_config(content: &gguf_file::Content) -> Result<TransformerConfig> {
     let md = &content.metadata;
     let arch = md
@@ -291,54 +304,80 @@ fn gguf_config(content: &gguf_file::Content) -> Result<TransformerConfig> {
         .and_then(|v| v.to_string().ok())
         .cloned()
         .unwrap_or_default();
-    if arch != "llama" {
+    if arch != "llama" && arch != "gemma3" {
         bail!(
-            "GGUF architecture {arch:?} is not supported: only llama-family GGUF files load \
-             (TinyLlama, Llama 3.2, SmolLM2); use the safetensors checkpoint for other models"
+            "GGUF architecture {arch:?} is not supported: llama-family (TinyLlama, Llama 3.2, \
+             SmolLM2) and gemma3 GGUF files load; use the safetensors checkpoint for other models"
         );
     }
     let get_u32 = |key: &str| -> Result<usize> {
-        md.get(key)
+        let key = format!("{arch}.{key}");
+        md.get(&key)
             .with_context(|| format!("GGUF metadata {key} is missing"))?
             .to_u32()
             .map(|v| v as usize)
             .map_err(|e| anyhow::anyhow!("GGUF metadata {key}: {e}"))
     };
-    let get_f32 = |key: &str| md.get(key).and_then(|v| v.to_f32().ok());
-    let hidden_size = get_u32("llama.embedding_length")?;
-    let num_heads = get_u32("llama.attention.head_count")?;
-    let num_kv_heads = get_u32("llama.attention.head_count_kv").unwrap_or(num_heads);
-    let head_dim = hidden_size / num_heads.max(1);
-    let vocab_size = match get_u32("llama.vocab_size") {
+    let get_f32 = |key: &str| {
+        md.get(&format!("{arch}.{key}"))
+            .and_then(|v| v.to_f32().ok())
+    };
+    let hidden_size = get_u32("embedding_length")?;
+    let num_heads = get_u32("attention.head_count")?;
+    let num_kv_heads = get_u32("attention.head_count_kv").unwrap_or(num_heads);
+    let head_dim = get_u32("attention.key_length").unwrap_or(hidden_size / num_heads.max(1));
+    let vocab_size = match get_u32("vocab_size") {
         Ok(v) => v,
         Err(_) => md
             .get("tokenizer.ggml.tokens")
             .and_then(|v| v.to_vec().ok())
             .map(|v| v.len())
-            .context("GGUF has neither llama.vocab_size nor tokenizer.ggml.tokens")?,
+            .context("GGUF has neither a vocab_size nor tokenizer.ggml.tokens")?,
     };
     let tied = !content.tensor_infos.contains_key("output.weight");
     let eos = md
         .get("tokenizer.ggml.eos_token_id")
         .and_then(|v| v.to_u32().ok());
+    let gemma = arch == "gemma3";
+    // What llama.cpp's gemma3 loader fixes in code rather than reading from the file: every
+    // 6th layer global, RoPE base 10,000 on the local ones, NeoX (half) rotation, and
+    // scores scaled by head_dim^-1/2 (the 270M-12B models' query_pre_attn_scalar).
+    let sliding_window = match get_u32("attention.sliding_window") {
+        Ok(size) if gemma => Some(SlidingWindow {
+            size,
+            global_every: get_u32("attention.sliding_window_pattern").unwrap_or(6),
+            rope_theta: 10_000.0,
+        }),
+        _ => None,
+    };
     let config = TransformerConfig {
-        architecture: Architecture::Llama,
+        architecture: if gemma {
+            Architecture::Gemma3
+        } else {
+            Architecture::Llama
+        },
         vocab_size,
         hidden_size,
-        intermediate_size: get_u32("llama.feed_forward_length")?,
-        num_layers: get_u32("llama.block_count")?,
+        intermediate_size: get_u32("feed_forward_length")?,
+        num_layers: get_u32("block_count")?,
         num_heads,
         num_kv_heads,
         head_dim,
-        max_position_embeddings: get_u32("llama.context_length")?,
+        max_position_embeddings: get_u32("context_length")?,
         norm: Norm::RmsNorm {
-            eps: get_f32("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64,
+            eps: get_f32("attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64,
         },
-        mlp: crate::model::config::Mlp::SwiGlu,
-        rotary_dim: get_u32("llama.rope.dimension_count").unwrap_or(head_dim),
-        rope_theta: get_f32("llama.rope.freq_base").unwrap_or(10_000.0) as f64,
+        mlp: if gemma { Mlp::GeGlu } else { Mlp::SwiGlu },
+        rotary_dim: get_u32("rope.dimension_count").unwrap_or(head_dim),
+        rope_theta: get_f32("rope.freq_base").unwrap_or(10_000.0) as f64,
         rope_scaling: None,
-        rope_style: crate::model::config::RopeStyle::Interleaved,
+        // llama.cpp permutes llama's q/k rows for its interleaved rotation; Gemma keeps
+        // Hugging Face's layout and rotates halves (NeoX style).
+        rope_style: if gemma {
+            RopeStyle::Half
+        } else {
+            RopeStyle::Interleaved
+        },
         parallel_residual: false,
         qkv_bias: false,
         attn_out_bias: false,
@@ -348,6 +387,13 @@ fn gguf_config(content: &gguf_file::Content) -> Result<TransformerConfig> {
             .get("tokenizer.ggml.bos_token_id")
             .and_then(|v| v.to_u32().ok()),
         eos_token_ids: eos.into_iter().collect(),
+        scale_embeddings: gemma,
+        // llama.cpp's converter has added Gemma's 1 to the stored norm weights.
+        norm_adds_one: false,
+        qk_norm: gemma,
+        post_norms: gemma,
+        query_pre_attn_scalar: None,
+        sliding_window,
     };
     config.validate()?;
     Ok(config)
@@ -442,6 +488,12 @@ pub struct BlockNames {
     pub down: String,
     pub norm_attn: String,
     pub norm_mlp: String,
+    /// Gemma's norms after attention and after the MLP, and on each head of q and k; empty for
+    /// the other families.
+    pub post_norm_attn: String,
+    pub post_norm_mlp: String,
+    pub q_norm: String,
+    pub k_norm: String,
 }
 
 /// Hugging Face module names (without `.weight`/`.bias`) for an architecture.
@@ -457,7 +509,7 @@ pub struct WeightNames {
 impl WeightNames {
     pub fn new(architecture: Architecture) -> Self {
         match architecture {
-            Architecture::Llama | Architecture::StableLm => Self {
+            Architecture::Llama | Architecture::StableLm | Architecture::Gemma3 => Self {
                 embed: "model.embed_tokens".into(),
                 final_norm: "model.norm".into(),
                 lm_head: "lm_head".into(),
@@ -488,6 +540,26 @@ impl WeightNames {
                 down: format!("{p}.mlp.down_proj"),
                 norm_attn: format!("{p}.input_layernorm"),
                 norm_mlp: format!("{p}.post_attention_layernorm"),
+                post_norm_attn: String::new(),
+                post_norm_mlp: String::new(),
+                q_norm: String::new(),
+                k_norm: String::new(),
+            },
+            Architecture::Gemma3 => BlockNames {
+                q: format!("{p}.self_attn.q_proj"),
+                k: format!("{p}.self_attn.k_proj"),
+                v: format!("{p}.self_attn.v_proj"),
+                qkv: String::new(),
+                o: format!("{p}.self_attn.o_proj"),
+                gate: format!("{p}.mlp.gate_proj"),
+                up: format!("{p}.mlp.up_proj"),
+                down: format!("{p}.mlp.down_proj"),
+                norm_attn: format!("{p}.input_layernorm"),
+                norm_mlp: format!("{p}.pre_feedforward_layernorm"),
+                post_norm_attn: format!("{p}.post_attention_layernorm"),
+                post_norm_mlp: format!("{p}.post_feedforward_layernorm"),
+                q_norm: format!("{p}.self_attn.q_norm"),
+                k_norm: format!("{p}.self_attn.k_norm"),
             },
             Architecture::GptNeox => BlockNames {
                 q: String::new(),
@@ -500,6 +572,10 @@ impl WeightNames {
                 down: format!("{p}.mlp.dense_4h_to_h"),
                 norm_attn: format!("{p}.input_layernorm"),
                 norm_mlp: format!("{p}.post_attention_layernorm"),
+                post_norm_attn: String::new(),
+                post_norm_mlp: String::new(),
+                q_norm: String::new(),
+                k_norm: String::new(),
             },
         }
     }

@@ -29,6 +29,7 @@ pub fn knobs(c: &TransformerConfig) -> Vec<(&'static str, String)> {
             match c.mlp {
                 Mlp::SwiGlu => format!("SwiGLU, {}", c.intermediate_size),
                 Mlp::Gelu => format!("GELU, {}", c.intermediate_size),
+                Mlp::GeGlu => format!("GeGLU, {}", c.intermediate_size),
             },
         ),
         (

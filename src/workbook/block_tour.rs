@@ -62,21 +62,31 @@ pub fn tour_block(m: &LoadedModel, prompt: &str, layer: usize) -> Result<BlockTo
     };
     note("token ids", &ids, format!("{seq} tokens, a batch of one"));
 
-    let mask = causal_mask(seq, 0, DType::F32, model.device())?;
+    // Each block's mask: causal, and for Gemma's local layers also windowed.
+    let mask_of = |b: &Block| causal_mask(seq, 0, b.attn.window, DType::F32, model.device());
     let mut x = model.embed(&ids)?.to_dtype(DType::F32)?;
     note(
         "embed",
         &x,
-        format!("one row of {} per token", c.hidden_size),
+        if c.scale_embeddings {
+            format!(
+                "one row of {} per token, times √{}",
+                c.hidden_size, c.hidden_size
+            )
+        } else {
+            format!("one row of {} per token", c.hidden_size)
+        },
     );
-    for earlier in &model.blocks()[..layer] {
-        x = earlier.forward(&x, model.rotary(), None, Some(&mask), true)?;
+    for (i, earlier) in model.blocks()[..layer].iter().enumerate() {
+        let mask = mask_of(earlier)?;
+        x = earlier.forward(&x, model.rotary_of(i), None, Some(&mask), true)?;
     }
     if layer > 0 {
         note("blocks 0..layer", &x, format!("the input of block {layer}"));
     }
-    let expected = block.forward(&x, model.rotary(), None, Some(&mask), true)?;
-    let y = walk(block, &x, &mask, model.rotary(), &mut note)?;
+    let (mask, rotary) = (mask_of(block)?, model.rotary_of(layer));
+    let expected = block.forward(&x, rotary, None, Some(&mask), true)?;
+    let y = walk(block, &x, &mask, rotary, &mut note)?;
     let max_diff = crate::model::max_abs_diff(&y, &expected)?;
     Ok(BlockTour {
         prompt: prompt.to_string(),
@@ -127,6 +137,18 @@ fn walk(
         |t: Tensor, n| -> Result<Tensor> { Ok(t.reshape((b, seq, n, hd))?.transpose(1, 2)?) };
     let (q, k, v) = (heads(q, nh)?, heads(k, nkv)?, heads(v, nkv)?);
     note("split heads", &q, "(batch, heads, seq, head_dim)".into());
+    let (q, k) = match (&attn.q_norm, &attn.k_norm) {
+        (Some(qn), Some(kn)) => {
+            let q = qn.forward(&q, true)?;
+            note(
+                "norm q, k per head",
+                &q,
+                "each head's vector scaled to unit size".into(),
+            );
+            (q, kn.forward(&k, true)?)
+        }
+        _ => (q, k),
+    };
     let q = rotary.apply(&q, 0, true)?;
     let k = rotary.apply(&k, 0, true)?;
     note(
@@ -142,6 +164,10 @@ fn walk(
             .reshape((b, nh, seq, hd))?)
     };
     let (k, v) = (repeat(k)?, repeat(v)?);
+    let q = match attn.query_scale {
+        Some(s) => (q * s)?,
+        None => q,
+    };
     let scores = (q.matmul(&k.t()?.contiguous()?)? / (hd as f64).sqrt())?;
     note(
         "scores = q kᵀ / √d",
@@ -152,7 +178,12 @@ fn walk(
     note(
         "softmax(scores + mask)",
         &probs,
-        "rows sum to 1; the future is masked to 0".into(),
+        match attn.window {
+            Some(w) => {
+                format!("rows sum to 1; the future, and the past beyond {w} tokens, masked to 0")
+            }
+            None => "rows sum to 1; the future is masked to 0".into(),
+        },
     );
     let heads_out = probs.matmul(&v.contiguous()?)?;
     note(
@@ -167,6 +198,14 @@ fn walk(
         &attn_out,
         "heads joined and projected back".into(),
     );
+    let attn_out = match &block.post_norm_attn {
+        Some(norm) => {
+            let out = norm.forward(&attn_out, true)?;
+            note("norm(o)", &out, "normalised before the residual add".into());
+            out
+        }
+        None => attn_out,
+    };
 
     let mlp_in = if block.parallel_residual {
         x.clone()
@@ -194,8 +233,31 @@ fn walk(
             note("gelu(up)", &h, "widened for the feed-forward".into());
             down.forward(&h)?
         }
+        FeedForward::GeGlu { gate, up, down } => {
+            let g = gate.forward(&m)?;
+            note(
+                "gate, up = norm(h) W",
+                &g,
+                "widened for the feed-forward".into(),
+            );
+            let h = (g.gelu()? * up.forward(&m)?)?;
+            note("gelu_tanh(gate) ⊙ up", &h, "GeGLU".into());
+            down.forward(&h)?
+        }
     };
     note("down", &mlp_out, "back to the hidden size".into());
+    let mlp_out = match &block.post_norm_mlp {
+        Some(norm) => {
+            let out = norm.forward(&mlp_out, true)?;
+            note(
+                "norm(mlp)",
+                &out,
+                "normalised before the residual add".into(),
+            );
+            out
+        }
+        None => mlp_out,
+    };
     let y = if block.parallel_residual {
         ((x + attn_out)? + mlp_out)?
     } else {

@@ -29,6 +29,16 @@ pub fn llama_cpp_available() -> bool {
 
 /// llama.cpp's logits at every position of `ids`, with an optional GGUF LoRA adapter.
 pub fn llama_cpp_logits(model: &Path, lora: Option<&Path>, ids: &[u32]) -> Vec<f32> {
+    llama_cpp_last_logits(model, lora, ids, ids.len())
+}
+
+/// llama.cpp's logits at the last `last` positions of `ids`.
+pub fn llama_cpp_last_logits(
+    model: &Path,
+    lora: Option<&Path>,
+    ids: &[u32],
+    last: usize,
+) -> Vec<f32> {
     let out = tempfile::NamedTempFile::new().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/llama_cpp_logits.py");
     let ids_arg: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
@@ -38,6 +48,8 @@ pub fn llama_cpp_logits(model: &Path, lora: Option<&Path>, ids: &[u32]) -> Vec<f
         .arg(model)
         .arg("--ids")
         .arg(ids_arg.join(","))
+        .arg("--last")
+        .arg(last.to_string())
         .arg("--out")
         .arg(out.path());
     if let Some(lora) = lora {
@@ -54,4 +66,28 @@ pub fn llama_cpp_logits(model: &Path, lora: Option<&Path>, ids: &[u32]) -> Vec<f
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
+}
+
+/// llama.cpp's token ids for each of `texts` (with BOS, special tokens parsed).
+pub fn llama_cpp_tokenize(model: &Path, texts: &[&str]) -> Vec<Vec<u32>> {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, out) = (dir.path().join("texts.json"), dir.path().join("ids.json"));
+    std::fs::write(&input, serde_json::to_vec(texts).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/llama_cpp_logits.py");
+    let run = std::process::Command::new("python3")
+        .arg(script)
+        .arg("--model")
+        .arg(model)
+        .arg("--tokenize")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "llama_cpp_logits.py --tokenize failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(out).unwrap()).unwrap()
 }

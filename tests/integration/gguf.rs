@@ -13,7 +13,7 @@ use std::path::Path;
 
 use crate::common::{llama_cpp_available, llama_cpp_logits};
 
-fn greedy(max_new_tokens: usize) -> GenerateOptions {
+pub(crate) fn greedy(max_new_tokens: usize) -> GenerateOptions {
     GenerateOptions {
         max_new_tokens,
         sampling: SamplingParams::default(),
@@ -46,13 +46,13 @@ fn our_greedy_continuation(n: usize) -> (Vec<u32>, Vec<u32>) {
 /// llama.cpp's logits differ by 0.19 on average (ours, with an f32 cache, 0.17 and 0.20), and
 /// their own greedy continuations of this prompt part ways at the 35th token. So the tests ask
 /// for "would have picked ours", not equal tokens.
-const ROUNDING_NOISE: f32 = 0.5;
+pub(crate) const ROUNDING_NOISE: f32 = 0.5;
 
 /// An engine reading our greedy continuation would have written it, up to rounding: at every
 /// step its most likely token is ours, or ours is within [`ROUNDING_NOISE`] of it. `rows[i]`
 /// are its logits before our token `mine[i]`. A wrong kernel, cache or position is off by
 /// whole logits.
-fn assert_it_would_pick_ours(engine: &str, rows: &[Vec<f32>], mine: &[u32]) {
+pub(crate) fn assert_it_would_pick_ours(engine: &str, rows: &[Vec<f32>], mine: &[u32]) {
     assert_eq!(rows.len(), mine.len());
     for (i, (row, &ours)) in rows.iter().zip(mine).enumerate() {
         let best = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);

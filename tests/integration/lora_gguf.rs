@@ -49,7 +49,7 @@ fn hf_folder_from_gguf(gguf: &Path, dir: &Path) -> TransformerConfig {
     let mut tensors = HashMap::new();
     for module in modules {
         let name = format!("{module}.weight");
-        let gguf_name = GgufWeights::gguf_name(&name).unwrap();
+        let gguf_name = GgufWeights::gguf_name(&name, c.architecture).unwrap();
         let dims = weights.content().tensor_infos[&gguf_name]
             .shape
             .dims()

@@ -16,6 +16,7 @@ mod common;
 mod bad_input;
 mod chat;
 mod finetune;
+mod gemma;
 mod gguf;
 mod hub;
 mod humaneval;

@@ -241,12 +241,13 @@ pub fn bench_speed(args: &BenchSpeedArgs) -> Result<()> {
         runs: args.runs,
         ..Default::default()
     };
-    let gguf = assets::asset(assets::SMOLLM2_GGUF)?;
+    let smollm2 = assets::asset(assets::SMOLLM2_GGUF)?;
+    let gemma = assets::asset(assets::GEMMA3_GGUF)?;
     let work = assets::home_dir().join(".cache/billion-llm/bench");
     let cases = run_speed_benchmark(
         &settings,
         (prompts, threads),
-        &gguf,
+        (&smollm2, &gemma),
         &work,
         (!args.skip_llama_cpp, args.only.as_deref()),
         |m| eprintln!("{m}"),

@@ -202,7 +202,7 @@ struct Plan {
 pub fn run_speed_benchmark(
     s: &SpeedSettings,
     (prompts, threads): (&[usize], &[usize]),
-    smollm_gguf: &Path,
+    (smollm_gguf, gemma_gguf): (&Path, &Path),
     work_dir: &Path,
     (with_llama_cpp, only): (bool, Option<&str>),
     mut log: impl FnMut(&str),
@@ -244,6 +244,13 @@ pub fn run_speed_benchmark(
                 random: false,
                 file_type: "Q6_K",
             },
+        },
+        Plan {
+            label: "Gemma-3-270M (base) Q4_K_M (GGUF)",
+            ours: LoadOptions::default(),
+            model: gemma_gguf.display().to_string(),
+            gguf: gemma_gguf.to_path_buf(),
+            source: Gguf::Shipped,
         },
         Plan {
             label: "TinyLlama-1.1B architecture, random weights, q4_0",

