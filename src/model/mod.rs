@@ -22,6 +22,7 @@
 pub mod attention;
 mod builder;
 pub mod config;
+mod config_json;
 pub mod embedding;
 pub mod generation;
 pub mod kv_cache;
