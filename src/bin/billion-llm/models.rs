@@ -15,12 +15,12 @@ pub struct DownloadArgs {
 
 pub fn print_models() -> Result<()> {
     println!(
-        "{:<16} {:<38} {:<9} {:>7} {:<22} {:<6} {:<8}",
+        "{:<16} {:<38} {:<11} {:>7} {:<22} {:<6} {:<8}",
         "alias", "hub id", "family", "params", "license", "gated", "compared"
     );
     for m in zoo::ZOO {
         println!(
-            "{:<16} {:<38} {:<9} {:>7} {:<22} {:<6} {:<8}",
+            "{:<16} {:<38} {:<11} {:>7} {:<22} {:<6} {:<8}",
             m.alias,
             m.hub_id,
             m.architecture.name(),
