@@ -528,38 +528,33 @@ impl WeightNames {
 
     pub fn block(&self, layer: usize) -> BlockNames {
         let p = format!("{}.{layer}", self.prefix);
+        let llama = || BlockNames {
+            q: format!("{p}.self_attn.q_proj"),
+            k: format!("{p}.self_attn.k_proj"),
+            v: format!("{p}.self_attn.v_proj"),
+            qkv: String::new(),
+            o: format!("{p}.self_attn.o_proj"),
+            gate: format!("{p}.mlp.gate_proj"),
+            up: format!("{p}.mlp.up_proj"),
+            down: format!("{p}.mlp.down_proj"),
+            norm_attn: format!("{p}.input_layernorm"),
+            norm_mlp: format!("{p}.post_attention_layernorm"),
+            post_norm_attn: String::new(),
+            post_norm_mlp: String::new(),
+            q_norm: String::new(),
+            k_norm: String::new(),
+        };
         match self.architecture {
-            Architecture::Llama | Architecture::StableLm => BlockNames {
-                q: format!("{p}.self_attn.q_proj"),
-                k: format!("{p}.self_attn.k_proj"),
-                v: format!("{p}.self_attn.v_proj"),
-                qkv: String::new(),
-                o: format!("{p}.self_attn.o_proj"),
-                gate: format!("{p}.mlp.gate_proj"),
-                up: format!("{p}.mlp.up_proj"),
-                down: format!("{p}.mlp.down_proj"),
-                norm_attn: format!("{p}.input_layernorm"),
-                norm_mlp: format!("{p}.post_attention_layernorm"),
-                post_norm_attn: String::new(),
-                post_norm_mlp: String::new(),
-                q_norm: String::new(),
-                k_norm: String::new(),
-            },
+            Architecture::Llama | Architecture::StableLm => llama(),
+            // Llama's names, with Gemma's norms: its `post_attention_layernorm` follows the
+            // attention, and the MLP's norm is `pre_feedforward_layernorm`.
             Architecture::Gemma3 => BlockNames {
-                q: format!("{p}.self_attn.q_proj"),
-                k: format!("{p}.self_attn.k_proj"),
-                v: format!("{p}.self_attn.v_proj"),
-                qkv: String::new(),
-                o: format!("{p}.self_attn.o_proj"),
-                gate: format!("{p}.mlp.gate_proj"),
-                up: format!("{p}.mlp.up_proj"),
-                down: format!("{p}.mlp.down_proj"),
-                norm_attn: format!("{p}.input_layernorm"),
                 norm_mlp: format!("{p}.pre_feedforward_layernorm"),
                 post_norm_attn: format!("{p}.post_attention_layernorm"),
                 post_norm_mlp: format!("{p}.post_feedforward_layernorm"),
                 q_norm: format!("{p}.self_attn.q_norm"),
                 k_norm: format!("{p}.self_attn.k_norm"),
+                ..llama()
             },
             Architecture::GptNeox => BlockNames {
                 q: String::new(),

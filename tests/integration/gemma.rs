@@ -10,7 +10,7 @@ use billion_llm::model::Transformer;
 use candle_core::{Device, Tensor};
 
 use crate::common::{llama_cpp_available, llama_cpp_last_logits, llama_cpp_tokenize};
-use crate::gguf::{assert_it_would_pick_ours, greedy, ROUNDING_NOISE};
+use crate::gguf::{agreement, assert_it_would_pick_ours, greedy};
 
 fn gemma() -> LoadedModel {
     let path = asset(GEMMA3_GGUF).unwrap();
@@ -31,33 +31,6 @@ fn rows_of(model: &mut Transformer, ids: &[u32]) -> Vec<Vec<f32>> {
         .unwrap()
         .to_vec2()
         .unwrap()
-}
-
-/// How many rows pick the same top token, and the RMS of the logits' differences; where the
-/// top tokens differ, llama.cpp's must be within rounding of ours.
-fn agreement(ours: &[Vec<f32>], theirs: &[Vec<f32>]) -> (usize, f64) {
-    assert_eq!(ours.len(), theirs.len());
-    let argmax = |r: &[f32]| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();
-    let (mut same_top, mut squares, mut count) = (0, 0f64, 0usize);
-    for (p, (a, b)) in ours.iter().zip(theirs).enumerate() {
-        let (ta, tb) = (argmax(a), argmax(b));
-        if ta == tb {
-            same_top += 1;
-        } else {
-            assert!(
-                b[tb] - b[ta] < ROUNDING_NOISE,
-                "row {p}: llama.cpp's {tb} is {} above our {ta}",
-                b[tb] - b[ta]
-            );
-        }
-        squares += a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| ((x - y) as f64).powi(2))
-            .sum::<f64>();
-        count += a.len();
-    }
-    (same_top, (squares / count as f64).sqrt())
 }
 
 fn llama_rows(ids: &[u32], last: usize) -> Vec<Vec<f32>> {

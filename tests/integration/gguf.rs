@@ -65,6 +65,33 @@ pub(crate) fn assert_it_would_pick_ours(engine: &str, rows: &[Vec<f32>], mine: &
     }
 }
 
+/// How many rows pick the same top token, and the RMS of the logits' differences; where the
+/// top tokens differ, llama.cpp's must be within rounding of ours.
+pub(crate) fn agreement(ours: &[Vec<f32>], theirs: &[Vec<f32>]) -> (usize, f64) {
+    assert_eq!(ours.len(), theirs.len());
+    let argmax = |r: &[f32]| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();
+    let (mut same_top, mut squares, mut count) = (0, 0f64, 0usize);
+    for (p, (a, b)) in ours.iter().zip(theirs).enumerate() {
+        let (ta, tb) = (argmax(a), argmax(b));
+        if ta == tb {
+            same_top += 1;
+        } else {
+            assert!(
+                b[tb] - b[ta] < ROUNDING_NOISE,
+                "row {p}: llama.cpp's {tb} is {} above our {ta}",
+                b[tb] - b[ta]
+            );
+        }
+        squares += a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum::<f64>();
+        count += a.len();
+    }
+    (same_top, (squares / count as f64).sqrt())
+}
+
 #[test]
 fn greedy_continuation_agrees_with_candle_quantized_llama() {
     let path = asset(SMOLLM2_GGUF).unwrap();
@@ -152,26 +179,7 @@ fn a_q4_k_m_file_gives_llama_cpp_s_logits_at_every_position() {
     let logits = llama_cpp_logits(&path, None, &ids);
     let vocab = logits.len() / ids.len();
     let rows: Vec<Vec<f32>> = logits.chunks_exact(vocab).map(|r| r.to_vec()).collect();
-    let argmax = |r: &[f32]| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();
-    let (mut same_top, mut squares) = (0, 0f64);
-    for (p, (a, b)) in our_rows.iter().zip(&rows).enumerate() {
-        let (ta, tb) = (argmax(a), argmax(b));
-        if ta == tb {
-            same_top += 1;
-        } else {
-            assert!(
-                b[tb] - b[ta] < ROUNDING_NOISE,
-                "position {p}: llama.cpp's {tb} is {} above our {ta}",
-                b[tb] - b[ta]
-            );
-        }
-        squares += a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| ((x - y) as f64).powi(2))
-            .sum::<f64>();
-    }
-    let rms = (squares / (ids.len() * vocab) as f64).sqrt();
+    let (same_top, rms) = agreement(&our_rows, &rows);
     eprintln!(
         "Q4_K_M: same top token at {same_top} of {} positions, RMS {rms:.3}",
         ids.len()

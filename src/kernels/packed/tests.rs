@@ -114,18 +114,24 @@ fn rows_dequantize_as_ggml_does() {
         GgmlDType::Q8_0,
     ] {
         let w = Tensor::randn(0f32, 1.0, (11, 96), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&w, dtype).unwrap();
-        let expected: Vec<Vec<f32>> = q.dequantize(&Device::Cpu).unwrap().to_vec2().unwrap();
-        for isa in [Isa::Avx512Vnni, Isa::Avx2] {
-            if !isa.available() {
-                continue;
-            }
-            let m = PackedMatrix::with_isa(&q, isa).unwrap();
-            for (r, row) in expected.iter().enumerate() {
-                let mut got = vec![0f32; 96];
-                m.dequantize_row(r, &mut got);
-                assert_eq!(&got, row, "{isa:?} {dtype:?} row {r}");
-            }
+        assert_rows_dequantize_as_ggml_does(&w, dtype);
+    }
+}
+
+/// Every row of `w` quantized to `dtype`, read back from our layout on each kernel this CPU
+/// runs, equals GGML's dequantization bit for bit.
+fn assert_rows_dequantize_as_ggml_does(w: &Tensor, dtype: GgmlDType) {
+    let q = QTensor::quantize(w, dtype).unwrap();
+    let expected: Vec<Vec<f32>> = q.dequantize(&Device::Cpu).unwrap().to_vec2().unwrap();
+    for isa in [Isa::Avx512Vnni, Isa::Avx2] {
+        if !isa.available() {
+            continue;
+        }
+        let m = PackedMatrix::with_isa(&q, isa).unwrap();
+        for (r, row) in expected.iter().enumerate() {
+            let mut got = vec![0f32; row.len()];
+            m.dequantize_row(r, &mut got);
+            assert_eq!(&got, row, "{isa:?} {dtype:?} row {r}");
         }
     }
 }
@@ -246,20 +252,7 @@ fn uneven_weights(n: usize, k: usize) -> Tensor {
 #[test]
 fn k_rows_dequantize_as_ggml_does() {
     for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
-        let w = uneven_weights(11, 512);
-        let q = QTensor::quantize(&w, dtype).unwrap();
-        let expected: Vec<Vec<f32>> = q.dequantize(&Device::Cpu).unwrap().to_vec2().unwrap();
-        for isa in [Isa::Avx512Vnni, Isa::Avx2] {
-            if !isa.available() {
-                continue;
-            }
-            let m = PackedMatrix::with_isa(&q, isa).unwrap();
-            for (r, row) in expected.iter().enumerate() {
-                let mut got = vec![0f32; 512];
-                m.dequantize_row(r, &mut got);
-                assert_eq!(&got, row, "{isa:?} {dtype:?} row {r}");
-            }
-        }
+        assert_rows_dequantize_as_ggml_does(&uneven_weights(11, 512), dtype);
     }
 }
 
