@@ -8,7 +8,6 @@
 
 use crate::hub::chat_template::{ChatTemplate, Message};
 use crate::hub::loader::LoadedModel;
-use crate::hub::zoo::ChatFormat;
 use crate::model::generation::{generate, GenerateOptions};
 use crate::report::Table;
 use anyhow::{bail, Result};
@@ -60,15 +59,8 @@ impl ChatSession {
         system: Option<String>,
         options: GenerateOptions,
     ) -> Result<Self> {
-        let tokenizer = model.tokenizer()?;
-        let template = match &model.chat_template {
-            Some(t) => t.clone(),
-            None => ChatTemplate::builtin(
-                ChatFormat::Plain,
-                tokenizer.bos_token.as_deref().unwrap_or(""),
-                tokenizer.eos_token.as_deref().unwrap_or(""),
-            ),
-        };
+        model.tokenizer()?;
+        let template = model.template_or_plain()?;
         Ok(Self {
             model,
             template,

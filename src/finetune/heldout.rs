@@ -12,9 +12,11 @@ use crate::hub::chat_template::Message;
 use crate::hub::loader::LoadedModel;
 use crate::model::generation::{generate, GenerateOptions};
 use crate::report::Table;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use polars::prelude::{Column, DataFrame};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How an answer is compared with the reference.
@@ -173,10 +175,8 @@ pub fn evaluate(
     metric: Metric,
     extra_tokens: usize,
 ) -> Result<Evaluation> {
-    let template = loaded
-        .chat_template
-        .clone()
-        .with_context(|| format!("{} has no chat template to ask with", loaded.name))?;
+    // Asked as the examples were rendered for training.
+    let template = loaded.template_or_plain()?;
     let tokenizer = loaded.tokenizer()?.clone();
     let context = loaded.model.config().max_position_embeddings;
     let mut samples = Vec::with_capacity(heldout.len());
@@ -210,18 +210,34 @@ pub fn evaluate(
             .count()
             .min(ids.len() - 1);
         loaded.model.truncate_cache(common);
+        // A plain transcript's answer ends where the model starts the next `User:` turn (a
+        // base model seldom writes the end-of-text token on its own).
+        let turn_end = template.is_plain_transcript().then_some("\nUser:");
+        let stop = Arc::new(AtomicBool::new(false));
         let options = GenerateOptions {
             max_new_tokens,
+            stop: Some(stop.clone()),
             ..GenerateOptions::default()
         };
-        let generation = generate(&mut loaded.model, &ids[common..], &options, |_| Ok(()))?;
-        // Every generated token but the last was fed back into the cache.
+        let mut so_far = Vec::new();
+        let generation = generate(&mut loaded.model, &ids[common..], &options, |t| {
+            if let Some(end) = turn_end {
+                so_far.push(t);
+                if tokenizer.decode(&so_far, true)?.contains(end) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        })?;
+        // Every generated token but the last was fed back into the cache (a stopped generation
+        // fed the last one too: the cache then holds one token more than `cached` says).
         cached = ids.clone();
         cached.extend_from_slice(&generation.tokens[..generation.tokens.len().saturating_sub(1)]);
-        let answer = tokenizer
-            .decode(&generation.tokens, true)?
-            .trim()
-            .to_string();
+        let mut answer = tokenizer.decode(&generation.tokens, true)?;
+        if let Some(at) = turn_end.and_then(|end| answer.find(end)) {
+            answer.truncate(at);
+        }
+        let answer = answer.trim().to_string();
         let score = metric.score(reference, &answer);
         samples.push(Sample {
             question: asked.last().map(|m| m.content.clone()).unwrap_or_default(),

@@ -235,12 +235,15 @@ pub fn run(args: &FinetuneJob) -> Result<()> {
     }
 
     let mut loaded = load_trainable(&args.model, device)?;
-    let template = loaded.chat_template.clone().with_context(|| {
-        format!(
-            "{} has no chat template to render the examples with",
+    if loaded.chat_template.is_none() {
+        eprintln!(
+            "{} has no chat template (a base model): the examples are rendered as a plain \
+             `User:` / `Assistant:` transcript, each answer ending with the end-of-text token, \
+             as `billion-llm chat` prompts such a model",
             args.model
-        )
-    })?;
+        );
+    }
+    let template = loaded.template_or_plain()?;
     let tokenizer = loaded.tokenizer()?.clone();
     let train = tokenize(&train_conversations, &template, &tokenizer, args.max_len)?;
     let eval = if eval_conversations.is_empty() {

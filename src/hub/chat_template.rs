@@ -41,8 +41,11 @@ const ZEPHYR: &str = "{% for message in messages %}<|{{ message['role'] }}|>\n{{
 const LLAMA3: &str = "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n{{ message['content'] | trim }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}";
 const CHATML: &str = "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 const LLAMA2: &str = "{% if messages[0]['role'] == 'system' %}{% set system = '<<SYS>>\n' + messages[0]['content'] + '\n<</SYS>>\n\n' %}{% set messages = messages[1:] %}{% else %}{% set system = '' %}{% endif %}{% for message in messages %}{% if message['role'] == 'user' %}{{ bos_token }}[INST] {% if loop.first %}{{ system }}{% endif %}{{ message['content'] | trim }} [/INST]{% else %} {{ message['content'] | trim }} {{ eos_token }}{% endif %}{% endfor %}";
-/// Pythia was never trained to chat: a plain transcript is the most honest prompt.
-const PLAIN: &str = "{% for message in messages %}{% if message['role'] == 'system' %}{{ message['content'] }}\n\n{% elif message['role'] == 'user' %}User: {{ message['content'] }}\n{% else %}Assistant: {{ message['content'] }}\n{% endif %}{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}";
+/// Pythia and base models were never trained to chat: a plain transcript is the most honest
+/// prompt. Each answer ends with the end-of-text token, so that a base model fine-tuned on
+/// transcripts (`billion-llm finetune`) learns where an answer stops; the BOS token opens the
+/// text for tokenizers that add one (Gemma).
+const PLAIN: &str = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}{{ message['content'] }}\n\n{% elif message['role'] == 'user' %}User: {{ message['content'] }}\n{% else %}Assistant: {{ message['content'] }}{{ eos_token }}\n{% endif %}{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}";
 
 impl ChatTemplate {
     pub fn from_template_str(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
@@ -235,6 +238,12 @@ mod tests {
         assert_eq!(
             plain.render(&msgs, true).unwrap(),
             "Be brief.\n\nUser: Hi\nAssistant:"
+        );
+        let answered = [&msgs[..], &[Message::new("assistant", "Hello.")]].concat();
+        let plain = ChatTemplate::builtin(ChatFormat::Plain, "<bos>", "<eos>");
+        assert_eq!(
+            plain.render(&answered, false).unwrap(),
+            "<bos>Be brief.\n\nUser: Hi\nAssistant: Hello.<eos>\n"
         );
     }
 

@@ -3,7 +3,7 @@
 use crate::hub::chat_template::{ChatTemplate, Message};
 use crate::hub::client::{HubClient, HubRepo};
 use crate::hub::tokenizer::Tokenizer;
-use crate::hub::zoo::{self, ZooModel};
+use crate::hub::zoo::{self, ChatFormat, ZooModel};
 use crate::model::config::TransformerConfig;
 use crate::model::lora::LoraAdapter;
 use crate::model::weights::{GgufWeights, RandomWeights, SafetensorsWeights};
@@ -162,6 +162,16 @@ impl LoadedModel {
             .map_err(|why| anyhow::anyhow!("{why}"))
     }
 
+    /// The model's chat template, or for a model without one (a base model) the plain
+    /// `User:` / `Assistant:` transcript, which is how `chat` prompts it and how `finetune`
+    /// renders its examples.
+    pub fn template_or_plain(&self) -> Result<ChatTemplate> {
+        match &self.chat_template {
+            Some(t) => Ok(t.clone()),
+            None => Ok(builtin_template(ChatFormat::Plain, self.tokenizer()?)),
+        }
+    }
+
     /// One user message through the model's chat template, ready to generate the answer, as
     /// token ids. The template places the special tokens, as transformers'
     /// `apply_chat_template` does, so the tokenizer adds none.
@@ -236,11 +246,7 @@ pub fn load(name: &str, opts: &LoadOptions) -> Result<LoadedModel> {
                 zoo: Some(entry), ..
             },
             Some(tok),
-        ) => Some(ChatTemplate::builtin(
-            entry.chat_format,
-            tok.bos_token.as_deref().unwrap_or(""),
-            tok.eos_token.as_deref().unwrap_or(""),
-        )),
+        ) => Some(builtin_template(entry.chat_format, tok)),
         (None, _, _) => None,
     };
     Ok(LoadedModel {
@@ -250,6 +256,19 @@ pub fn load(name: &str, opts: &LoadOptions) -> Result<LoadedModel> {
         chat_template,
         load_s: start.elapsed().as_secs_f64(),
     })
+}
+
+/// A built-in template with the tokenizer's special tokens. It writes the BOS token only for a
+/// tokenizer that adds one itself (Llama's and Gemma's do, GPT-2-style ones do not): templates
+/// place the special tokens, so the text is encoded without adding any.
+fn builtin_template(format: ChatFormat, tok: &Tokenizer) -> ChatTemplate {
+    let adds_bos = tok.encode("", true).is_ok_and(|ids| !ids.is_empty());
+    let bos = if adds_bos {
+        tok.bos_token.as_deref().unwrap_or("")
+    } else {
+        ""
+    };
+    ChatTemplate::builtin(format, bos, tok.eos_token.as_deref().unwrap_or(""))
 }
 
 fn no_tokenizer(name: &str) -> String {

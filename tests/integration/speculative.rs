@@ -4,7 +4,7 @@
 //! exactly the accepted tokens afterwards, and a draft with another tokenizer is refused.
 
 use billion_llm::hub::assets::{asset, SMOLLM2_GGUF};
-use billion_llm::hub::loader::{load, LoadOptions};
+use billion_llm::hub::loader::{load, LoadOptions, LoadedModel};
 use billion_llm::hub::tokenizer::Tokenizer;
 use billion_llm::model::config::TransformerConfig;
 use billion_llm::model::generation::{generate, GenerateOptions, Sampler, SamplingParams};
@@ -18,7 +18,7 @@ use billion_llm::speculative::{
 use candle_core::{DType, Device, IndexOp, Tensor};
 use std::path::PathBuf;
 
-const CASES: [&str; 4] = ["llama", "llama3", "stablelm", "gpt_neox"];
+const CASES: [&str; 5] = ["llama", "llama3", "stablelm", "gpt_neox", "gemma3"];
 const SCHEDULES: [KSchedule; 5] = [
     KSchedule::Fixed(1),
     KSchedule::Fixed(2),
@@ -114,11 +114,11 @@ const NEAR_TIE: f32 = 0.05;
 /// ... but a quantized model rounds its activations to int8 in every matmul, which turns a
 /// change in the last bit into a whole rounding step: SmolLM2-135M's logits read in one pass
 /// and step by step differ by up to 1.2 (as ours and llama.cpp's do, tests/gguf.rs).
-const QUANTIZED_NEAR_TIE: f32 = 0.5;
+pub(crate) const QUANTIZED_NEAR_TIE: f32 = 0.5;
 
 /// Greedy speculative decoding gives the target's own greedy tokens, whoever drafts; the two may
 /// part only where the target's own top two logits are within `near_tie`.
-fn greedy_equals_plain(
+pub(crate) fn greedy_equals_plain(
     target: &mut Transformer,
     draft: Option<Transformer>,
     prompt: &[u32],
@@ -174,13 +174,9 @@ fn greedy_speculative_decoding_equals_plain_greedy_on_the_reference_models() {
     }
 }
 
-#[test]
-fn greedy_speculative_decoding_equals_plain_greedy_on_smollm2() {
-    let path = asset(SMOLLM2_GGUF).unwrap();
-    let mut target = load(path.to_str().unwrap(), &LoadOptions::default()).unwrap();
-    let draft = load(path.to_str().unwrap(), &LoadOptions::default()).unwrap();
-    // Input-grounded, so that prompt lookup finds something to copy.
-    let prompt = target
+/// An input-grounded prompt, so that prompt lookup finds something to copy.
+pub(crate) fn copy_prompt(model: &LoadedModel) -> Vec<u32> {
+    model
         .tokenizer()
         .unwrap()
         .encode(
@@ -188,7 +184,15 @@ fn greedy_speculative_decoding_equals_plain_greedy_on_smollm2() {
              Sentence: The quick brown fox",
             true,
         )
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn greedy_speculative_decoding_equals_plain_greedy_on_smollm2() {
+    let path = asset(SMOLLM2_GGUF).unwrap();
+    let mut target = load(path.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let draft = load(path.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let prompt = copy_prompt(&target);
     greedy_equals_plain(
         &mut target.model,
         Some(draft.model),
