@@ -4,7 +4,8 @@ peft, the implementations billion-llm is tested against (tests/integration/refer
 tests that load these tiny models: finetune, speculative, bad_input).
 
 For each architecture it builds a tiny model from a hub-style `config.json`, randomises every
-weight (norm weights 1 + N(0, 0.1²), norm biases N(0, 0.1²), everything else N(0, 0.15²): far
+weight (norm scales 1 + N(0, 0.1²), Gemma's stored as w in x·(1 + w); norm biases N(0, 0.1²);
+everything else N(0, 0.15²): far
 from the near-identity of a fresh init, so a wrong rotary or residual shows in the logits),
 saves it as the hub does, adds a peft LoRA adapter with non-zero B matrices (N(0, 0.2²); peft
 starts B at zero, which would make the adapter a no-op), and records in `reference.json` what
@@ -54,7 +55,10 @@ LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0)
 # The hub-style configs, written as they are (transformers' own save would add its defaults).
 # llama: grouped-query attention 4/2. llama3: llama3 rope scaling, an explicit head_dim, tied
 # embeddings and a list of EOS ids. stablelm: partial rotary 0.25 and qkv bias. gpt_neox:
-# rotary_pct 0.25, parallel residual and exact GELU.
+# rotary_pct 0.25, parallel residual and exact GELU. gemma3: (1 + w) RMSNorms before and after
+# attention and the MLP, q/k norms, GeGLU (tanh GELU), head_dim 32 ≠ hidden / heads, query
+# scaling by query_pre_attn_scalar 24, a 6-token sliding window on two of three layers (the 24
+# positions pass it) with their own RoPE base, scaled and tied embeddings.
 CASES = {
     "llama": (
         {
@@ -166,6 +170,41 @@ CASES = {
         },
         ["query_key_value", "dense_4h_to_h"],
     ),
+    "gemma3": (
+        {
+            "architectures": ["Gemma3ForCausalLM"],
+            "model_type": "gemma3_text",
+            "attention_bias": False,
+            "attention_dropout": 0.0,
+            "attn_logit_softcapping": None,
+            "final_logit_softcapping": None,
+            "bos_token_id": 2,
+            "eos_token_id": 1,
+            "pad_token_id": 0,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "initializer_range": 0.02,
+            "torch_dtype": "float32",
+            "use_cache": True,
+            "use_bidirectional_attention": False,
+            "vocab_size": 272,
+            "hidden_size": 64,
+            "intermediate_size": 160,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 32,
+            "query_pre_attn_scalar": 24,
+            "layer_types": ["sliding_attention", "sliding_attention", "full_attention"],
+            "sliding_window": 6,
+            "rope_theta": 1000000.0,
+            "rope_local_base_freq": 10000.0,
+            "rope_scaling": None,
+            "rms_norm_eps": 1e-06,
+            "max_position_embeddings": 256,
+            "tie_word_embeddings": True,
+        },
+        ["q_proj", "v_proj", "down_proj"],
+    ),
 }
 
 
@@ -174,10 +213,12 @@ def write_config(case_dir: Path, config: dict) -> None:
 
 
 @torch.no_grad()
-def randomise(model: torch.nn.Module) -> None:
+def randomise(model: torch.nn.Module, zero_centred_norms: bool) -> None:
+    """`zero_centred_norms`: the norms scale by 1 + w (Gemma), so w is drawn around 0 to give
+    the same scales, 1 + N(0, 0.1²), as the other families' w."""
     for name, p in model.named_parameters():
         if "norm" in name:
-            base = 1.0 if name.endswith("weight") else 0.0
+            base = 1.0 if name.endswith("weight") and not zero_centred_norms else 0.0
             p.copy_(base + 0.1 * torch.randn_like(p))
         else:
             p.normal_(0.0, 0.15)
@@ -193,7 +234,7 @@ def make(name: str, case_dir: Path) -> list:
     # The config read back the way a user's load reads it; the model's own init is replaced.
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(case_dir))
     model = model.to(torch.float32)
-    randomise(model)
+    randomise(model, zero_centred_norms=config["model_type"].startswith("gemma"))
     model.config._name_or_path = name  # what the adapter's base_model_name_or_path records
     model.save_pretrained(case_dir)
     # save_pretrained writes transformers' full config: keep the hub-style one the tests read.
@@ -205,6 +246,11 @@ def make(name: str, case_dir: Path) -> list:
             if "lora_B" in n:
                 p.normal_(0.0, 0.2)
     lora.save_pretrained(case_dir / "lora")
+    # The base's name, not the path it was saved to (which save_pretrained can leave there).
+    adapter_config = case_dir / "lora" / "adapter_config.json"
+    settings = json.loads(adapter_config.read_text())
+    settings["base_model_name_or_path"] = name
+    adapter_config.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     return torch.randint(0, config["vocab_size"], (POSITIONS,)).tolist()
 
 
@@ -285,10 +331,16 @@ def main() -> int:
         action="store_true",
         help="recompute each reference.json from the committed files and compare; write nothing",
     )
+    parser.add_argument(
+        "--only",
+        choices=list(CASES),
+        action="append",
+        help="make or check only this case (repeatable); the others are left as they are",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # one thread: sums in one order, so a rerun gives the same bits
     problems = []
-    for name in CASES:
+    for name in args.only or CASES:
         case_dir = args.out / name
         if args.check:
             committed = json.loads((case_dir / "reference.json").read_text())

@@ -53,7 +53,7 @@ fn logits(model: &mut Transformer, ids: &[u32]) -> Tensor {
 /// adapter to the model creates, for each family, with the default targets and all-linear.
 #[test]
 fn adapter_size_from_the_config_equals_the_attached_adapter() {
-    for case in ["llama", "llama3", "stablelm", "gpt_neox"] {
+    for case in ["llama", "llama3", "stablelm", "gpt_neox", "gemma3"] {
         for targets in [Targets::FamilyDefault, Targets::AllLinear] {
             let mut model = tiny(case);
             let lora = LoraConfig {

@@ -22,7 +22,7 @@ struct Reference {
     lora_grad_norms: std::collections::HashMap<String, f64>,
 }
 
-const CASES: [&str; 4] = ["llama", "llama3", "stablelm", "gpt_neox"];
+const CASES: [&str; 5] = ["llama", "llama3", "stablelm", "gpt_neox", "gemma3"];
 
 fn case_dir(case: &str) -> PathBuf {
     crate::common::reference_dir(case)
