@@ -423,6 +423,63 @@ impl Accuracy {
     }
 }
 
+/// Two models' accuracy difference on the same questions, A − B. Pairing is what makes a small
+/// difference measurable: only the questions one model gets right and the other wrong carry
+/// information, so the interval is much narrower than the two accuracies' intervals suggest.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairedDifference {
+    /// Questions both models answered.
+    pub questions: usize,
+    /// Right for A only, and for B only.
+    pub only_a: usize,
+    pub only_b: usize,
+    /// A's accuracy minus B's, with a 95% normal-approximation interval for paired proportions.
+    pub difference: f64,
+    pub ci95_low: f64,
+    pub ci95_high: f64,
+}
+
+impl PairedDifference {
+    /// Whether the interval leaves out zero: the data show which model is better.
+    pub fn is_established(&self) -> bool {
+        self.ci95_low > 0.0 || self.ci95_high < 0.0
+    }
+}
+
+/// A − B over the questions both scored (matched by subject and index); `None` without any.
+pub fn paired_difference(a: &[Scored], b: &[Scored]) -> Option<PairedDifference> {
+    let right_b: BTreeMap<(&str, usize), bool> = b
+        .iter()
+        .map(|q| ((q.subject.as_str(), q.index), q.prediction == q.answer))
+        .collect();
+    let (mut n, mut only_a, mut only_b) = (0usize, 0usize, 0usize);
+    for q in a {
+        let Some(&b_right) = right_b.get(&(q.subject.as_str(), q.index)) else {
+            continue;
+        };
+        let a_right = q.prediction == q.answer;
+        n += 1;
+        only_a += usize::from(a_right && !b_right);
+        only_b += usize::from(b_right && !a_right);
+    }
+    if n == 0 {
+        return None;
+    }
+    let nf = n as f64;
+    let difference = (only_a as f64 - only_b as f64) / nf;
+    // Var(d) = ((b + c) / n − d²) / n for the discordant counts b and c.
+    let var = ((only_a + only_b) as f64 / nf - difference * difference) / nf;
+    let half = 1.959_963_984_540_054 * var.max(0.0).sqrt();
+    Some(PairedDifference {
+        questions: n,
+        only_a,
+        only_b,
+        difference,
+        ci95_low: difference - half,
+        ci95_high: difference + half,
+    })
+}
+
 /// Per-subject and overall accuracy of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
@@ -540,6 +597,47 @@ mod tests {
         );
     }
 
+    /// A scored question whose answer is A, predicted right or wrong.
+    fn scored(subject: &str, index: usize, right: bool) -> Scored {
+        Scored {
+            subject: subject.into(),
+            index,
+            answer: 0,
+            prediction: usize::from(!right),
+            logprobs: [0.0; 4],
+            prompt_tokens: 1,
+            reused_tokens: 0,
+            truncated_tokens: 0,
+        }
+    }
+
+    #[test]
+    fn paired_difference_counts_only_the_discordant_questions() {
+        // 100 questions: both right on 20, A only on 15, B only on 5, both wrong on 60; B also
+        // scored a question A did not, which is left out.
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for i in 0..100 {
+            let (ra, rb) = match i {
+                0..=19 => (true, true),
+                20..=34 => (true, false),
+                35..=39 => (false, true),
+                _ => (false, false),
+            };
+            a.push(scored("x", i, ra));
+            b.push(scored("x", i, rb));
+        }
+        b.push(scored("y", 0, true));
+        let d = paired_difference(&a, &b).unwrap();
+        assert_eq!((d.questions, d.only_a, d.only_b), (100, 15, 5));
+        // d = 0.10; Var = (0.20 − 0.01) / 100 = 0.0019; half width 1.96 · 0.04359 = 0.08543.
+        assert!((d.difference - 0.10).abs() < 1e-12);
+        assert!((d.ci95_low - 0.014_56).abs() < 1e-4, "{d:?}");
+        assert!((d.ci95_high - 0.185_43).abs() < 1e-4, "{d:?}");
+        assert!(d.is_established());
+        assert!(paired_difference(&a, &[]).is_none());
+    }
+
     #[test]
     fn wilson_interval() {
         let a = Accuracy::new(25, 100);
@@ -554,16 +652,7 @@ mod tests {
 
     #[test]
     fn micro_and_macro_differ_when_subjects_differ_in_size() {
-        let mk = |subject: &str, right: bool| Scored {
-            subject: subject.into(),
-            index: 0,
-            answer: 0,
-            prediction: usize::from(!right),
-            logprobs: [0.0; 4],
-            prompt_tokens: 1,
-            reused_tokens: 0,
-            truncated_tokens: 0,
-        };
+        let mk = |subject: &str, right: bool| scored(subject, 0, right);
         let mut scored = vec![mk("a", true)];
         scored.extend((0..3).map(|_| mk("b", false)));
         let s = summarize(&scored);

@@ -86,7 +86,7 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
         table(&format!("02-{stem}"), next.to_table()?)?;
         charts.push((format!("02-{stem}"), next.chart()?));
     }
-    let entries = comparison::latest_entries(&comparison::load_runs(results)?);
+    let entries = comparison::short_entries(&comparison::load_runs(results)?);
     if !entries.is_empty() {
         table("03-measured", comparison::measured_table(&entries)?)?;
         charts.push((
@@ -193,6 +193,14 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
+    // What the measurements support, in sentences written from them.
+    let advice: String = comparison::advice(&entries)
+        .iter()
+        .map(|line| format!("- {line}\n"))
+        .collect();
+    let path = out.join("03-advice.md");
+    std::fs::write(&path, advice).with_context(|| format!("cannot write {}", path.display()))?;
+    written.push(path);
     let comparison = comparison::comparison_markdown(&entries, engines_table.as_ref())?;
     std::fs::write(comparison_md, comparison)
         .with_context(|| format!("cannot write {}", comparison_md.display()))?;

@@ -2,12 +2,19 @@
 //! `docs/COMPARISON.md`. Measured numbers come only from result files; published ones only from
 //! [`crate::workbook::published`], in a separate, labelled section.
 //!
-//! A model's row combines its latest run of each measurement: a HumanEval-only run (say, in
-//! chat format) does not hide the MMLU score of an earlier run, and HumanEval is kept per
-//! setting (format and decoding), because a chat model's score depends on the format as much
-//! as on its code.
+//! The Short's rows come from the run it describes ([`short_entries`]): the two real checkpoints
+//! benchmarked side by side in one run, chosen by its data and models, never by date alone; the
+//! four 1B architectures, which run here with random weights, add their speed and memory.
+//! Elsewhere a model's row can combine its latest run of each measurement
+//! ([`latest_entries`]): a HumanEval-only run (say, in chat format) does not hide the MMLU score
+//! of an earlier run, and HumanEval is kept per setting (format and decoding), because a chat
+//! model's score depends on the format as much as on its code.
 
-use crate::eval::bench::{BenchHardware, BenchReport, HumanEvalResult, MmluResult, ModelResult};
+use crate::eval::bench::{
+    BenchHardware, BenchReport, HumanEvalResult, MmluResult, ModelResult, SpeedResult,
+};
+use crate::eval::mmlu::{paired_difference, DEFAULT_SUBJECTS};
+use crate::hub::assets::{GEMMA3_GGUF, SMOLLM2_GGUF};
 use crate::hub::zoo;
 use crate::report::{BarChart, Chart, ScatterChart, Table};
 use crate::workbook::scale;
@@ -32,18 +39,37 @@ pub struct Entry {
     pub file: PathBuf,
     pub timestamp: String,
     pub hardware: BenchHardware,
+    /// The quantized kernels the run used (`AVX2`, `AVX-512 VNNI`; empty in files written before
+    /// it was recorded).
+    pub instruction_set: String,
     /// The latest run's result, its `mmlu` and `humaneval` moved into the fields below.
     pub result: ModelResult,
     /// From the latest run that scored MMLU.
     pub mmlu: Option<Sourced<MmluResult>>,
     /// The latest HumanEval result of each setting (format and decoding), by setting name.
     pub humaneval: Vec<Sourced<HumanEvalResult>>,
+    /// Where the speed in `result` was re-measured, when not in `file` (see [`short_entries`]).
+    pub speed_file: Option<PathBuf>,
 }
 
 impl Entry {
+    /// The CPU, threads and kernels its speed was measured with.
+    pub fn machine(&self) -> String {
+        let kernels = if self.instruction_set.is_empty() {
+            String::new()
+        } else {
+            format!(", {} kernels", self.instruction_set)
+        };
+        format!(
+            "{}, {} threads{kernels}",
+            self.hardware.cpu, self.hardware.threads
+        )
+    }
+
     /// The names of the results files the entry's numbers come from, the latest run first.
     pub fn files(&self) -> Vec<String> {
         let mut files: Vec<&PathBuf> = vec![&self.file];
+        files.extend(self.speed_file.iter());
         files.extend(self.mmlu.iter().map(|m| &m.file));
         files.extend(self.humaneval.iter().map(|h| &h.file));
         let mut names: Vec<String> = Vec::new();
@@ -119,15 +145,18 @@ pub fn latest_entries(runs: &[(PathBuf, BenchReport)]) -> Vec<Entry> {
                     file: path.clone(),
                     timestamp: report.header.timestamp.clone(),
                     hardware: report.header.hardware.clone(),
+                    instruction_set: report.header.instruction_set.clone(),
                     result: result.clone(),
                     mmlu: None,
                     humaneval: Vec::new(),
+                    speed_file: None,
                 };
                 (entry, BTreeMap::new())
             });
             entry.file = path.clone();
             entry.timestamp = report.header.timestamp.clone();
             entry.hardware = report.header.hardware.clone();
+            entry.instruction_set = report.header.instruction_set.clone();
             entry.result = result;
             if let Some(value) = mmlu {
                 entry.mmlu = Some(Sourced {
@@ -153,6 +182,102 @@ pub fn latest_entries(runs: &[(PathBuf, BenchReport)]) -> Vec<Entry> {
             entry
         })
         .collect()
+}
+
+/// The real checkpoints Short 3 compares, by GGUF file name.
+pub const SHORT_MODELS: [&str; 2] = [SMOLLM2_GGUF, GEMMA3_GGUF];
+
+/// Whether `report` is the run Short 3 describes (`scripts/bench-real-models.sh`): every model of
+/// [`SHORT_MODELS`] with its trained weights, each scored on MMLU's ten default subjects in full
+/// (MMLU's test split has at least 100 questions in every subject, so a `--limit`ed run is not
+/// it) and on HumanEval.
+pub fn is_short_run(report: &BenchReport) -> bool {
+    let full_mmlu = |r: &ModelResult| {
+        r.mmlu.as_ref().is_some_and(|m| {
+            let per = &m.summary.per_subject;
+            per.len() == DEFAULT_SUBJECTS.len()
+                && DEFAULT_SUBJECTS
+                    .iter()
+                    .all(|s| per.get(*s).is_some_and(|a| a.total >= 100))
+        })
+    };
+    report.complete
+        && SHORT_MODELS.iter().all(|file| {
+            report.models.iter().any(|(source, r)| {
+                Path::new(source).file_name().is_some_and(|f| f == *file)
+                    && r.weights == "pretrained"
+                    && full_mmlu(r)
+                    && r.humaneval.is_some()
+            })
+        })
+}
+
+/// Short 3's rows: the real models from the latest run that [`is_short_run`] (nothing from
+/// other runs of theirs), then the 1B architectures' random-weight rows, each from its latest
+/// run. Without such a run there are only the latter.
+///
+/// One exception keeps a disturbed timing out of the table: a model's speed comes from a later
+/// speed-only run of both models (`bench-real-models.sh --skip-mmlu --skip-humaneval`) on the
+/// same CPU, threads, kernels and prompt and generation lengths, where there is one. MMLU,
+/// HumanEval and peak memory (which the long MMLU prompts set) stay the Short run's.
+pub fn short_entries(runs: &[(PathBuf, BenchReport)]) -> Vec<Entry> {
+    let short = runs.iter().rev().find(|(_, report)| is_short_run(report));
+    let mut entries: Vec<Entry> = short
+        .map(|run| latest_entries(std::slice::from_ref(run)))
+        .unwrap_or_default();
+    if let Some((_, short)) = short {
+        for entry in &mut entries {
+            if let Some((path, speed)) = speed_rerun(runs, short, &entry.result) {
+                entry.result.tokens_per_second = speed.decode_tokens_per_s.mean;
+                entry.result.speed = speed.clone();
+                entry.speed_file = Some(path.clone());
+            }
+        }
+    }
+    entries.extend(
+        latest_entries(runs)
+            .into_iter()
+            .filter(|e| e.result.weights == "random"),
+    );
+    entries
+}
+
+/// The latest speed-only run of every [`SHORT_MODELS`] file after `short`, measured as `short`
+/// measured `model`, and that run's speed of it.
+fn speed_rerun<'a>(
+    runs: &'a [(PathBuf, BenchReport)],
+    short: &BenchReport,
+    model: &ModelResult,
+) -> Option<(&'a PathBuf, &'a SpeedResult)> {
+    let file_of = |source: &str| Path::new(source).file_name().map(|f| f.to_owned());
+    let same_setup = |report: &BenchReport| {
+        let (a, b) = (&report.header, &short.header);
+        report.complete
+            && a.timestamp > b.timestamp
+            && a.hardware.cpu == b.hardware.cpu
+            && a.hardware.threads == b.hardware.threads
+            && a.instruction_set == b.instruction_set
+            && SHORT_MODELS.iter().all(|f| {
+                report
+                    .models
+                    .keys()
+                    .any(|s| file_of(s).is_some_and(|n| n == *f))
+            })
+    };
+    runs.iter()
+        .rev()
+        .filter(|(_, r)| same_setup(r))
+        .find_map(|(path, r)| {
+            let rerun = r.models.values().find(|m| {
+                file_of(&m.source) == file_of(&model.source)
+                    && m.weights == model.weights
+                    && m.mmlu.is_none()
+                    && m.humaneval.is_none()
+                    && m.speed.prompt_tokens == model.speed.prompt_tokens
+                    && m.speed.new_tokens == model.speed.new_tokens
+            })?;
+            Some((path, &rerun.speed))
+        })
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -232,9 +357,7 @@ pub fn measured_table(entries: &[Entry]) -> Result<Table> {
         col("peak memory GB", &|e| {
             format!("{:.2}", e.result.peak_memory_gb)
         }),
-        col("machine", &|e| {
-            format!("{}, {} threads", e.hardware.cpu, e.hardware.threads)
-        }),
+        col("machine", &|e| e.machine()),
         col("result files", &|e| e.files().join(", ")),
     ])?;
     Ok(Table::new("Measured by billion-llm bench", df).with_note(
@@ -243,9 +366,9 @@ pub fn measured_table(entries: &[Entry]) -> Result<Table> {
          same subject (the MMLU copy on PyPI has no dev split; the hub's has). HumanEval: per format (completion: the prompt continued; chat: through the \
          chat template, the answer's code block run), greedy unless the decoding is named, unit \
          tests in a sandbox (⚠: it was not fully isolated; the result file's `isolation` says \
-         what held); pass@k in the HumanEval table. Each row takes MMLU and each HumanEval \
-         setting from the latest run that measured it, speed and memory from the latest run. \
-         Speed: \
+         what held); pass@k in the HumanEval table. The trained models' rows come from one run \
+         (the result files named: speed from a speed-only rerun where a second file is named); \
+         random-weight rows (speed and memory only) from each architecture's latest run. Speed: \
          mean ± std over timed runs after a warm-up, prefill and decode apart. Peak memory: the \
          process's peak resident set while loading and running the model (on a GPU, the \
          device's peak).",
@@ -402,7 +525,29 @@ pub fn advice(entries: &[Entry]) -> Vec<String> {
         );
         if let Some(next) = by_mmlu.get(1) {
             let n = &next.mmlu.as_ref().unwrap().value.summary.micro;
-            if n.ci95_high >= m.ci95_low {
+            let paired = paired_difference(
+                &best.mmlu.as_ref().unwrap().value.questions,
+                &next.mmlu.as_ref().unwrap().value.questions,
+            );
+            if let Some(d) = paired {
+                line.push_str(&format!(
+                    " On the {} questions both answered, it is {:.1} points ahead of {} (95% CI \
+                     {:.1} to {:.1}; {} right for it alone, {} for {} alone): {}.",
+                    d.questions,
+                    100.0 * d.difference,
+                    next.name,
+                    100.0 * d.ci95_low,
+                    100.0 * d.ci95_high,
+                    d.only_a,
+                    d.only_b,
+                    next.name,
+                    if d.is_established() {
+                        "a difference the data establish"
+                    } else {
+                        "the difference is not established"
+                    }
+                ));
+            } else if n.ci95_high >= m.ci95_low {
                 line.push_str(&format!(
                     " Its interval overlaps {}'s ({:.1}%): the difference is not established.",
                     next.name,
@@ -416,6 +561,35 @@ pub fn advice(entries: &[Entry]) -> Vec<String> {
             line.push_str(" That is only just above chance (25%): do not rely on it for facts.");
         }
         lines.push(line);
+        // Every scored model against chance, not just the best.
+        let (guessing, above): (Vec<&Entry>, Vec<&Entry>) = by_mmlu
+            .iter()
+            .skip(1)
+            .partition(|e| e.mmlu.as_ref().unwrap().value.summary.micro.ci95_low <= 0.25);
+        let describe = |list: &[&Entry]| {
+            list.iter()
+                .map(|e| {
+                    let m = &e.mmlu.as_ref().unwrap().value.summary.micro;
+                    format!(
+                        "{} ({:.1}%, 95% CI {:.1}–{:.1})",
+                        e.name,
+                        100.0 * m.accuracy,
+                        100.0 * m.ci95_low,
+                        100.0 * m.ci95_high
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !guessing.is_empty() {
+            lines.push(format!(
+                "**Chance is 25% on MMLU:** the interval of {} includes it.",
+                describe(&guessing)
+            ));
+        }
+        if !above.is_empty() {
+            lines.push(format!("**Above chance on MMLU:** {}.", describe(&above)));
+        }
     }
     let runs: Vec<(&Entry, &HumanEvalResult)> = trained
         .iter()
@@ -447,10 +621,23 @@ pub fn advice(entries: &[Entry]) -> Vec<String> {
             } else {
                 format!(" Its other settings: {}.", others.join(", "))
             };
+            // Other models at the same score: a tie, not a winner.
+            let tied: Vec<String> = runs
+                .iter()
+                .filter(|(e, o)| e.name != best.name && o.pass_at_1 == h.pass_at_1)
+                .map(|(e, o)| format!("{} ({}; {}/{})", e.name, o.setting(), o.passed, o.problems))
+                .collect();
+            let leader = if tied.is_empty() {
+                format!("{} has the highest HumanEval pass@1 here", best.name)
+            } else {
+                format!(
+                    "{} ties for the highest HumanEval pass@1 here with {}",
+                    best.name,
+                    tied.join(", ")
+                )
+            };
             format!(
-                "**Code:** {} has the highest HumanEval pass@1 here: {:.1}% ({}; {}/{} problems \
-                 solved).{others}",
-                best.name,
+                "**Code:** {leader}: {:.1}% ({}; {}/{} problems solved).{others}",
                 100.0 * h.pass_at_1,
                 h.setting(),
                 h.passed,
@@ -465,7 +652,9 @@ pub fn advice(entries: &[Entry]) -> Vec<String> {
     }) {
         lines.push(format!(
             "**Speed:** {} decodes fastest on {} ({:.1} tokens/s).",
-            fast.name, fast.hardware.cpu, fast.result.tokens_per_second
+            fast.name,
+            fast.machine(),
+            fast.result.tokens_per_second
         ));
     }
     if let Some(small) = entries
@@ -490,7 +679,10 @@ pub fn advice(entries: &[Entry]) -> Vec<String> {
                 format!(
                     "{:.1} tokens/s decode and {:.2} GB at peak as {} on {} (the trained \
                      model decodes as fast: same shapes, same arithmetic)",
-                    e.result.tokens_per_second, e.result.peak_memory_gb, e.name, e.hardware.cpu
+                    e.result.tokens_per_second,
+                    e.result.peak_memory_gb,
+                    e.name,
+                    e.machine()
                 )
             })
             .collect::<Vec<_>>();

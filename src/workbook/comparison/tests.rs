@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::eval::results::RunHeader;
+use crate::hub::assets::{GEMMA3_GGUF, SMOLLM2_GGUF};
 
 #[test]
 fn subject_labels_are_short() {
@@ -234,4 +235,103 @@ fn no_results_still_make_a_page() {
     assert!(md.contains("No benchmark results yet"));
     assert!(md.contains("Published (not measured here)"));
     assert!(md.contains("billion-llm download tinyllama"));
+}
+
+/// A real model's result as the Short's run leaves it: MMLU on the ten subjects, `per_subject`
+/// questions each, and greedy HumanEval.
+fn short_result(file: &str, tok_s: f64, per_subject: usize) -> ModelResult {
+    let source = format!("/assets/{file}");
+    let n = DEFAULT_SUBJECTS.len() * per_subject;
+    let mut r = result(
+        &source,
+        "pretrained",
+        tok_s,
+        0.3,
+        Some((n / 4, n)),
+        humaneval_chat(1, 0.0, 0.1),
+    );
+    r.mmlu.as_mut().unwrap().summary.per_subject = DEFAULT_SUBJECTS
+        .iter()
+        .map(|s| {
+            let acc = crate::eval::mmlu::Accuracy::new(per_subject / 4, per_subject);
+            (s.to_string(), acc)
+        })
+        .collect();
+    r
+}
+
+#[test]
+fn the_short_reads_its_own_run_not_the_newest() {
+    let random = result(
+        "tinyllama",
+        "random",
+        50.0,
+        0.6,
+        None,
+        serde_json::Value::Null,
+    );
+    let run = |stamp: &str, models: Vec<ModelResult>| {
+        (
+            PathBuf::from(format!("bench-{stamp}.json")),
+            report(stamp, models),
+        )
+    };
+    let runs = vec![
+        run("2026-01-01", vec![random.clone()]),
+        run(
+            "2026-01-02",
+            vec![
+                short_result(SMOLLM2_GGUF, 180.0, 100),
+                short_result(GEMMA3_GGUF, 60.0, 100),
+            ],
+        ),
+        // Newer, but not the Short's run: one model alone, or both with --limit 3.
+        run("2026-01-03", vec![short_result(SMOLLM2_GGUF, 999.0, 100)]),
+        run(
+            "2026-01-04",
+            vec![
+                short_result(SMOLLM2_GGUF, 999.0, 3),
+                short_result(GEMMA3_GGUF, 999.0, 3),
+            ],
+        ),
+    ];
+    assert!(is_short_run(&runs[1].1));
+    assert!(!is_short_run(&runs[2].1) && !is_short_run(&runs[3].1));
+    let entries = short_entries(&runs);
+    let speeds: Vec<(String, f64)> = entries
+        .iter()
+        .map(|e| (e.name.clone(), e.result.tokens_per_second))
+        .collect();
+    assert_eq!(speeds.len(), 3, "{speeds:?}");
+    assert_eq!(speeds[0].1, 180.0);
+    assert_eq!(speeds[1].1, 60.0);
+    assert_eq!(speeds[2].1, 50.0);
+    assert!(entries[..2]
+        .iter()
+        .all(|e| e.files() == ["bench-2026-01-02.json"]));
+    // A later speed-only run of both models gives their speed; the rest stays the Short run's.
+    let speed_only = |file: &str, tok_s: f64| {
+        let mut r = short_result(file, tok_s, 100);
+        (r.mmlu, r.humaneval) = (None, None);
+        r
+    };
+    let mut with_rerun = runs.clone();
+    with_rerun.push(run(
+        "2026-01-05",
+        vec![
+            speed_only(SMOLLM2_GGUF, 170.0),
+            speed_only(GEMMA3_GGUF, 70.0),
+        ],
+    ));
+    let entries = short_entries(&with_rerun);
+    assert_eq!(entries[0].result.tokens_per_second, 170.0);
+    assert_eq!(entries[1].result.speed.decode_tokens_per_s.mean, 70.0);
+    assert_eq!(
+        entries[0].files(),
+        ["bench-2026-01-02.json", "bench-2026-01-05.json"]
+    );
+    assert!(entries[0].mmlu.is_some() && !entries[0].humaneval.is_empty());
+    // Without the Short's run only the random-weight rows remain.
+    assert_eq!(short_entries(&runs[2..]).len(), 0);
+    assert_eq!(short_entries(&[runs[0].clone(), runs[3].clone()]).len(), 1);
 }
