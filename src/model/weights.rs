@@ -474,8 +474,9 @@ impl WeightSource for RandomWeights {
     }
 }
 
-/// The Hugging Face names of one transformer block's tensors, per family.
-#[derive(Debug, Clone)]
+/// The Hugging Face names of one transformer block's tensors, per family; an empty name (the
+/// default) is a tensor the family does not have.
+#[derive(Debug, Clone, Default)]
 pub struct BlockNames {
     pub q: String,
     pub k: String,
@@ -532,17 +533,13 @@ impl WeightNames {
             q: format!("{p}.self_attn.q_proj"),
             k: format!("{p}.self_attn.k_proj"),
             v: format!("{p}.self_attn.v_proj"),
-            qkv: String::new(),
             o: format!("{p}.self_attn.o_proj"),
             gate: format!("{p}.mlp.gate_proj"),
             up: format!("{p}.mlp.up_proj"),
             down: format!("{p}.mlp.down_proj"),
             norm_attn: format!("{p}.input_layernorm"),
             norm_mlp: format!("{p}.post_attention_layernorm"),
-            post_norm_attn: String::new(),
-            post_norm_mlp: String::new(),
-            q_norm: String::new(),
-            k_norm: String::new(),
+            ..BlockNames::default()
         };
         match self.architecture {
             Architecture::Llama | Architecture::StableLm => llama(),
@@ -557,20 +554,13 @@ impl WeightNames {
                 ..llama()
             },
             Architecture::GptNeox => BlockNames {
-                q: String::new(),
-                k: String::new(),
-                v: String::new(),
                 qkv: format!("{p}.attention.query_key_value"),
                 o: format!("{p}.attention.dense"),
-                gate: String::new(),
                 up: format!("{p}.mlp.dense_h_to_4h"),
                 down: format!("{p}.mlp.dense_4h_to_h"),
                 norm_attn: format!("{p}.input_layernorm"),
                 norm_mlp: format!("{p}.post_attention_layernorm"),
-                post_norm_attn: String::new(),
-                post_norm_mlp: String::new(),
-                q_norm: String::new(),
-                k_norm: String::new(),
+                ..BlockNames::default()
             },
         }
     }

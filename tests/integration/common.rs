@@ -11,6 +11,13 @@ pub fn reference_dir(case: &str) -> PathBuf {
         .join(case)
 }
 
+/// The index of a row's largest logit (the greedy token).
+pub fn argmax(row: &[f32]) -> usize {
+    (0..row.len())
+        .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+        .expect("a row of logits is not empty")
+}
+
 /// Whether llama-cpp-python can be imported. Under CI it must be: `.ci/run` installs it.
 pub fn llama_cpp_available() -> bool {
     let ok = std::process::Command::new("python3")

@@ -11,7 +11,7 @@ use billion_llm::model::generation::generate;
 use billion_llm::model::Transformer;
 use candle_core::{Device, Tensor};
 
-use crate::common::{llama_cpp_available, llama_cpp_last_logits, llama_cpp_tokenize};
+use crate::common::{argmax, llama_cpp_available, llama_cpp_last_logits, llama_cpp_tokenize};
 use crate::gguf::{agreement, assert_it_would_pick_ours, greedy};
 
 fn gemma() -> LoadedModel {
@@ -340,27 +340,20 @@ fn finetune_trains_gemma_and_llama_cpp_reads_the_adapter_back() {
             true,
         )
         .unwrap();
-    let top = |row: &[f32]| {
-        row.iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap()
-            .0
-    };
-    let ours_base = top(rows_of(&mut base.model, &ids).last().unwrap());
+    let ours_base = argmax(rows_of(&mut base.model, &ids).last().unwrap());
     let with_adapter = LoadOptions {
         adapter: Some(out.clone()),
         ..LoadOptions::default()
     };
     let mut adapted = load(gguf.to_str().unwrap(), &with_adapter).unwrap();
-    let ours = top(rows_of(&mut adapted.model, &ids).last().unwrap());
-    let cpp_adapted = top(&llama_cpp_last_logits(
+    let ours = argmax(rows_of(&mut adapted.model, &ids).last().unwrap());
+    let cpp_adapted = argmax(&llama_cpp_last_logits(
         &gguf,
         Some(&out.join("adapter.gguf")),
         &ids,
         1,
     ));
-    let cpp_merged = top(&llama_cpp_last_logits(&merged, None, &ids, 1));
+    let cpp_merged = argmax(&llama_cpp_last_logits(&merged, None, &ids, 1));
     assert_ne!(
         ours, ours_base,
         "the adapter should change the base model's next token"

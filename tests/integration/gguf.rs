@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use std::path::Path;
 
-use crate::common::{llama_cpp_available, llama_cpp_logits};
+use crate::common::{argmax, llama_cpp_available, llama_cpp_logits};
 
 pub(crate) fn greedy(max_new_tokens: usize) -> GenerateOptions {
     GenerateOptions {
@@ -55,12 +55,11 @@ pub(crate) const ROUNDING_NOISE: f32 = 0.5;
 pub(crate) fn assert_it_would_pick_ours(engine: &str, rows: &[Vec<f32>], mine: &[u32]) {
     assert_eq!(rows.len(), mine.len());
     for (i, (row, &ours)) in rows.iter().zip(mine).enumerate() {
-        let best = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let gap = best - row[ours as usize];
-        let theirs = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b]));
+        let theirs = argmax(row);
+        let gap = row[theirs] - row[ours as usize];
         assert!(
             gap < ROUNDING_NOISE,
-            "token {i}: {engine} prefers {theirs:?} to our {ours} by {gap} logits ({mine:?})"
+            "token {i}: {engine} prefers {theirs} to our {ours} by {gap} logits ({mine:?})"
         );
     }
 }
@@ -69,7 +68,6 @@ pub(crate) fn assert_it_would_pick_ours(engine: &str, rows: &[Vec<f32>], mine: &
 /// top tokens differ, llama.cpp's must be within rounding of ours.
 pub(crate) fn agreement(ours: &[Vec<f32>], theirs: &[Vec<f32>]) -> (usize, f64) {
     assert_eq!(ours.len(), theirs.len());
-    let argmax = |r: &[f32]| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();
     let (mut same_top, mut squares, mut count) = (0, 0f64, 0usize);
     for (p, (a, b)) in ours.iter().zip(theirs).enumerate() {
         let (ta, tb) = (argmax(a), argmax(b));

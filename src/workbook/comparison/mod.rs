@@ -187,6 +187,11 @@ pub fn latest_entries(runs: &[(PathBuf, BenchReport)]) -> Vec<Entry> {
 /// The real checkpoints Short 3 compares, by GGUF file name.
 pub const SHORT_MODELS: [&str; 2] = [SMOLLM2_GGUF, GEMMA3_GGUF];
 
+/// The file name of a bench result's model source (a path, or a name without folders).
+fn file_of(source: &str) -> Option<&str> {
+    Path::new(source).file_name().and_then(|f| f.to_str())
+}
+
 /// Whether `report` is the run Short 3 describes (`scripts/bench-real-models.sh`): every model of
 /// [`SHORT_MODELS`] with its trained weights, each scored on MMLU's ten default subjects in full
 /// (MMLU's test split has at least 100 questions in every subject, so a `--limit`ed run is not
@@ -204,7 +209,7 @@ pub fn is_short_run(report: &BenchReport) -> bool {
     report.complete
         && SHORT_MODELS.iter().all(|file| {
             report.models.iter().any(|(source, r)| {
-                Path::new(source).file_name().is_some_and(|f| f == *file)
+                file_of(source) == Some(file)
                     && r.weights == "pretrained"
                     && full_mmlu(r)
                     && r.humaneval.is_some()
@@ -249,7 +254,6 @@ fn speed_rerun<'a>(
     short: &BenchReport,
     model: &ModelResult,
 ) -> Option<(&'a PathBuf, &'a SpeedResult)> {
-    let file_of = |source: &str| Path::new(source).file_name().map(|f| f.to_owned());
     let same_setup = |report: &BenchReport| {
         let (a, b) = (&report.header, &short.header);
         report.complete
@@ -257,12 +261,9 @@ fn speed_rerun<'a>(
             && a.hardware.cpu == b.hardware.cpu
             && a.hardware.threads == b.hardware.threads
             && a.instruction_set == b.instruction_set
-            && SHORT_MODELS.iter().all(|f| {
-                report
-                    .models
-                    .keys()
-                    .any(|s| file_of(s).is_some_and(|n| n == *f))
-            })
+            && SHORT_MODELS
+                .iter()
+                .all(|f| report.models.keys().any(|s| file_of(s) == Some(f)))
     };
     runs.iter()
         .rev()
