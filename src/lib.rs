@@ -7,6 +7,8 @@
 //!   instruction set
 //! - [`report`]: tables and charts, shown in notebooks and written for the book
 //! - [`model`]: the `Transformer` in plain tensor code, its config and weights, LoRA, sampling
+//! - [`quantize`]: GGUF files rewritten at fewer bits per weight with llama.cpp's per-tensor
+//!   mixes (uses only candle)
 //! - [`hub`]: from a name to a loaded model (zoo, hub client, tokenizer, chat template, loader)
 //! - [`chat`]: a multi-turn chat session
 //! - [`eval`]: MMLU, HumanEval and its sandbox, speed, and the `bench` harness
@@ -24,6 +26,7 @@ pub mod finetune;
 pub mod hub;
 pub mod kernels;
 pub mod model;
+pub mod quantize;
 pub mod report;
 pub mod speculative;
 pub mod workbook;

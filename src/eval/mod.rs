@@ -3,7 +3,9 @@
 //! all under one harness into `results/bench-*.json`; `memory` reads a run's peak memory and
 //! `results` writes the files.
 //!
-//! Uses `model`, `hub` and `report`; never `chat` or `workbook` (the workbook reads the results
+//! `quant_eval` scores a quantized model against its full-precision reference (KL divergence).
+//!
+//! Uses `model`, `hub`, `quantize` and `report`; never `chat` or `workbook` (the workbook reads the results
 //! back in `workbook::comparison`).
 
 pub mod bench;
@@ -12,6 +14,7 @@ pub mod humaneval_chat;
 pub mod memory;
 pub mod mmlu;
 pub mod parquet_rows;
+pub mod quant_eval;
 pub mod results;
 pub mod sandbox;
 pub mod speed;

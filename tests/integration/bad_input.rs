@@ -411,3 +411,55 @@ fn an_interrupted_bench_leaves_no_complete_result() {
         .unwrap()
         .is_empty());
 }
+
+/// Files in `dir` other than `keep`: what a failed run left behind.
+fn leftovers(dir: &Path, keep: &[&str]) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect()
+}
+
+#[test]
+fn quantize_refuses_bad_input_and_leaves_nothing_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cut = d.join("cut.gguf");
+    let bytes = std::fs::read(smollm2()).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = d.join("out.gguf");
+    let (m, o) = (cut.to_str().unwrap(), out.to_str().unwrap());
+    expect_error(
+        &["quantize", "--model", m, "--type", "q4_k_m", "--out", o],
+        &["cut.gguf", "truncated", "again"],
+    );
+    // A type llama.cpp has no mix of by that name: clap lists the ones there are.
+    expect_error(
+        &["quantize", "--model", m, "--type", "q4_k", "--out", o],
+        &["q4_k", "q4_k_m", "q6_k", "q2_k"],
+    );
+    // An output that exists is never overwritten.
+    std::fs::write(&out, b"precious").unwrap();
+    let model = smollm2();
+    expect_error(
+        &["quantize", "--model", &model, "--type", "q8_0", "--out", o],
+        &["out.gguf", "already exists"],
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+    std::fs::remove_file(&out).unwrap();
+    // Not a GGUF file at all.
+    expect_error(
+        &[
+            "quantize",
+            "--model",
+            d.to_str().unwrap(),
+            "--type",
+            "q8_0",
+            "--out",
+            o,
+        ],
+        &["not a .gguf file", "convert_hf_to_gguf"],
+    );
+    assert_eq!(leftovers(d, &["cut.gguf"]), Vec::<String>::new());
+}

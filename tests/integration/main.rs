@@ -22,6 +22,7 @@ mod hub;
 mod humaneval;
 mod lora_gguf;
 mod mmlu;
+mod quantize;
 mod reference;
 mod sandbox;
 mod speculative;

@@ -17,6 +17,7 @@ mod chat;
 mod finetune;
 mod generate;
 mod models;
+mod quantize;
 mod speculative;
 
 #[derive(Parser)]
@@ -58,6 +59,12 @@ enum Command {
     /// Time a draft step, a target step and a verification of K + 1 tokens (random weights
     /// work: the cost of a step depends only on the architecture) -> results/speculative-costs-<timestamp>.json.
     SpeculativeCosts(speculative::CostsArgs),
+    /// Rewrite a GGUF file at fewer bits per weight with llama.cpp's per-tensor mixes
+    /// (q8_0 ... q2_k; f32 dequantizes, for a reference).
+    Quantize(quantize::QuantizeArgs),
+    /// How far a quantized model's next-token distributions are from its full-precision
+    /// reference's (KL divergence, top-1 agreement, perplexity) -> results/quant-eval-<timestamp>.json.
+    QuantEval(quantize::QuantEvalArgs),
     /// Write the book's charts and tables (mdbook/src/generated) and docs/COMPARISON.md from the library and results/.
     BookAssets(book::BookAssetsArgs),
 }
@@ -86,6 +93,8 @@ impl Command {
             Command::Bench(args) => Some(args.threads),
             Command::Speculative(args) => Some(args.threads),
             Command::SpeculativeCosts(args) => Some(args.threads),
+            Command::Quantize(args) => Some(args.threads),
+            Command::QuantEval(args) => Some(args.threads),
             _ => None,
         }
     }
@@ -104,6 +113,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Finetune(args) => finetune::run(&args),
         Command::Speculative(args) => speculative::run(&args),
         Command::SpeculativeCosts(args) => speculative::run_costs(&args),
+        Command::Quantize(args) => quantize::quantize(&args),
+        Command::QuantEval(args) => quantize::quant_eval(&args),
         Command::BookAssets(args) => book::run(&args),
     }
 }

@@ -1,0 +1,153 @@
+//! `billion-llm quantize` and `billion-llm quant-eval`: the command lines of
+//! [`billion_llm::quantize`], which rewrites a GGUF file at fewer bits with llama.cpp's mixes,
+//! and of [`billion_llm::eval::quant_eval`], which measures what that cost.
+
+use crate::args::ResultsDirArgs;
+use anyhow::{bail, Result};
+use billion_llm::eval::quant_eval::{self, EvalText};
+use billion_llm::hub::assets::asset;
+use billion_llm::quantize::{self, FileType};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Args, Debug, Clone)]
+pub struct QuantizeArgs {
+    /// The GGUF file to quantize (F32, F16, BF16, or already quantized: its errors then stack).
+    #[arg(long, short)]
+    model: PathBuf,
+    /// The file type: llama.cpp's names and per-tensor mixes.
+    #[arg(long = "type", value_enum, ignore_case = true)]
+    file_type: FileType,
+    /// Where to write the new file (it must not exist yet).
+    #[arg(long)]
+    out: PathBuf,
+    /// Print every tensor's old and new format.
+    #[arg(long, short)]
+    verbose: bool,
+    /// CPU threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+}
+
+pub fn quantize(args: &QuantizeArgs) -> Result<()> {
+    if args.model.extension().is_none_or(|e| e != "gguf") {
+        bail!(
+            "{} is not a .gguf file: quantize reads GGUF files. Convert a safetensors model with \
+             llama.cpp's convert_hf_to_gguf.py first, or pass a GGUF file",
+            args.model.display()
+        );
+    }
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} tensors {msg}",
+    )?);
+    let verbose = args.verbose;
+    let report = quantize::quantize_gguf(&args.model, args.file_type, &args.out, |i, n, c| {
+        bar.set_length(n as u64);
+        bar.set_position(i as u64 + 1);
+        bar.set_message(c.name.clone());
+        if verbose {
+            let line = format!(
+                "{:<36} {:>6} -> {:<6} {:>10} params",
+                c.name, c.from, c.to, c.params
+            );
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+        }
+    })?;
+    bar.finish_and_clear();
+    if report.requantized {
+        eprintln!(
+            "warning: {} was already quantized; its rounding errors stack with the new ones. \
+             Quantize from an F32/F16/BF16 file where you have one.",
+            args.model.display()
+        );
+    }
+    println!(
+        "wrote {} ({}: {:.1} MB of weights, {:.2} bits per weight, {} tensors)",
+        args.out.display(),
+        report.file_type,
+        report.tensor_bytes as f64 / 1e6,
+        report.bits_per_weight(),
+        report.tensors.len()
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct QuantEvalArgs {
+    /// The full-precision reference GGUF (for example `quantize --type f32` of a model).
+    #[arg(long)]
+    reference: PathBuf,
+    /// The quantized GGUF made from it.
+    #[arg(long, short)]
+    model: PathBuf,
+    /// A text file to score instead of the default texts (MMLU questions of the subjects the
+    /// benchmark does not ask, and HumanEval solutions outside its subset).
+    #[arg(long)]
+    text: Option<PathBuf>,
+    /// Tokens per window; each window starts afresh.
+    #[arg(long, default_value_t = 512)]
+    context: usize,
+    /// Windows scored per text.
+    #[arg(long, default_value_t = 4)]
+    windows: usize,
+    /// CPU threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    #[command(flatten)]
+    results: ResultsDirArgs,
+}
+
+pub fn quant_eval(args: &QuantEvalArgs) -> Result<()> {
+    let texts = match &args.text {
+        Some(path) => vec![EvalText {
+            name: path.display().to_string(),
+            text: std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --text {}: {e}", path.display()))?,
+        }],
+        None => quant_eval::asset_texts(&asset("mmlu.jsonl")?, &asset("HumanEval.jsonl.gz")?)?,
+    };
+    let (run, path) = quant_eval::run(
+        &args.reference,
+        &args.model,
+        &texts,
+        args.context,
+        args.windows,
+        args.threads,
+        &args.results.results_dir,
+    )?;
+    for t in run
+        .texts
+        .iter()
+        .map(|t| (&t.text, &t.divergence))
+        .chain([(&"all".to_string(), &run.overall)])
+    {
+        let (name, d) = t;
+        println!(
+            "{name:<24} {:>5} positions  KL mean {:.4} (±{:.4})  p99 {:.3}  top-1 {:.1}%  PPL {:.2} -> {:.2}",
+            d.positions,
+            d.mean_kl,
+            d.mean_kl_stderr,
+            d.kl_p99,
+            100.0 * d.top1_agreement,
+            d.perplexity_reference,
+            d.perplexity_model
+        );
+    }
+    println!(
+        "{:.2} bits per weight; wrote {}",
+        run.bits_per_weight,
+        path.display()
+    );
+    Ok(())
+}
