@@ -3,7 +3,8 @@
 //! all under one harness into `results/bench-*.json`; `memory` reads a run's peak memory and
 //! `results` writes the files.
 //!
-//! `quant_eval` scores a quantized model against its full-precision reference (KL divergence).
+//! `quant_eval` scores a quantized model against its full-precision reference (KL divergence);
+//! `quant_study` runs it, with speed beside llama.cpp, over every file type (Short 7).
 //!
 //! Uses `model`, `hub`, `quantize` and `report`; never `chat` or `workbook` (the workbook reads the results
 //! back in `workbook::comparison`).
@@ -15,6 +16,7 @@ pub mod memory;
 pub mod mmlu;
 pub mod parquet_rows;
 pub mod quant_eval;
+pub mod quant_study;
 pub mod results;
 pub mod sandbox;
 pub mod speed;

@@ -169,10 +169,13 @@ pub fn windows(
         .collect()
 }
 
+/// The logits at every position of `window`, read from a fresh cache; the cache is left empty.
 fn all_logits(model: &mut LoadedModel, window: &[u32]) -> Result<Vec<Vec<f32>>> {
     model.model.reset_cache();
     let x = Tensor::new(window, &Device::Cpu)?.unsqueeze(0)?;
-    Ok(model.model.forward(&x)?.squeeze(0)?.to_vec2()?)
+    let logits = model.model.forward(&x)?.squeeze(0)?.to_vec2();
+    model.model.reset_cache();
+    Ok(logits?)
 }
 
 /// Scores `model` against `reference` at every position of `windows` (each position predicts

@@ -10,6 +10,7 @@ use crate::workbook::comparison;
 use crate::workbook::engines;
 use crate::workbook::finetuning;
 use crate::workbook::next_token::NextTokenTable;
+use crate::workbook::quantization;
 use crate::workbook::scale;
 use crate::workbook::speculative;
 use anyhow::{Context, Result};
@@ -54,6 +55,8 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
     };
     // Tables a chapter includes whose source is missing: the file then says how to get it.
     let mut placeholders: Vec<(&str, &str)> = Vec::new();
+    // Markdown written as it is: placeholders that name a model, and sentences from the numbers.
+    let mut texts: Vec<(String, String)> = Vec::new();
     table("01-parameters", scale::parameter_table()?)?;
     table("01-memory", scale::memory_table()?)?;
     table(
@@ -187,6 +190,57 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
              tinyllama --target llama-2-7b-chat --weights random --quantize q4_0`, then \
              `billion-llm book-assets`.*\n",
         )),
+    }
+    let short = quantization::load_short_studies(results)?;
+    for (model, slug) in quantization::SHORT_MODELS {
+        match short.iter().find(|s| s.model == model) {
+            Some(s) => {
+                table(
+                    &format!("07-quality-{slug}"),
+                    quantization::quality_table(s)?,
+                )?;
+                table(
+                    &format!("07-answers-{slug}"),
+                    quantization::answers_table(s)?,
+                )?;
+            }
+            None => {
+                for kind in ["quality", "answers"] {
+                    texts.push((
+                        format!("07-{kind}-{slug}"),
+                        format!(
+                            "*No complete quantization study of {model} in `results/` yet: run \
+                             `bash scripts/quant-study.sh`, then `billion-llm book-assets`.*\n"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    match short.first() {
+        Some(s) => {
+            table("07-memory", quantization::memory_table(s)?)?;
+            charts.push(("07-kl-vs-bits".into(), quantization::kl_chart(&short)?));
+            charts.push((
+                "07-speed-vs-size".into(),
+                quantization::speed_chart(&short)?,
+            ));
+        }
+        None => placeholders.push((
+            "07-memory",
+            "*No quantization study in `results/` yet: run `bash scripts/quant-study.sh`, then \
+             `billion-llm book-assets`.*\n",
+        )),
+    }
+    let takeaway: String = quantization::takeaway(&short)
+        .iter()
+        .map(|line| format!("- {line}\n"))
+        .collect();
+    texts.push(("07-takeaway".into(), takeaway));
+    for (name, text) in texts {
+        let path = out.join(format!("{name}.md"));
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
     }
     for (name, text) in placeholders {
         let path = out.join(format!("{name}.md"));

@@ -3,9 +3,9 @@
 //! same-file ratios beside it. A ratio against a peer's slow file says little; best file against
 //! best file is the claim.
 
-use super::sorted_files;
+use super::read_results;
 use crate::report::Table;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use polars::prelude::{Column, DataFrame};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -72,17 +72,10 @@ impl SpeedCase {
 
 /// Every `bench-speed` run in `results`, oldest first.
 pub fn load_runs(results: &Path) -> Result<Vec<SpeedRun>> {
-    sorted_files(results, "speed-", ".json")?
+    Ok(read_results(results, "speed-", "bench-speed")?
         .into_iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let mut run: SpeedRun = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a bench-speed result", path.display()))?;
-            run.file = path;
-            Ok(run)
-        })
-        .collect()
+        .map(|(file, run)| SpeedRun { file, ..run })
+        .collect())
 }
 
 /// The run the table describes: the newest in which llama.cpp ran beside us on SmolLM2 in a K

@@ -1,6 +1,6 @@
 //! What the notebooks show and the book includes, one module per Short: `scale` (Short 1),
 //! `anatomy`, `block_tour` and `next_token` (Short 2), `comparison` and `engines` (Short 3, from `results/`), `finetuning`
-//! (Short 5, from `results/`), `speculative` (Short 6, from `results/`), the published
+//! (Short 5, from `results/`), `speculative` (Short 6, from `results/`), `quantization` (Short 7, from `results/`), the published
 //! figures they are set beside, and `book`, which writes every generated file of the book.
 //!
 //! The top of the crate: it may use every other part, and no part uses it.
@@ -13,6 +13,7 @@ pub mod engines;
 pub mod finetuning;
 pub mod next_token;
 pub mod published;
+pub mod quantization;
 pub mod scale;
 pub mod speculative;
 
@@ -40,6 +41,25 @@ pub const SMOLLM2_SAMPLING: SamplingParams = SamplingParams {
 /// SmolLM2-135M-Instruct loaded as the notebooks use it: on the CPU, its own Q4_1 weights.
 pub fn smollm2() -> Result<LoadedModel> {
     load(&smollm2_gguf()?, &LoadOptions::default())
+}
+
+/// Every results file in `dir` named `<prefix>….json`, oldest first, read as `T` (`what` names
+/// the kind in the error), with its path.
+pub(crate) fn read_results<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    prefix: &str,
+    what: &str,
+) -> Result<Vec<(PathBuf, T)>> {
+    sorted_files(dir, prefix, ".json")?
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let value: T = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a {what} result", path.display()))?;
+            Ok((path, value))
+        })
+        .collect()
 }
 
 /// Files in `dir` whose names start with `prefix` and end with `suffix`, sorted: for the

@@ -65,6 +65,9 @@ enum Command {
     /// How far a quantized model's next-token distributions are from its full-precision
     /// reference's (KL divergence, top-1 agreement, perplexity) -> results/quant-eval-<timestamp>.json.
     QuantEval(quantize::QuantEvalArgs),
+    /// Short 7's study: every file type of one GGUF model, its size, KL divergence from the
+    /// F32 reference, speed beside llama.cpp and answer -> results/quant-study-<timestamp>.json.
+    QuantStudy(quantize::QuantStudyArgs),
     /// Write the book's charts and tables (mdbook/src/generated) and docs/COMPARISON.md from the library and results/.
     BookAssets(book::BookAssetsArgs),
 }
@@ -95,6 +98,7 @@ impl Command {
             Command::SpeculativeCosts(args) => Some(args.threads),
             Command::Quantize(args) => Some(args.threads),
             Command::QuantEval(args) => Some(args.threads),
+            Command::QuantStudy(args) => Some(args.threads),
             _ => None,
         }
     }
@@ -115,6 +119,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::SpeculativeCosts(args) => speculative::run_costs(&args),
         Command::Quantize(args) => quantize::quantize(&args),
         Command::QuantEval(args) => quantize::quant_eval(&args),
+        Command::QuantStudy(args) => quantize::quant_study(&args),
         Command::BookAssets(args) => book::run(&args),
     }
 }

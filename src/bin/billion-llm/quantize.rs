@@ -151,3 +151,77 @@ pub fn quant_eval(args: &QuantEvalArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[derive(Args, Debug, Clone)]
+pub struct QuantStudyArgs {
+    /// The GGUF file every type is made from (its F32 dequantization is the reference).
+    #[arg(long, short)]
+    model: PathBuf,
+    /// The model's name in results and the book (`SmolLM2-135M-Instruct`).
+    #[arg(long)]
+    name: String,
+    /// The types to make and measure (default: all).
+    #[arg(long = "type", value_enum, ignore_case = true, value_delimiter = ',')]
+    types: Option<Vec<FileType>>,
+    /// Where the reference and the quantized files go (kept for later runs).
+    #[arg(long, default_value = "target/quant-study")]
+    work_dir: PathBuf,
+    /// Windows of --context tokens scored per text.
+    #[arg(long, default_value_t = 4)]
+    windows: usize,
+    #[arg(long, default_value_t = 512)]
+    context: usize,
+    /// Time our engine only.
+    #[arg(long)]
+    no_llama_cpp: bool,
+    /// CPU threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    #[command(flatten)]
+    results: ResultsDirArgs,
+}
+
+pub fn quant_study(args: &QuantStudyArgs) -> Result<()> {
+    use billion_llm::eval::quant_study::{run_study, write_study, StudySettings};
+    let mut settings = StudySettings {
+        context: args.context,
+        windows: args.windows,
+        with_llama_cpp: !args.no_llama_cpp,
+        ..StudySettings::default()
+    };
+    settings.speed.threads = args.threads;
+    if let Some(t) = &args.types {
+        settings.types = t.clone();
+    }
+    let texts = quant_eval::asset_texts(&asset("mmlu.jsonl")?, &asset("HumanEval.jsonl.gz")?)?;
+    let study = run_study(
+        &args.model,
+        &args.name,
+        &texts,
+        &args.work_dir,
+        &settings,
+        |m| eprintln!("{m}"),
+    )?;
+    println!(
+        "{:<8} {:>8} {:>6} {:>9} {:>7} {:>7} {:>8} {:>8}",
+        "type", "MB", "bpw", "KL", "top-1", "PPL", "decode", "vs l.cpp"
+    );
+    for r in &study.rows {
+        println!(
+            "{:<8} {:>8.1} {:>6.2} {:>9.5} {:>6.1}% {:>7.2} {:>8.1} {:>8}",
+            r.file_type,
+            r.file_bytes as f64 / 1e6,
+            r.bits_per_weight,
+            r.divergence.mean_kl,
+            100.0 * r.divergence.top1_agreement,
+            r.divergence.perplexity_model,
+            r.billion_llm.decode_tokens_per_s.median,
+            r.decode_ratio
+                .map(|x| format!("{x:.2}x"))
+                .unwrap_or_default()
+        );
+    }
+    let path = write_study(&study, &args.results.results_dir)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
