@@ -261,7 +261,7 @@ pub fn kl_chart(studies: &[Study]) -> Result<Chart> {
 /// Decode speed against file size, ours and llama.cpp's, one pair of curves per model.
 pub fn speed_chart(studies: &[Study]) -> Result<Chart> {
     let mut chart = LineChart::new(
-        "Smaller files decode faster (2 threads)",
+        "Decode speed against file size (2 threads)",
         "file size (MB)",
         "decode tokens/s",
     )
