@@ -98,7 +98,8 @@ fn median_ratio(ours: &EngineSpeed, theirs: &EngineSpeed) -> (f64, f64) {
 }
 
 /// Runs the study on the GGUF file `source` (named `model`): its F32 reference and every type
-/// are written into `work_dir` (kept between runs), then measured one by one.
+/// are written into `work_dir`, made afresh each run so every row measures this version's
+/// quantizer, then measured one by one.
 pub fn run_study(
     source: &Path,
     model: &str,
@@ -111,22 +112,27 @@ pub fn run_study(
     std::fs::create_dir_all(work_dir)?;
     let stem = model.to_ascii_lowercase();
     let file = |t: FileType| work_dir.join(format!("{stem}-{}.gguf", t.name()));
+    let make = |from: &Path, t: FileType, to: &Path| -> Result<()> {
+        if to.exists() {
+            std::fs::remove_file(to)?;
+        }
+        quantize_gguf(from, t, to, |_, _, _| {})?;
+        Ok(())
+    };
     let reference = file(FileType::F32);
-    if !reference.exists() {
-        log(&format!(
-            "dequantizing {} to {}",
-            source.display(),
-            reference.display()
-        ));
-        quantize_gguf(source, FileType::F32, &reference, |_, _, _| {})?;
-    }
+    log(&format!(
+        "dequantizing {} to {}",
+        source.display(),
+        reference.display()
+    ));
+    make(source, FileType::F32, &reference)?;
     let mut r = load(&reference.to_string_lossy(), &LoadOptions::default())?;
     let mut rows = Vec::new();
     for &t in &settings.types {
         let path = file(t);
-        if !path.exists() {
+        if t != FileType::F32 {
             log(&format!("{model}: quantizing to {t}"));
-            quantize_gguf(&reference, t, &path, |_, _, _| {})?;
+            make(&reference, t, &path)?;
         }
         rows.push(measure_type(&mut r, &path, t, texts, settings, &mut log)?);
     }

@@ -1,6 +1,7 @@
-//! `billion-llm quantize` and `billion-llm quant-eval`: the command lines of
+//! `billion-llm quantize`, `quant-eval` and `quant-study`: the command lines of
 //! [`billion_llm::quantize`], which rewrites a GGUF file at fewer bits with llama.cpp's mixes,
-//! and of [`billion_llm::eval::quant_eval`], which measures what that cost.
+//! of [`billion_llm::eval::quant_eval`], which measures what that cost, and of
+//! [`billion_llm::eval::quant_study`], which does both for every type of one model.
 
 use crate::args::ResultsDirArgs;
 use anyhow::{bail, Result};
@@ -163,7 +164,7 @@ pub struct QuantStudyArgs {
     /// The types to make and measure (default: all).
     #[arg(long = "type", value_enum, ignore_case = true, value_delimiter = ',')]
     types: Option<Vec<FileType>>,
-    /// Where the reference and the quantized files go (kept for later runs).
+    /// Where the reference and the quantized files are written (replaced each run).
     #[arg(long, default_value = "target/quant-study")]
     work_dir: PathBuf,
     /// Windows of --context tokens scored per text.
