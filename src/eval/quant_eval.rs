@@ -59,7 +59,7 @@ pub fn asset_texts(mmlu_file: &Path, humaneval_file: &Path) -> Result<Vec<EvalTe
 }
 
 /// The scores over some positions.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct Divergence {
     pub positions: usize,
     /// Mean KL(P_ref ‖ P_model) in nats.

@@ -112,11 +112,9 @@ fn fit_scale_min(
     (scale, -min)
 }
 
-/// Fits `x ≈ scale·l` with integer levels `l` in `-nmax..nmax`, weighting each value by its
-/// square (large values matter most). Starting from the scale that maps the largest magnitude
-/// to `-nmax`, it tries 18 nearby ones and keeps the best least-squares scale. Returns the scale
-/// and writes the levels shifted to `0..2·nmax`.
-fn fit_scale(x: &[f32], nmax: i32, levels: &mut [u8]) -> f32 {
+/// The value of largest magnitude (the first, on ties) and that magnitude: the symmetric
+/// formats map it to their most negative level.
+fn largest_magnitude(x: &[f32]) -> (f32, f32) {
     let (mut max, mut amax) = (0f32, 0f32);
     for &v in x {
         if v.abs() > amax {
@@ -124,6 +122,25 @@ fn fit_scale(x: &[f32], nmax: i32, levels: &mut [u8]) -> f32 {
             max = v;
         }
     }
+    (max, amax)
+}
+
+/// Packs 2-bit levels (`q2_K`, and the low bits of `q3_K`): each 128 values are four runs of 32,
+/// in bits 0-1, 2-3, 4-5 and 6-7 of 32 bytes.
+fn pack_2bit(levels: &[u8], out: &mut Vec<u8>) {
+    for chunk in levels.chunks_exact(128) {
+        out.extend((0..32).map(|i| {
+            chunk[i] | (chunk[i + 32] << 2) | (chunk[i + 64] << 4) | (chunk[i + 96] << 6)
+        }));
+    }
+}
+
+/// Fits `x ≈ scale·l` with integer levels `l` in `-nmax..nmax`, weighting each value by its
+/// square (large values matter most). Starting from the scale that maps the largest magnitude
+/// to `-nmax`, it tries 18 nearby ones and keeps the best least-squares scale. Returns the scale
+/// and writes the levels shifted to `0..2·nmax`.
+fn fit_scale(x: &[f32], nmax: i32, levels: &mut [u8]) -> f32 {
+    let (max, amax) = largest_magnitude(x);
     if amax < 1e-15 {
         levels.fill(0);
         return 0.0;
@@ -165,13 +182,7 @@ fn fit_scale(x: &[f32], nmax: i32, levels: &mut [u8]) -> f32 {
 /// (by `x²`) least-squares fit. Returns the scale and writes the levels shifted to `0..2·nmax`
 /// (all zero for an all-zero `x`, as llama.cpp leaves them).
 fn fit_scale_by_moves(x: &[f32], nmax: i32, levels: &mut [i8]) -> f32 {
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let (max, amax) = largest_magnitude(x);
     if amax < 1e-15 {
         levels.fill(0);
         return 0.0;
@@ -388,12 +399,7 @@ pub fn quantize_q2_k(x: &[f32]) -> Vec<u8> {
             }
         }
         out.extend_from_slice(&packed);
-        // Each 128 values: four runs of 32, in bits 0-1, 2-3, 4-5 and 6-7 of 32 bytes.
-        for chunk in levels.chunks_exact(128) {
-            out.extend((0..32).map(|i| {
-                chunk[i] | (chunk[i + 32] << 2) | (chunk[i + 64] << 4) | (chunk[i + 96] << 6)
-            }));
-        }
+        pack_2bit(&levels, &mut out);
         out.extend_from_slice(&d.to_le_bytes());
         out.extend_from_slice(&dmin.to_le_bytes());
     }
@@ -407,15 +413,11 @@ pub fn quantize_q3_k(x: &[f32]) -> Vec<u8> {
     for block in x.chunks_exact(QK_K) {
         let mut levels = [0i8; QK_K];
         let mut scales = [0f32; 16];
-        let (mut max_scale, mut amax) = (0f32, 0f32);
         for j in 0..16 {
             let range = 16 * j..16 * (j + 1);
             scales[j] = fit_scale_by_moves(&block[range.clone()], 4, &mut levels[range]);
-            if scales[j].abs() > amax {
-                amax = scales[j].abs();
-                max_scale = scales[j];
-            }
         }
+        let (max_scale, _) = largest_magnitude(&scales);
         // Sixteen 6-bit scales: low nibbles in bytes 0-7, the two high bits in bytes 8-11.
         let mut packed = [0u8; 12];
         let mut d = f16::ZERO;
@@ -459,14 +461,8 @@ pub fn quantize_q3_k(x: &[f32]) -> Vec<u8> {
             }
         }
         out.extend_from_slice(&hmask);
-        for chunk in shifted.chunks_exact(128) {
-            out.extend((0..32).map(|i| {
-                (chunk[i] & 3)
-                    | ((chunk[i + 32] & 3) << 2)
-                    | ((chunk[i + 64] & 3) << 4)
-                    | ((chunk[i + 96] & 3) << 6)
-            }));
-        }
+        // With the third bits in hmask, every level is 0..=3.
+        pack_2bit(&shifted, &mut out);
         out.extend_from_slice(&packed);
         out.extend_from_slice(&d.to_le_bytes());
     }
@@ -480,18 +476,14 @@ pub fn quantize_q6_k(x: &[f32]) -> Vec<u8> {
     for block in x.chunks_exact(QK_K) {
         let mut levels = [0u8; QK_K];
         let mut scales = [0f32; 16];
-        let (mut max_scale, mut max_abs) = (0f32, 0f32);
         for j in 0..16 {
             scales[j] = fit_scale(
                 &block[16 * j..16 * (j + 1)],
                 32,
                 &mut levels[16 * j..16 * (j + 1)],
             );
-            if scales[j].abs() > max_abs {
-                max_abs = scales[j].abs();
-                max_scale = scales[j];
-            }
         }
+        let (max_scale, max_abs) = largest_magnitude(&scales);
         if max_abs < 1e-15 {
             out.extend(std::iter::repeat_n(0u8, 210));
             continue;

@@ -5,9 +5,11 @@
 //! every type.
 
 use super::read_results;
+use crate::eval::quant_eval::Divergence;
 use crate::eval::quant_study::PlannedSize;
 use crate::quantize::FileType;
 use crate::report::{Chart, LineChart, Table};
+use crate::workbook::engines::{EngineSpeed, Hardware};
 use anyhow::Result;
 use polars::prelude::{Column, DataFrame};
 use serde::Deserialize;
@@ -42,36 +44,10 @@ pub struct Study {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct Hardware {
-    pub cpu: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub context: usize,
     pub windows: usize,
     pub prompt: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Divergence {
-    pub positions: usize,
-    pub mean_kl: f64,
-    pub kl_p99: f64,
-    pub top1_agreement: f64,
-    pub perplexity_reference: f64,
-    pub perplexity_model: f64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Median {
-    pub median: f64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct EngineSpeed {
-    pub prefill_tokens_per_s: Median,
-    pub decode_tokens_per_s: Median,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -438,7 +414,7 @@ pub struct LiveRow {
     pub file_type: FileType,
     pub file_bytes: u64,
     pub bits_per_weight: f64,
-    pub divergence: crate::eval::quant_eval::Divergence,
+    pub divergence: Divergence,
     pub answer: String,
 }
 
@@ -515,6 +491,7 @@ pub fn live_table(rows: &[LiveRow], prompt: &str) -> Result<Table> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workbook::engines::Median;
 
     fn row(t: &str, bytes: u64, top1: f64) -> Row {
         Row {
@@ -524,7 +501,9 @@ mod tests {
             divergence: Divergence {
                 positions: 4096,
                 mean_kl: 0.01,
+                mean_kl_stderr: 0.001,
                 kl_p99: 0.1,
+                kl_max: 0.5,
                 top1_agreement: top1,
                 perplexity_reference: 8.0,
                 perplexity_model: 8.5,
