@@ -43,8 +43,19 @@ pub(super) type TileArgs<'a> = (
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn prefetch(w: &TileWeights, at: usize) {
+    if w.dtype == GgmlDType::Q8_0 {
+        prefetch_blocks::<BYTES>(w, at)
+    } else {
+        prefetch_blocks::<NIBBLES>(w, at)
+    }
+}
+
+/// [`prefetch`] for a kind of weight known when compiling.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_blocks<const KIND: u8>(w: &TileWeights, at: usize) {
     use std::arch::x86_64::*;
-    let bytes = if w.dtype == GgmlDType::Q8_0 { 256 } else { 128 };
+    let bytes = if KIND == BYTES { 256 } else { 128 };
     // A prefetch never faults, so running past the end of the matrix is harmless.
     let ahead = w.qs.as_ptr().wrapping_add((at + 16) * bytes) as *const i8;
     let scales = w.scales.as_ptr().wrapping_add((at + 16) * ROWS) as *const i8;
@@ -56,6 +67,12 @@ fn prefetch(w: &TileWeights, at: usize) {
         _mm_prefetch::<_MM_HINT_T0>(scales);
     }
 }
+
+/// The kinds of packed weight, for [`tile_avx2`]'s `KIND`: 4-bit values (`q4_0`, `q4_1`), 4-bit
+/// values with a fifth bit from `qh` (`q5_0`, `q5_1`), and bytes (`q8_0`).
+pub(super) const NIBBLES: u8 = 0;
+pub(super) const NIBBLES_AND_BIT: u8 = 1;
+pub(super) const BYTES: u8 = 2;
 
 /// The eight activation bytes `8j..8j + 8` of block `xb`, as one 64-bit lane.
 #[cfg(target_arch = "x86_64")]
@@ -156,7 +173,7 @@ pub(super) unsafe fn tile_vnni<const SHIFTED: bool, const T: usize>(
 /// registers, four rows at a time, with `vpmaddubsw` + `vpmaddwd` for the byte products.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn tile_avx2<const SHIFTED: bool, const T: usize>(
+pub(super) unsafe fn tile_avx2<const KIND: u8, const SHIFTED: bool, const T: usize>(
     (w, tile, q8, i, out): TileArgs,
 ) {
     // SAFETY: the caller (`PackedMatrix::tile`) guarantees AVX2, FMA and F16C, a tile of the
@@ -165,7 +182,9 @@ pub(super) unsafe fn tile_avx2<const SHIFTED: bool, const T: usize>(
     unsafe {
         use std::arch::x86_64::*;
         let n = w.blocks;
-        let q8_weights = w.dtype == GgmlDType::Q8_0;
+        // One copy per kind of weight, so that no branch on the format stays in the loop and
+        // the accumulators stay in registers.
+        let q8_weights = KIND == BYTES;
         let low = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         let pairs = [
@@ -175,7 +194,7 @@ pub(super) unsafe fn tile_avx2<const SHIFTED: bool, const T: usize>(
         let mut acc = [[_mm256_setzero_ps(); 2]; T];
         for b in 0..n {
             let at = tile * n + b;
-            prefetch(w, at);
+            prefetch_blocks::<KIND>(w, at);
             let d = _mm256_cvtph_ps(_mm_loadu_si128(
                 w.scales.as_ptr().add(at * ROWS) as *const __m128i
             ));
@@ -195,7 +214,7 @@ pub(super) unsafe fn tile_avx2<const SHIFTED: bool, const T: usize>(
                         _mm256_and_si256(p1, low),
                         _mm256_and_si256(_mm256_srli_epi16(p1, 4), low),
                     ];
-                    if !w.qh.is_empty() {
+                    if KIND == NIBBLES_AND_BIT {
                         // This half's lanes keep their fifth bits in nibble h of the 32 bytes.
                         let hb = _mm256_loadu_si256(w.qh.as_ptr().add(at * 32) as *const __m256i);
                         let hb = if h == 0 {

@@ -82,6 +82,26 @@ impl Sampler {
             dist[argmax(logits, banned)? as usize] = 1.0;
             return Ok(dist);
         }
+        if self.params.top_p >= 1.0 {
+            // The whole vocabulary is the nucleus: no need to sort it.
+            let t = self.params.temperature as f32;
+            let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            for (d, &v) in dist.iter_mut().zip(logits) {
+                let p = ((v - max) / t).exp();
+                *d = if p.is_finite() { p } else { 0.0 };
+            }
+            for &b in banned {
+                if let Some(d) = dist.get_mut(b as usize) {
+                    *d = 0.0;
+                }
+            }
+            let total: f32 = dist.iter().sum();
+            if total <= 0.0 {
+                bail!("no token can be sampled: all probabilities are zero");
+            }
+            dist.iter_mut().for_each(|d| *d /= total);
+            return Ok(dist);
+        }
         let probs = self.nucleus(logits, banned)?;
         let kept_total: f32 = probs.iter().map(|p| p.1).sum();
         for (i, p) in probs {
@@ -152,7 +172,8 @@ pub struct Generation {
     pub prompt_tokens: usize,
     /// Seconds spent reading the prompt (one forward over all its tokens).
     pub prefill_s: f64,
-    /// Seconds spent in the one-token forwards after the first new token.
+    /// Seconds from the first new token to the last: the one-token forwards, reading their
+    /// logits and sampling (the llama.cpp side of the speed benchmark is timed alike).
     pub decode_s: f64,
     /// Seconds from the start until the first new token was picked.
     pub time_to_first_token_s: f64,
@@ -167,8 +188,8 @@ impl Generation {
         self.prompt_tokens as f64 / self.prefill_s.max(1e-9)
     }
 
-    /// Decode speed counts the one-token forwards only: the first new token comes out of the
-    /// prefill, so N new tokens cost N - 1 decode steps (llama.cpp counts the same way).
+    /// Decode speed counts the steps after the first new token: it comes out of the prefill,
+    /// so N new tokens cost N - 1 decode steps (llama.cpp counts the same way).
     pub fn decode_tokens_per_s(&self) -> f64 {
         let steps = self.tokens.len().saturating_sub(1);
         if steps == 0 {
@@ -222,7 +243,9 @@ pub fn generate(
     let prefill_s = start.elapsed().as_secs_f64();
 
     let mut tokens = Vec::with_capacity(opts.max_new_tokens);
-    let mut decode_s = 0.0;
+    // Decoding is timed from the first token to the last, everything included (reading the
+    // logits, sampling, `on_token`), as a speculative decoder's rounds are.
+    let mut decode_start = start;
     let mut time_to_first_token_s = 0.0;
     let mut stopped_at_eos = false;
     let mut interrupted = false;
@@ -239,6 +262,7 @@ pub fn generate(
         let next = sampler.sample(&row, banned)?;
         if tokens.is_empty() {
             time_to_first_token_s = start.elapsed().as_secs_f64();
+            decode_start = Instant::now();
         }
         tokens.push(next);
         on_token(next)?;
@@ -249,10 +273,13 @@ pub fn generate(
         if tokens.len() == opts.max_new_tokens {
             break;
         }
-        let step = Instant::now();
         logits = model.forward_last(&input(&[next])?)?;
-        decode_s += step.elapsed().as_secs_f64();
     }
+    let decode_s = if tokens.is_empty() {
+        0.0
+    } else {
+        decode_start.elapsed().as_secs_f64()
+    };
     Ok(Generation {
         tokens,
         prompt_tokens: prompt.len(),

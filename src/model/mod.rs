@@ -421,18 +421,23 @@ impl Transformer {
         self.final_norm.forward(&x, self.train)
     }
 
-    /// Logits of the last position after only the first `caches.len()` blocks, then the final
+    /// Logits of the last position after only the first `layers` blocks and then the final
     /// norm and the head: the model's own shallow copy drafts for itself (self-speculative
-    /// decoding, LayerSkip), with caches of its own so the full model's stay untouched.
-    pub fn forward_early_exit(&mut self, ids: &Tensor, caches: &mut [KvCache]) -> Result<Tensor> {
-        let layers = caches.len();
+    /// decoding, LayerSkip). It continues the model's own KV cache of those layers, which
+    /// already holds what the shallow copy would compute for the context, so drafting needs no
+    /// cache of its own and no catching up; those layers' caches grow by the tokens fed, and
+    /// [`Transformer::truncate_cache`] takes them back.
+    pub fn forward_early_exit(&mut self, ids: &Tensor, layers: usize) -> Result<Tensor> {
         if layers == 0 || layers > self.blocks.len() {
             bail!(
                 "an early exit needs between 1 and {} layers, got {layers}",
                 self.blocks.len()
             );
         }
-        let h = self.run_blocks(ids, layers, Some(caches))?;
+        let mut caches = std::mem::take(&mut self.caches);
+        let h = self.run_blocks(ids, layers, Some(&mut caches[..layers]));
+        self.caches = caches;
+        let h = h?;
         let seq = h.dim(1)?;
         Ok(self
             .lm_head

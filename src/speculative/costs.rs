@@ -6,7 +6,7 @@
 //! for Llama 2 7B) is judged here: random weights of the real configs cost the same per token
 //! as trained ones, but cannot say how often the draft is right.
 
-use super::{expected_speedup, DRAFT_PAIRS};
+use super::{check_same_vocab_size, expected_speedup};
 use crate::eval::results::RunHeader;
 use crate::eval::speed::{prompt_ids, Measured};
 use crate::model::Transformer;
@@ -140,18 +140,7 @@ pub fn measure_costs(
     settings: &CostSettings,
 ) -> Result<StepCosts> {
     let vocab = target.config().vocab_size;
-    if draft.config().vocab_size != vocab {
-        let pairs: Vec<String> = DRAFT_PAIRS
-            .iter()
-            .map(|(d, t)| format!("{d} → {t}"))
-            .collect();
-        bail!(
-            "the draft has {} tokens and the target {vocab}: a draft must share the target's \
-             vocabulary, as the zoo pairs {} do",
-            draft.config().vocab_size,
-            pairs.join(", ")
-        );
-    }
+    check_same_vocab_size(vocab, draft.config().vocab_size, "the target", "the draft")?;
     let Some(&max_k) = settings.ks.iter().max() else {
         bail!("give at least one K to time (--k 1,2,4,8)");
     };

@@ -1,43 +1,14 @@
 //! The decoding loop: draft, verify in one target forward, accept or correct, roll back.
 
 use super::drafter::{sample_from, Drafter, Proposal};
+use super::schedule::{CostModel, KSchedule};
 use crate::model::generation::{generate, GenerateOptions, Generation, Sampler, SamplingParams};
 use crate::model::Transformer;
 use anyhow::{bail, Result};
 use candle_core::{IndexOp, Tensor};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::time::Instant;
-
-/// How many tokens each round drafts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KSchedule {
-    Fixed(usize),
-    /// Hugging Face's heuristic: K grows by 2 after a round whose drafts were all accepted and
-    /// shrinks by 1 (to at least 1) after a rejection, so a poor drafter soon costs little.
-    Adaptive {
-        start: usize,
-        max: usize,
-    },
-}
-
-impl KSchedule {
-    fn start(self) -> usize {
-        match self {
-            KSchedule::Fixed(k) => k,
-            KSchedule::Adaptive { start, .. } => start,
-        }
-    }
-
-    fn next(self, k: usize, all_accepted: bool) -> usize {
-        match self {
-            KSchedule::Fixed(k) => k,
-            KSchedule::Adaptive { max, .. } if all_accepted => (k + 2).min(max),
-            KSchedule::Adaptive { .. } => k.saturating_sub(1).max(1),
-        }
-    }
-}
 
 /// What a speculative generation produced, and how the drafts fared.
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +27,8 @@ pub struct SpeculativeOutput {
     /// those were accepted.
     pub drafted_at: Vec<usize>,
     pub accepted_at: Vec<usize>,
+    /// Rounds by how many drafts they verified (index 0: plain steps).
+    pub rounds_by_k: Vec<usize>,
     pub prefill_s: f64,
     /// Seconds after the first token: drafting and verifying.
     pub decode_s: f64,
@@ -99,7 +72,7 @@ impl SpeculativeDecoder<'_> {
         if prompt.is_empty() {
             bail!("the prompt is empty: give at least one token");
         }
-        if self.schedule.start() == 0 {
+        if let KSchedule::Fixed(0) = self.schedule {
             bail!("K, the number of drafted tokens per round, must be at least 1");
         }
         let eos = self.target.config().eos_token_ids.clone();
@@ -115,6 +88,7 @@ impl SpeculativeDecoder<'_> {
             target_forwards: 1,
             drafted_at: Vec::new(),
             accepted_at: Vec::new(),
+            rounds_by_k: Vec::new(),
             prefill_s: 0.0,
             decode_s: 0.0,
             stopped_at_eos: false,
@@ -131,6 +105,11 @@ impl SpeculativeDecoder<'_> {
         let mut context = prompt.to_vec();
         let mut decided = vec![(first, false)];
         let mut k = self.schedule.start();
+        let mut costs = CostModel::default();
+        let free = self.drafter.drafts_for_free();
+        let mut plain_rounds = 0usize;
+        let limit = self.target.config().max_position_embeddings;
+        self.drafter.reset();
         loop {
             for (token, drafted) in decided.drain(..) {
                 if out.tokens.len() == max_new_tokens || out.stopped_at_eos {
@@ -146,28 +125,43 @@ impl SpeculativeDecoder<'_> {
             if remaining == 0 || out.stopped_at_eos {
                 break;
             }
-            // Drafting more than will be kept is wasted work.
-            let want = k.min(remaining - 1);
-            let proposals = if want > 0 {
+            // Drafting more than will be kept is wasted work, and the verification must fit
+            // in the target's context (which then holds the context and the drafts).
+            let want = k
+                .min(remaining - 1)
+                .min(limit.saturating_sub(context.len()));
+            // A free drafter is asked even at K = 0: whether its guess matches the token the
+            // plain step decides keeps the acceptance estimate current.
+            let ask = if want == 0 && free { 1 } else { want };
+            let drafting = Instant::now();
+            let mut proposals = if ask > 0 {
                 self.drafter
-                    .draft(self.target, &context, want, &mut sampler)?
+                    .draft(self.target, &context, ask, &mut sampler)?
             } else {
                 Vec::new()
             };
+            costs.record_drafting(proposals.len(), drafting.elapsed().as_secs_f64());
+            let guess = (want == 0).then(|| proposals.pop()).flatten();
             let base = context.len() - 1;
             let mut input = vec![*context.last().unwrap()];
             input.extend(proposals.iter().map(|p| p.token));
+            let verifying = Instant::now();
             let rows = self
                 .target
                 .forward(&Tensor::new(input.as_slice(), &device)?.unsqueeze(0)?)?
                 .i(0)?;
+            let (accepted, next) = verify(&rows, &proposals, &mut sampler)?;
+            costs.record_verification(proposals.len(), verifying.elapsed().as_secs_f64());
             out.target_forwards += 1;
             out.rounds += 1;
-            let (accepted, next) = verify(&rows, &proposals, &mut sampler)?;
             // Keep the pending token and the accepted drafts; the rest of the forward is undone.
             self.target.truncate_cache(base + 1 + accepted);
             out.drafted += proposals.len();
             out.accepted += accepted;
+            if out.rounds_by_k.len() <= proposals.len() {
+                out.rounds_by_k.resize(proposals.len() + 1, 0);
+            }
+            out.rounds_by_k[proposals.len()] += 1;
             for i in 0..proposals.len() {
                 if out.drafted_at.len() <= i {
                     out.drafted_at.push(0);
@@ -176,11 +170,28 @@ impl SpeculativeDecoder<'_> {
                 out.drafted_at[i] += 1;
                 out.accepted_at[i] += usize::from(i < accepted);
             }
+            match guess {
+                Some(g) => costs.record_acceptance(1, usize::from(g.token == next)),
+                None => costs.record_acceptance(proposals.len(), accepted),
+            }
             decided.extend(proposals[..accepted].iter().map(|p| (p.token, true)));
             decided.push((next, false));
-            if !proposals.is_empty() {
-                k = self.schedule.next(k, accepted == proposals.len());
-            }
+            k = match self.schedule {
+                KSchedule::Cost { max } => {
+                    let best = costs.best_k(max, k);
+                    plain_rounds = if best == 0 { plain_rounds + 1 } else { 0 };
+                    // A drafter that costs time is tried again now and then (K = 0 alone
+                    // would never learn that the text has turned predictable), unless it
+                    // could not pay even with every draft accepted.
+                    if !free && plain_rounds % 16 == 15 && costs.could_pay(max) {
+                        1
+                    } else {
+                        best
+                    }
+                }
+                _ if proposals.is_empty() => k,
+                schedule => schedule.next(k, accepted == proposals.len()),
+            };
         }
         out.decode_s = decode_start.elapsed().as_secs_f64();
         Ok(out)
@@ -283,16 +294,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn adaptive_k_grows_after_full_acceptance_and_shrinks_after_rejection() {
-        let s = KSchedule::Adaptive { start: 4, max: 10 };
-        assert_eq!(s.next(4, true), 6);
-        assert_eq!(s.next(10, true), 10);
-        assert_eq!(s.next(4, false), 3);
-        assert_eq!(s.next(1, false), 1);
-        assert_eq!(KSchedule::Fixed(4).next(4, false), 4);
-    }
-
-    #[test]
     fn expected_speedup_matches_the_paper() {
         // α = 0 with free drafts: one token per round, no gain.
         assert!((expected_speedup(0.0, 4, 0.0, 1.0) - 1.0).abs() < 1e-12);
@@ -337,6 +338,83 @@ mod tests {
                 "token {i}: {c} of {n}, expected {}",
                 n as f64 * p as f64
             );
+        }
+    }
+
+    /// Counts against expected probabilities: each within 5 standard deviations.
+    fn assert_follows(counts: &[usize], p: &[f32], what: &str) {
+        let n: usize = counts.iter().sum();
+        for (i, (&c, &p)) in counts.iter().zip(p).enumerate() {
+            let mean = n as f64 * p as f64;
+            let sd = (mean * (1.0 - p as f64)).sqrt();
+            assert!(
+                (c as f64 - mean).abs() < 5.0 * sd + 1.0,
+                "{what}, token {i}: {c} of {n}, expected {mean:.0} ± {sd:.0}"
+            );
+        }
+    }
+
+    fn sampler(seed: u64) -> Sampler {
+        Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+            seed,
+        })
+        .unwrap()
+    }
+
+    /// Prompt lookup proposes a token without a distribution (q is one-hot on it). At T > 0
+    /// it is kept with probability p(x), and after a rejection the residual must leave x out:
+    /// drawing from p instead would emit x with probability p(x)(2 − p(x)).
+    #[test]
+    fn a_deterministic_draft_at_temperature_one_still_gives_p() {
+        let p = [0.1f32, 0.2, 0.3, 0.4];
+        let row = p.map(f32::ln);
+        let rows = Tensor::new(&[row, row], &candle_core::Device::Cpu).unwrap();
+        let mut sampler = sampler(5);
+        let n = 40_000;
+        for x in [1u32, 3] {
+            let mut counts = [0usize; 4];
+            for _ in 0..n {
+                let proposal = Proposal { token: x, q: None };
+                let (accepted, next) = verify(&rows, &[proposal], &mut sampler).unwrap();
+                counts[if accepted == 1 { x } else { next } as usize] += 1;
+            }
+            assert_follows(&counts, &p, &format!("draft {x}"));
+        }
+    }
+
+    /// A round with K = 3 drafts from a q unlike p: every token it decides, the corrections
+    /// and the bonus token from the last row included, follows that position's p. The rows
+    /// differ by position, so a bonus drawn from the wrong row would show.
+    #[test]
+    fn every_token_a_round_decides_follows_its_row() {
+        let ps: [[f32; 4]; 4] = [
+            [0.1, 0.2, 0.3, 0.4],
+            [0.4, 0.3, 0.2, 0.1],
+            [0.25, 0.25, 0.4, 0.1],
+            [0.7, 0.1, 0.1, 0.1],
+        ];
+        let q = vec![0.3f32, 0.3, 0.2, 0.2];
+        let rows = Tensor::new(&ps.map(|p| p.map(f32::ln)), &candle_core::Device::Cpu).unwrap();
+        let mut sampler = sampler(9);
+        let mut counts = [[0usize; 4]; 4];
+        for _ in 0..40_000 {
+            let proposals: Vec<Proposal> = (0..3)
+                .map(|_| Proposal {
+                    token: sample_from(&q, sampler.rng()),
+                    q: Some(q.clone()),
+                })
+                .collect();
+            let (accepted, next) = verify(&rows, &proposals, &mut sampler).unwrap();
+            for (j, p) in proposals[..accepted].iter().enumerate() {
+                counts[j][p.token as usize] += 1;
+            }
+            counts[accepted][next as usize] += 1;
+        }
+        assert!(counts[3].iter().sum::<usize>() > 1000, "few bonus tokens");
+        for (j, (c, p)) in counts.iter().zip(&ps).enumerate() {
+            assert_follows(c, p, &format!("position {j}"));
         }
     }
 

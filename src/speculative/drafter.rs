@@ -1,7 +1,6 @@
 //! The drafters: where the K proposed tokens come from.
 
 use crate::model::generation::Sampler;
-use crate::model::kv_cache::KvCache;
 use crate::model::Transformer;
 use anyhow::Result;
 use candle_core::Tensor;
@@ -30,6 +29,15 @@ pub trait Drafter {
         k: usize,
         sampler: &mut Sampler,
     ) -> Result<Vec<Proposal>>;
+
+    /// Forgets the previous generation (the decoder calls it before each one).
+    fn reset(&mut self) {}
+
+    /// Whether a proposal costs next to nothing (a lookup, not a forward), so the decoder may
+    /// ask for one even when it will not verify it, to see whether it would have been right.
+    fn drafts_for_free(&self) -> bool {
+        false
+    }
 }
 
 /// Tokens whose keys and values a drafter's cache holds, so that each round feeds only what
@@ -122,6 +130,11 @@ impl Drafter for DraftModel {
         format!("draft model {}", self.name)
     }
 
+    fn reset(&mut self) {
+        self.cached = CachedPrefix::default();
+        self.model.reset_cache();
+    }
+
     fn draft(
         &mut self,
         _target: &mut Transformer,
@@ -129,6 +142,13 @@ impl Drafter for DraftModel {
         k: usize,
         sampler: &mut Sampler,
     ) -> Result<Vec<Proposal>> {
+        // The draft's own context may be shorter than the target's (TinyLlama's 2,048 under
+        // Llama 2's 4,096): past it, it has nothing to offer and the target decodes alone.
+        let room = self.model.config().max_position_embeddings;
+        let k = k.min((room + 1).saturating_sub(context.len()));
+        if k == 0 {
+            return Ok(Vec::new());
+        }
         let keep = self.cached.reusable(context);
         self.model.truncate_cache(keep);
         let device = self.model.device().clone();
@@ -147,24 +167,22 @@ impl Drafter for DraftModel {
 
 /// Self-speculative drafting: the target's first `layers` blocks, then its final norm and
 /// head. Shallow layers already predict many easy tokens; the draft costs about
-/// `layers / num_layers` of a target step and no extra weights.
+/// `layers / num_layers` of a target step and no extra weights. It drafts on the target's own
+/// KV cache (those layers' entries for the context are exactly what it would compute) and
+/// rolls it back afterwards.
 pub struct LayerSkip {
-    caches: Vec<KvCache>,
-    cached: CachedPrefix,
+    layers: usize,
 }
 
 impl LayerSkip {
     pub fn new(layers: usize) -> Self {
-        Self {
-            caches: vec![KvCache::default(); layers],
-            cached: CachedPrefix::default(),
-        }
+        Self { layers }
     }
 }
 
 impl Drafter for LayerSkip {
     fn describe(&self) -> String {
-        format!("the target's first {} layers", self.caches.len())
+        format!("the target's first {} layers", self.layers)
     }
 
     fn draft(
@@ -174,56 +192,135 @@ impl Drafter for LayerSkip {
         k: usize,
         sampler: &mut Sampler,
     ) -> Result<Vec<Proposal>> {
-        let keep = self.cached.reusable(context);
-        for c in &mut self.caches {
-            c.truncate(keep);
-        }
+        // The target's cache holds every context token but the last.
+        let cached = target.cache_len();
         let device = target.device().clone();
-        let caches = &mut self.caches;
-        draft_autoregressively(
-            &mut self.cached,
+        let layers = self.layers;
+        let proposals = draft_autoregressively(
+            &mut CachedPrefix::default(),
             context,
-            keep,
+            cached,
             k,
             sampler,
             &device,
-            |ids| target.forward_early_exit(ids, caches),
-        )
+            |ids| target.forward_early_exit(ids, layers),
+        );
+        target.truncate_cache(cached);
+        proposals
     }
 }
 
-/// Prompt lookup decoding: find the latest earlier occurrence of the context's last n tokens
-/// (n from `max_ngram` down to `min_ngram`) and propose what followed it. Free, and right
-/// whenever the output copies the input (edits, summaries, code changes).
+/// Prompt lookup decoding: propose what followed an earlier occurrence of the text just
+/// written. Free, and right whenever the output copies the input (edits, summaries, code
+/// changes).
+///
+/// It keeps a cursor into the context where the copied text continues, so that it keeps
+/// drafting where a plain n-gram search stops: after the target substitutes a token (a fixed
+/// typo), the last tokens occur nowhere earlier, yet the source goes on after the replaced
+/// token. Each round:
+/// 1. while the tokens decided since the last round matched the source at the cursor, it
+///    proposes what follows there;
+/// 2. else the latest earlier occurrence of the context's last n tokens (n from `max_ngram`
+///    down to `min_ngram`, searching the prompt and the text generated so far) moves the
+///    cursor;
+/// 3. else, after a substitution, the last token is looked for a few tokens around the cursor
+///    (the source may have lost or gained a token there), and failing that the cursor skips
+///    the substituted token and proposes from the next.
+#[derive(Debug, Clone)]
 pub struct PromptLookup {
     pub max_ngram: usize,
     /// Shorter matches propose nothing: a single recurring token (a space, "the") is mostly
     /// chance, and each failed proposal costs a wider verification.
     pub min_ngram: usize,
+    cursor: Option<Cursor>,
 }
+
+/// Where the copied text continues: `context[next]` is the token the source predicts next,
+/// as of a context of `seen` tokens.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    next: usize,
+    seen: usize,
+}
+
+/// How far from the cursor a lone token may re-synchronise it.
+const RESYNC_WINDOW: usize = 4;
 
 impl Default for PromptLookup {
     fn default() -> Self {
-        Self {
-            max_ngram: 3,
-            min_ngram: 2,
-        }
+        Self::new(2, 3)
     }
 }
 
 impl PromptLookup {
+    pub fn new(min_ngram: usize, max_ngram: usize) -> Self {
+        Self {
+            max_ngram,
+            min_ngram,
+            cursor: None,
+        }
+    }
+
     /// The tokens that followed the latest earlier match of the longest suffix that recurs.
     pub fn lookup<'c>(&self, context: &'c [u32], k: usize) -> &'c [u32] {
+        match self.ngram_match(context) {
+            Some(from) => &context[from..(from + k).min(context.len())],
+            None => &[],
+        }
+    }
+
+    /// Where the text after the latest earlier occurrence of the longest recurring suffix
+    /// starts.
+    fn ngram_match(&self, context: &[u32]) -> Option<usize> {
         let len = context.len();
-        for n in (self.min_ngram..=self.max_ngram.min(len.saturating_sub(1))).rev() {
+        for n in (self.min_ngram.max(1)..=self.max_ngram.min(len.saturating_sub(1))).rev() {
             let suffix = &context[len - n..];
             // Latest first: recent text predicts the next tokens best.
             if let Some(start) = (0..len - n).rev().find(|&i| &context[i..i + n] == suffix) {
-                let from = start + n;
-                return &context[from..(from + k).min(len)];
+                return Some(start + n);
             }
         }
-        &[]
+        None
+    }
+
+    /// Up to `k` tokens to follow `context`, moving the cursor (see the type's doc).
+    pub fn propose<'c>(&mut self, context: &'c [u32], k: usize) -> &'c [u32] {
+        let len = context.len();
+        // Follow the cursor through the tokens decided since the last round.
+        let mut in_step = false;
+        if let Some(c) = &mut self.cursor {
+            if c.seen > len || c.next >= c.seen {
+                self.cursor = None;
+            } else {
+                for &token in &context[c.seen..] {
+                    in_step = context[c.next] == token;
+                    // A different token replaced the source's: skip it.
+                    c.next += 1;
+                }
+                c.seen = len;
+            }
+        }
+        let from = match self.cursor {
+            Some(c) if in_step => Some(c.next),
+            _ => self.ngram_match(context).or_else(|| {
+                let c = self.cursor?;
+                let last = *context.last()?;
+                let near =
+                    c.next.saturating_sub(RESYNC_WINDOW)..(c.next + RESYNC_WINDOW).min(len - 1);
+                near.filter(|&j| context[j] == last)
+                    .min_by_key(|&j| j.abs_diff(c.next))
+                    .map_or(Some(c.next), |j| Some(j + 1))
+            }),
+        };
+        let Some(from) = from.filter(|&f| f < len) else {
+            self.cursor = None;
+            return &[];
+        };
+        self.cursor = Some(Cursor {
+            next: from,
+            seen: len,
+        });
+        &context[from..(from + k).min(len)]
     }
 }
 
@@ -243,10 +340,18 @@ impl Drafter for PromptLookup {
         _sampler: &mut Sampler,
     ) -> Result<Vec<Proposal>> {
         Ok(self
-            .lookup(context, k)
+            .propose(context, k)
             .iter()
             .map(|&token| Proposal { token, q: None })
             .collect())
+    }
+
+    fn reset(&mut self) {
+        self.cursor = None;
+    }
+
+    fn drafts_for_free(&self) -> bool {
+        true
     }
 }
 
@@ -256,10 +361,7 @@ mod tests {
 
     #[test]
     fn lookup_copies_what_followed_the_latest_longest_match() {
-        let l = PromptLookup {
-            max_ngram: 3,
-            min_ngram: 1,
-        };
+        let l = PromptLookup::new(1, 3);
         // The suffix 1 2 3 occurred twice before: the latest one was followed by 7 8 4.
         let ctx = [1, 2, 3, 9, 5, 1, 2, 3, 7, 8, 4, 1, 2, 3];
         assert_eq!(l.lookup(&ctx, 2), &[7, 8]);
@@ -271,6 +373,37 @@ mod tests {
         assert!(l.lookup(&[], 4).is_empty());
         // By default a lone recurring token proposes nothing.
         assert!(PromptLookup::default().lookup(&[5, 6, 7, 6], 3).is_empty());
+    }
+
+    /// The source is 1..=8, then a separator 0; the answer copies it with changes.
+    fn answer(tokens: &[u32]) -> Vec<u32> {
+        let mut c: Vec<u32> = (1..=8).chain([0]).collect();
+        c.extend(tokens);
+        c
+    }
+
+    #[test]
+    fn lookup_keeps_drafting_after_a_substituted_token() {
+        let mut l = PromptLookup::default();
+        assert_eq!(l.propose(&answer(&[1, 2]), 3), &[3, 4, 5]);
+        // 3 was accepted, then the target wrote 9 where the source has 4: "3 9" occurs
+        // nowhere, but the source goes on after the replaced token.
+        assert_eq!(l.propose(&answer(&[1, 2, 3, 9]), 3), &[5, 6, 7]);
+        // Back in step: the cursor moves on with the answer.
+        assert_eq!(l.propose(&answer(&[1, 2, 3, 9, 5, 6]), 3), &[7, 8, 0]);
+    }
+
+    #[test]
+    fn lookup_resynchronises_after_an_inserted_token() {
+        let mut l = PromptLookup::default();
+        assert_eq!(l.propose(&answer(&[1, 2, 3]), 2), &[4, 5]);
+        // The target inserted 99 before 4: the cursor first assumes a substitution ...
+        assert_eq!(l.propose(&answer(&[1, 2, 3, 99]), 2), &[5, 6]);
+        // ... and when 4 comes, finds it just behind itself.
+        assert_eq!(l.propose(&answer(&[1, 2, 3, 99, 4]), 2), &[5, 6]);
+        // A new generation starts from scratch.
+        l.reset();
+        assert!(l.propose(&answer(&[7]), 2).is_empty());
     }
 
     #[test]

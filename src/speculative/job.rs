@@ -4,8 +4,9 @@
 //! steps a round is made of, for the speedup formula. Each writes its results file.
 
 use super::{
-    check_same_vocabulary, measure_costs, CostSettings, CostedModel, CostsRecord, DraftModel,
-    Drafter, KSchedule, LayerSkip, PromptLookup, SameRun, SpeculativeDecoder,
+    check_same_vocab_size, check_same_vocabulary, measure_costs, CostSettings, CostedModel,
+    CostsRecord, DraftModel, Drafter, KSchedule, LayerSkip, PromptLookup, SameRun,
+    SpeculativeDecoder,
 };
 use crate::eval::memory::peak_rss_bytes;
 use crate::eval::results::{write_json_atomic, RunHeader};
@@ -27,12 +28,8 @@ pub struct SpeculativeJob {
     /// Who drafts: a smaller model with the same tokenizer (alias, hub id, folder, .gguf),
     /// `layers:N` (the target's own first N layers) or `lookup` (prompt lookup, no model).
     pub draft: String,
-    /// Tokens drafted per round (the start value when `adaptive`).
-    pub k: usize,
-    /// Grow K after fully accepted rounds, shrink it after rejections.
-    pub adaptive: bool,
-    /// The largest K `adaptive` may reach.
-    pub max_k: usize,
+    /// How many tokens each round drafts.
+    pub schedule: KSchedule,
     pub prompt: Option<String>,
     /// Token ids instead of `prompt`.
     pub ids: Option<Vec<u32>>,
@@ -93,21 +90,14 @@ struct Sampling {
 pub fn run(args: &SpeculativeJob) -> Result<()> {
     let mut target = load(&args.target, &LoadOptions::default())
         .with_context(|| format!("loading the target {}", args.target))?;
-    let mut drafter = drafter(args, &target)?;
+    let mut drafter = make_drafter(&args.draft, &target, &args.target)?;
     let prompt = prompt_ids(args, &target)?;
     let sampling = SamplingParams {
         temperature: args.temperature,
         top_p: args.top_p,
         seed: args.seed,
     };
-    let schedule = if args.adaptive {
-        KSchedule::Adaptive {
-            start: args.k,
-            max: args.max_k.max(args.k),
-        }
-    } else {
-        KSchedule::Fixed(args.k)
-    };
+    let schedule = args.schedule;
     let colour = !args.json && std::io::stdout().is_terminal();
     let mut stream = target.tokenizer.as_ref().ok().map(|t| t.output_stream());
     let mut stdout = std::io::stdout();
@@ -194,12 +184,17 @@ pub fn run(args: &SpeculativeJob) -> Result<()> {
     Ok(())
 }
 
-/// The drafter `--draft` names; a draft model must share the target's tokenizer.
-fn drafter(args: &SpeculativeJob, target: &LoadedModel) -> Result<Box<dyn Drafter>> {
-    if args.draft == "lookup" {
+/// The drafter `draft` names (`lookup`, `layers:N`, or a model: zoo alias, hub id, folder,
+/// .gguf); a draft model must share the target's vocabulary.
+pub fn make_drafter(
+    draft: &str,
+    target: &LoadedModel,
+    target_name: &str,
+) -> Result<Box<dyn Drafter>> {
+    if draft == "lookup" {
         return Ok(Box::new(PromptLookup::default()));
     }
-    if let Some(n) = args.draft.strip_prefix("layers:") {
+    if let Some(n) = draft.strip_prefix("layers:") {
         let layers: usize = n
             .parse()
             .with_context(|| format!("--draft layers:N needs a number of layers, got {n:?}"))?;
@@ -212,15 +207,16 @@ fn drafter(args: &SpeculativeJob, target: &LoadedModel) -> Result<Box<dyn Drafte
         }
         return Ok(Box::new(LayerSkip::new(layers)));
     }
-    let draft = load(&args.draft, &LoadOptions::default())
-        .with_context(|| format!("loading the draft {}", args.draft))?;
-    check_same_vocabulary(
-        target.tokenizer()?,
-        draft.tokenizer()?,
-        &args.target,
-        &args.draft,
+    let loaded = load(draft, &LoadOptions::default())
+        .with_context(|| format!("loading the draft {draft}"))?;
+    check_same_vocab_size(
+        target.model.config().vocab_size,
+        loaded.model.config().vocab_size,
+        target_name,
+        draft,
     )?;
-    Ok(Box::new(DraftModel::new(draft.model, args.draft.clone())))
+    check_same_vocabulary(target.tokenizer()?, loaded.tokenizer()?, target_name, draft)?;
+    Ok(Box::new(DraftModel::new(loaded.model, draft)))
 }
 
 fn prompt_ids(args: &SpeculativeJob, target: &LoadedModel) -> Result<Vec<u32>> {

@@ -8,19 +8,31 @@
 //! [`PromptLookup`], which copies what followed the latest earlier occurrence of the last few
 //! tokens (no model at all; strong when the answer repeats the prompt).
 //!
+//! How many tokens a round drafts is a [`KSchedule`]: fixed, Hugging Face's adaptive rule, or
+//! chosen each round by a [`CostModel`] from the acceptance and the verification times
+//! measured so far (K = 0, a plain step, when drafting does not pay).
+//!
 //! [`measure_costs`] times a draft step, a target step and a verification of K + 1 tokens, the
 //! inputs of [`expected_speedup`]: how a pair is judged when only its architecture is at hand.
+//! [`bench`] is Short 6's benchmark: speculative and plain decoding taking turns.
+//!
+//! Within the folder: `schedule`, `pairing` and `drafter` use no other file of it, `decoder`
+//! uses `drafter` and `schedule`, `costs` uses `decoder` and `pairing`, `job` all of these,
+//! and `bench` uses `job` and `decoder`.
 //!
 //! Uses the model (`Transformer`, its KV cache that truncates in O(1)), the sampler, the
 //! tokenizer and the loader, and `eval`'s results files and timing; nothing above them.
 
+pub mod bench;
 mod costs;
 mod decoder;
 mod drafter;
 pub mod job;
 mod pairing;
+mod schedule;
 
 pub use costs::{measure_costs, CostSettings, CostedModel, CostsRecord, StepCosts, VerifyCost};
-pub use decoder::{expected_speedup, KSchedule, SameRun, SpeculativeDecoder, SpeculativeOutput};
+pub use decoder::{expected_speedup, SameRun, SpeculativeDecoder, SpeculativeOutput};
 pub use drafter::{DraftModel, Drafter, LayerSkip, PromptLookup, Proposal};
-pub use pairing::{check_same_vocabulary, DRAFT_PAIRS};
+pub use pairing::{check_same_vocab_size, check_same_vocabulary, DRAFT_PAIRS};
+pub use schedule::{CostModel, KSchedule};

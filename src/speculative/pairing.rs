@@ -12,6 +12,36 @@ pub const DRAFT_PAIRS: [(&str, &str); 5] = [
     ("smollm2-135m", "smollm2-1.7b"),
 ];
 
+/// The zoo pairs as "draft → target", for error messages.
+fn known_pairs() -> String {
+    DRAFT_PAIRS
+        .iter()
+        .map(|(d, t)| format!("{d} → {t}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Refuses a draft whose output layer is not as wide as the target's: its distributions
+/// could not be compared with the target's token by token, even where the tokenizers agree
+/// (a vocabulary padded to another multiple, say).
+pub fn check_same_vocab_size(
+    target_vocab: usize,
+    draft_vocab: usize,
+    target_name: &str,
+    draft_name: &str,
+) -> Result<()> {
+    if target_vocab != draft_vocab {
+        bail!(
+            "{draft_name} cannot draft for {target_name}: its output layer scores {draft_vocab} \
+             tokens and the target's {target_vocab}, so their distributions cannot be compared \
+             token by token. Pick a draft with the target's vocabulary, e.g. {}; or draft \
+             without a second model (--draft lookup, --draft layers:N)",
+            known_pairs()
+        );
+    }
+    Ok(())
+}
+
 /// Refuses a draft whose ids map to other tokens than the target's: its proposals would be
 /// verified as different text, so almost none would be accepted (the original demo paired
 /// such models and measured a slowdown).
@@ -21,11 +51,7 @@ pub fn check_same_vocabulary(
     target_name: &str,
     draft_name: &str,
 ) -> Result<()> {
-    let pairs = DRAFT_PAIRS
-        .iter()
-        .map(|(d, t)| format!("{d} → {t}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let pairs = known_pairs();
     let (nt, nd) = (target.vocab_size(), draft.vocab_size());
     if nt != nd {
         bail!(

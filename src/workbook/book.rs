@@ -161,35 +161,53 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
     if let Some(run) = &run {
         charts.push(("05-loss".into(), run.loss_chart()?));
     }
-    match speculative::latest_bench(results)? {
+    match speculative::short_bench(results)? {
         Some(bench) => {
             table("06-bench", bench.table()?)?;
-            charts.push(("06-speedup".into(), bench.speedup_chart()?));
+            texts.push(("06-summary".into(), bench.summary()));
+            charts.push(("06-speedup".into(), bench.speedup_chart("prompt lookup")?));
             charts.push((
                 "06-acceptance-by-position".into(),
                 bench.acceptance_by_position_chart("prompt lookup")?,
             ));
         }
+        None => {
+            for name in ["06-bench", "06-summary"] {
+                placeholders.push((
+                    name,
+                    "*No speculative-decoding benchmark of SmolLM2-135M in `results/` yet: run \
+                     `bash scripts/bench-speculative.sh`, then `billion-llm book-assets`.*\n",
+                ));
+            }
+        }
+    }
+    match speculative::costs_for(results, speculative::SHORT_MODEL)? {
+        Some(costs) => table("06-verification", speculative::verification_table(&costs)?)?,
         None => placeholders.push((
-            "06-bench",
-            "*No speculative-decoding grid in `results/` yet: run \
+            "06-verification",
+            "*No verification costs of SmolLM2-135M in `results/` yet: run \
              `bash scripts/bench-speculative.sh`, then `billion-llm book-assets`.*\n",
         )),
     }
-    match speculative::latest_costs(results)? {
+    match speculative::pair_costs(results)? {
         Some(costs) => {
             table("06-costs", speculative::costs_table(&costs)?)?;
+            texts.push(("06-pair-summary".into(), speculative::pair_summary(&costs)));
             charts.push((
                 "06-modelled".into(),
                 speculative::modelled_speedup_chart(&costs)?,
             ));
         }
-        None => placeholders.push((
-            "06-costs",
-            "*No step costs in `results/` yet: run `billion-llm speculative-costs --draft \
-             tinyllama --target llama-2-7b-chat --weights random --quantize q4_0`, then \
-             `billion-llm book-assets`.*\n",
-        )),
+        None => {
+            for name in ["06-costs", "06-pair-summary"] {
+                placeholders.push((
+                    name,
+                    "*No step costs in `results/` yet: run `billion-llm speculative-costs \
+                     --draft tinyllama --target llama-2-7b-chat --weights random --quantize \
+                     q4_0`, then `billion-llm book-assets`.*\n",
+                ));
+            }
+        }
     }
     let short = quantization::load_short_studies(results)?;
     for (model, slug) in quantization::SHORT_MODELS {

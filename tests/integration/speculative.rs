@@ -12,19 +12,20 @@ use billion_llm::model::lora::LoraAdapter;
 use billion_llm::model::weights::SafetensorsWeights;
 use billion_llm::model::{Transformer, WeightFormat};
 use billion_llm::speculative::{
-    check_same_vocabulary, DraftModel, Drafter, KSchedule, LayerSkip, PromptLookup,
-    SpeculativeDecoder,
+    check_same_vocab_size, check_same_vocabulary, DraftModel, Drafter, KSchedule, LayerSkip,
+    PromptLookup, SpeculativeDecoder,
 };
 use candle_core::{DType, Device, IndexOp, Tensor};
 use std::path::PathBuf;
 
 const CASES: [&str; 5] = ["llama", "llama3", "stablelm", "gpt_neox", "gemma3"];
-const SCHEDULES: [KSchedule; 5] = [
+const SCHEDULES: [KSchedule; 6] = [
     KSchedule::Fixed(1),
     KSchedule::Fixed(2),
     KSchedule::Fixed(4),
     KSchedule::Fixed(8),
     KSchedule::Adaptive { start: 2, max: 8 },
+    KSchedule::Cost { max: 8 },
 ];
 
 fn case_dir(case: &str) -> PathBuf {
@@ -34,8 +35,18 @@ fn case_dir(case: &str) -> PathBuf {
 /// A reference checkpoint; with `lora`, its peft adapter applied (a draft that disagrees
 /// with the target now and then, over the same vocabulary).
 fn reference(case: &str, lora: bool) -> Transformer {
+    reference_with(case, lora, |_| {})
+}
+
+/// [`reference`] with its config changed first.
+fn reference_with(
+    case: &str,
+    lora: bool,
+    change: impl FnOnce(&mut TransformerConfig),
+) -> Transformer {
     let dir = case_dir(case);
-    let config = TransformerConfig::from_file(&dir.join("config.json")).unwrap();
+    let mut config = TransformerConfig::from_file(&dir.join("config.json")).unwrap();
+    change(&mut config);
     let mut src = SafetensorsWeights::open(&[dir.join("model.safetensors")], &Device::Cpu).unwrap();
     let format = WeightFormat {
         dtype: DType::F32,
@@ -350,6 +361,61 @@ fn sampled_speculative_decoding_follows_the_target_distribution() {
     }
 }
 
+/// A draft model that is the target itself proposes the target's own tokens: every draft is
+/// kept, greedy or sampled (at T = 1 a draft is kept with probability min(1, p/q), which is 1
+/// up to rounding). Fewer would mean the draft's cache held something else than the context.
+#[test]
+fn a_target_drafting_for_itself_is_always_accepted() {
+    let mut target = reference("llama", false);
+    let mut drafter = DraftModel::new(reference("llama", false), "itself");
+    let prompt = [66, 221, 47, 234, 117, 102, 13, 226];
+    for temperature in [0.0, 1.0] {
+        let sampling = SamplingParams {
+            temperature,
+            top_p: 1.0,
+            seed: 3,
+        };
+        let out = speculative(
+            &mut target,
+            &mut drafter,
+            KSchedule::Fixed(4),
+            &prompt,
+            40,
+            sampling,
+        );
+        assert!(
+            out.drafted > 20 && out.acceptance_rate() > 0.97,
+            "T = {temperature}: {} of {} accepted",
+            out.accepted,
+            out.drafted
+        );
+    }
+}
+
+/// A draft whose context is shorter than the target's (TinyLlama's 2,048 under Llama 2's
+/// 4,096) drafts while it can, then lets the target decode alone: no error, the same tokens.
+#[test]
+fn a_draft_with_a_shorter_context_stops_drafting_at_its_limit() {
+    let mut target = reference("llama", false);
+    let draft = reference_with("llama", true, |c| c.max_position_embeddings = 16);
+    let mut drafter = DraftModel::new(draft, "short context");
+    let prompt = [66, 221, 47, 234, 117, 102, 13, 226];
+    let greedy = SamplingParams::default();
+    let expected = plain(&mut target, &prompt, 24, greedy);
+    let out = speculative(
+        &mut target,
+        &mut drafter,
+        KSchedule::Fixed(4),
+        &prompt,
+        24,
+        greedy,
+    );
+    assert_eq!(out.tokens, expected);
+    assert!(out.drafted > 0, "the draft proposed nothing");
+    // Past 16 tokens of context, rounds are plain steps.
+    assert!(out.rounds_by_k[0] > 5, "{:?}", out.rounds_by_k);
+}
+
 #[test]
 fn a_draft_with_another_tokenizer_is_refused() {
     let smollm2 = load(
@@ -366,4 +432,9 @@ fn a_draft_with_another_tokenizer_is_refused() {
     assert!(err.contains("cannot draft for smollm2-135m"), "{err}");
     assert!(err.contains("smollm2-135m → smollm2-1.7b"), "{err}");
     check_same_vocabulary(smol, smol, "a", "b").unwrap();
+    // Same tokenizer, but an output layer of another width.
+    let err = check_same_vocab_size(49152, 49280, "smollm2-1.7b", "a padded draft")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("49280 tokens and the target's 49152"), "{err}");
 }

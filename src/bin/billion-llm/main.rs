@@ -59,6 +59,9 @@ enum Command {
     /// Time a draft step, a target step and a verification of K + 1 tokens (random weights
     /// work: the cost of a step depends only on the architecture) -> results/speculative-costs-<timestamp>.json.
     SpeculativeCosts(speculative::CostsArgs),
+    /// Short 6's benchmark: speculative and plain decoding taking turns, per request, drafter
+    /// and K schedule; medians and spread of the speedup -> results/speculative-bench-<timestamp>.json.
+    SpeculativeBench(speculative::BenchArgs),
     /// Rewrite a GGUF file at fewer bits per weight with llama.cpp's per-tensor mixes
     /// (q8_0 ... q2_k; f32 dequantizes, for a reference).
     Quantize(quantize::QuantizeArgs),
@@ -96,6 +99,7 @@ impl Command {
             Command::Bench(args) => Some(args.threads),
             Command::Speculative(args) => Some(args.threads),
             Command::SpeculativeCosts(args) => Some(args.threads),
+            Command::SpeculativeBench(args) => Some(args.threads),
             Command::Quantize(args) => Some(args.threads),
             Command::QuantEval(args) => Some(args.threads),
             Command::QuantStudy(args) => Some(args.threads),
@@ -117,6 +121,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Finetune(args) => finetune::run(&args),
         Command::Speculative(args) => speculative::run(&args),
         Command::SpeculativeCosts(args) => speculative::run_costs(&args),
+        Command::SpeculativeBench(args) => speculative::run_bench(&args),
         Command::Quantize(args) => quantize::quantize(&args),
         Command::QuantEval(args) => quantize::quant_eval(&args),
         Command::QuantStudy(args) => quantize::quant_study(&args),

@@ -4,8 +4,31 @@
 
 use crate::args::{QuantizeArg, ResultsDirArgs, SamplingArgs, WeightsArg};
 use anyhow::Result;
+use billion_llm::speculative::bench::{run_bench as bench, short_tasks, BenchJob};
 use billion_llm::speculative::job::{self, CostsJob, SpeculativeJob};
-use clap::Args;
+use billion_llm::speculative::KSchedule;
+use clap::{Args, ValueEnum};
+
+/// `--schedule`.
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum ScheduleArg {
+    Cost,
+    Fixed,
+    Adaptive,
+}
+
+impl ScheduleArg {
+    pub fn with(self, k: usize, max_k: usize) -> KSchedule {
+        match self {
+            ScheduleArg::Cost => KSchedule::Cost { max: max_k },
+            ScheduleArg::Fixed => KSchedule::Fixed(k),
+            ScheduleArg::Adaptive => KSchedule::Adaptive {
+                start: k,
+                max: max_k.max(k),
+            },
+        }
+    }
+}
 
 #[derive(Args, Debug, Clone)]
 #[command(mut_arg("max_new_tokens", |a| a.default_value("128")))]
@@ -17,14 +40,17 @@ pub struct SpeculativeArgs {
     /// `layers:N` (the target's own first N layers) or `lookup` (prompt lookup, no model).
     #[arg(long)]
     draft: String,
-    /// Tokens drafted per round (the start value with --adaptive).
+    /// How K, the tokens drafted per round, is chosen: `cost` picks, each round, the K (0 to
+    /// --max-k; 0 is a plain step) that the acceptance rate and the step times measured so far
+    /// say is fastest; `fixed` drafts --k every round; `adaptive` is Hugging Face's schedule
+    /// (from --k, +2 after a fully accepted round, -1 after a rejection, up to --max-k).
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Cost)]
+    schedule: ScheduleArg,
+    /// Tokens drafted per round with --schedule fixed (the start with adaptive).
     #[arg(long, default_value_t = 4)]
     k: usize,
-    /// Grow K after fully accepted rounds, shrink it after rejections.
-    #[arg(long)]
-    adaptive: bool,
-    /// The largest K --adaptive may reach.
-    #[arg(long, default_value_t = 16)]
+    /// The largest K --schedule cost or adaptive may choose.
+    #[arg(long, default_value_t = 8)]
     max_k: usize,
     #[arg(long)]
     prompt: Option<String>,
@@ -82,9 +108,7 @@ pub fn run(args: &SpeculativeArgs) -> Result<()> {
     job::run(&SpeculativeJob {
         target: args.target.clone(),
         draft: args.draft.clone(),
-        k: args.k,
-        adaptive: args.adaptive,
-        max_k: args.max_k,
+        schedule: args.schedule.with(args.k, args.max_k),
         prompt: args.prompt.clone(),
         ids: args.ids.clone(),
         chat: args.chat,
@@ -111,4 +135,96 @@ pub fn run_costs(args: &CostsArgs) -> Result<()> {
         threads: args.threads,
         results_dir: args.results.results_dir.clone(),
     })
+}
+
+/// A `--schedules` entry: a number is a fixed K; `adaptive` and `cost` take --max-k.
+fn parse_schedule(s: &str, max_k: usize) -> Result<KSchedule> {
+    match s {
+        "adaptive" => Ok(ScheduleArg::Adaptive.with(2, max_k)),
+        "cost" => Ok(ScheduleArg::Cost.with(0, max_k)),
+        k => match k.parse::<usize>() {
+            Ok(k) if k > 0 => Ok(KSchedule::Fixed(k)),
+            _ => anyhow::bail!(
+                "--schedules takes fixed K (1, 2, ...), `adaptive` and `cost`, comma-separated; \
+                 got {s:?}"
+            ),
+        },
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// The model decoded: zoo alias, hub id, local folder or .gguf.
+    #[arg(long)]
+    target: String,
+    /// A drafter as --draft of `speculative` names it, optionally with its own K schedules
+    /// after `@` (`layers:24@1,cost`); repeat for several.
+    #[arg(long, default_values = ["lookup", "layers:24@1,cost"])]
+    draft: Vec<String>,
+    /// K schedules of drafters without their own, comma-separated: a number is a fixed K;
+    /// `adaptive` is Hugging Face's schedule from K = 2, `cost` the K the measured costs
+    /// favour (both up to --max-k).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,adaptive,cost")]
+    schedules: Vec<String>,
+    /// The largest K `adaptive` and `cost` may choose.
+    #[arg(long, default_value_t = 8)]
+    max_k: usize,
+    /// Short 6's requests by name (edit, rewrite, code, open), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "edit,rewrite,code,open")]
+    tasks: Vec<String>,
+    #[arg(long, default_value_t = 192)]
+    max_new_tokens: usize,
+    /// Pairs of turns (plain, speculative) per configuration.
+    #[arg(long, default_value_t = 3)]
+    repetitions: usize,
+    /// CPU threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    #[command(flatten)]
+    results: ResultsDirArgs,
+}
+
+pub fn run_bench(args: &BenchArgs) -> Result<()> {
+    let all = short_tasks();
+    let tasks = args
+        .tasks
+        .iter()
+        .map(|name| {
+            all.iter()
+                .find(|t| &t.name == name)
+                .cloned()
+                .ok_or_else(|| {
+                    let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
+                    anyhow::anyhow!("no request named {name:?}: pick from {}", names.join(", "))
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let schedules = |list: &[&str]| {
+        list.iter()
+            .map(|s| parse_schedule(s, args.max_k))
+            .collect::<Result<Vec<_>>>()
+    };
+    let default: Vec<&str> = args.schedules.iter().map(String::as_str).collect();
+    let drafters = args
+        .draft
+        .iter()
+        .map(|d| match d.split_once('@') {
+            Some((name, own)) => Ok((
+                name.to_string(),
+                schedules(&own.split(',').collect::<Vec<_>>())?,
+            )),
+            None => Ok((d.clone(), schedules(&default)?)),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let path = bench(&BenchJob {
+        target: args.target.clone(),
+        drafters,
+        tasks,
+        max_new_tokens: args.max_new_tokens,
+        repetitions: args.repetitions,
+        threads: args.threads,
+        results_dir: args.results.results_dir.clone(),
+    })?;
+    println!("wrote {}", path.display());
+    Ok(())
 }

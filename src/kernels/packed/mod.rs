@@ -28,7 +28,10 @@ use super::isa::Isa;
 use super::k_tiles::{group_bytes, k_tile_avx2, k_tile_vnni, KTileWeights};
 use super::q8::{quantize_rows, quantize_rows_k, Q8KRows, Q8Rows, BLOCK, SUPER};
 use super::simd;
-use super::tiles::{tile_avx2, tile_vnni, Accumulators, TileWeights, MAX_TOKENS, ROWS};
+use super::tiles::{
+    tile_avx2, tile_vnni, Accumulators, TileWeights, BYTES, MAX_TOKENS, NIBBLES, NIBBLES_AND_BIT,
+    ROWS,
+};
 use anyhow::{bail, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
@@ -465,10 +468,29 @@ impl PackedMatrix {
                 (Isa::Avx512Vnni, true, 2) => tile_vnni::<true, 2>(args),
                 (Isa::Avx512Vnni, true, 4) => tile_vnni::<true, 4>(args),
                 (Isa::Avx512Vnni, true, _) => tile_vnni::<true, 8>(args),
-                (Isa::Avx2, false, 1) => tile_avx2::<false, 1>(args),
-                (Isa::Avx2, false, _) => tile_avx2::<false, 2>(args),
-                (Isa::Avx2, true, 1) => tile_avx2::<true, 1>(args),
-                (Isa::Avx2, true, _) => tile_avx2::<true, 2>(args),
+                (Isa::Avx2, shifted, tokens) => {
+                    let kind = if self.dtype == GgmlDType::Q8_0 {
+                        BYTES
+                    } else if self.qh.is_empty() {
+                        NIBBLES
+                    } else {
+                        NIBBLES_AND_BIT
+                    };
+                    match (kind, shifted, tokens) {
+                        (NIBBLES, false, 1) => tile_avx2::<NIBBLES, false, 1>(args),
+                        (NIBBLES, false, _) => tile_avx2::<NIBBLES, false, 2>(args),
+                        (NIBBLES, true, 1) => tile_avx2::<NIBBLES, true, 1>(args),
+                        (NIBBLES, true, _) => tile_avx2::<NIBBLES, true, 2>(args),
+                        (NIBBLES_AND_BIT, false, 1) => tile_avx2::<NIBBLES_AND_BIT, false, 1>(args),
+                        (NIBBLES_AND_BIT, false, _) => tile_avx2::<NIBBLES_AND_BIT, false, 2>(args),
+                        (NIBBLES_AND_BIT, true, 1) => tile_avx2::<NIBBLES_AND_BIT, true, 1>(args),
+                        (NIBBLES_AND_BIT, true, _) => tile_avx2::<NIBBLES_AND_BIT, true, 2>(args),
+                        (_, false, 1) => tile_avx2::<BYTES, false, 1>(args),
+                        (_, false, _) => tile_avx2::<BYTES, false, 2>(args),
+                        (_, true, 1) => tile_avx2::<BYTES, true, 1>(args),
+                        (_, true, _) => tile_avx2::<BYTES, true, 2>(args),
+                    }
+                }
             }
         }
         if !self.mins.is_empty() {

@@ -1,119 +1,90 @@
-//! Short 6, speculative decoding: what the measured grid on SmolLM2-135M shows (speedup by K,
-//! acceptance by draft position, read from `results/speculative-bench-*.json`), what a 1B
-//! draft for a 7B target would give on this machine (modelled from the step costs in
-//! `results/speculative-costs-*.json`), and one decoding with the drafted tokens marked.
+//! Short 6, speculative decoding: what the benchmark on SmolLM2-135M shows (speedup by K
+//! schedule, acceptance by draft position, read from `results/speculative-bench-*.json`),
+//! what verifying K + 1 tokens costs, and what a 1B draft for a 7B target would give on this
+//! machine (modelled from the step costs in `results/speculative-costs-*.json`), and one
+//! decoding with the drafted tokens marked.
 
-use super::sorted_files;
-use crate::eval::results::Hardware;
+use super::read_results;
 use crate::hub::loader::LoadedModel;
-use crate::model::generation::SamplingParams;
+use crate::model::generation::{generate, GenerateOptions, SamplingParams};
 use crate::report::{escape_html, evcxr_print, BarChart, Chart, LineChart, Table};
+use crate::speculative::bench::{model_file_name, short_tasks, BenchRecord, BenchRun};
 use crate::speculative::{
-    CostsRecord, Drafter, KSchedule, PromptLookup, SameRun, SpeculativeDecoder,
+    expected_speedup, CostsRecord, Drafter, KSchedule, PromptLookup, SameRun, SpeculativeDecoder,
 };
-use anyhow::{Context, Result};
+use anyhow::Result;
 use polars::prelude::{Column, DataFrame};
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// What a bench run's summary holds (the token lists are left out of the combined file).
-#[derive(Debug, Clone, Deserialize)]
-pub struct BenchSummary {
-    pub acceptance_rate: f64,
-    pub tokens_per_round: f64,
-    pub speedup: f64,
-}
+/// The model Short 6 measures, as its GGUF file is named.
+pub const SHORT_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 
-/// One run of `scripts/bench-speculative.sh`: a `billion-llm speculative` results file with
-/// the task it was given.
-#[derive(Debug, Clone, Deserialize)]
-pub struct BenchRun {
-    pub task: String,
-    pub target: String,
-    pub drafter: String,
-    pub schedule: KSchedule,
-    pub summary: BenchSummary,
-    pub drafted_at: Vec<usize>,
-    pub accepted_at: Vec<usize>,
-    pub hardware: Hardware,
-    pub instruction_set: String,
-}
+/// The 1B → 7B pair whose costs the Short models.
+pub const SHORT_PAIR: (&str, &str) = ("TinyLlama 1.1B", "Llama 2 7B");
 
-impl BenchRun {
-    /// The drafter without its settings: "prompt lookup", "first 24 layers".
-    pub fn drafter_name(&self) -> &str {
-        let name = self.drafter.split(" (").next().unwrap_or(&self.drafter);
-        name.trim_start_matches("the target's ")
-    }
-
-    fn fixed_k(&self) -> Option<usize> {
-        match self.schedule {
-            KSchedule::Fixed(k) => Some(k),
-            KSchedule::Adaptive { .. } => None,
-        }
-    }
-
-    /// The bar group of the speedup chart.
-    fn k_category(&self) -> String {
-        match self.fixed_k() {
-            Some(k) => format!("K = {k}"),
-            None => "adaptive K".to_string(),
-        }
-    }
-
-    fn k_label(&self) -> String {
-        match self.schedule {
-            KSchedule::Fixed(k) => k.to_string(),
-            KSchedule::Adaptive { start, max } => format!("adaptive ({start}, at most {max})"),
-        }
-    }
-}
+/// The acceptance rate at which the 1B → 7B speedup is stated.
+pub const STATED_ALPHA: f64 = 0.8;
 
 /// A `results/speculative-bench-*.json` file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct SpeculativeBench {
-    pub runs: Vec<BenchRun>,
-    #[serde(skip)]
+    pub record: BenchRecord,
     pub file: PathBuf,
 }
 
-/// The newest speculative-decoding grid in `results`, if any.
-pub fn latest_bench(results: &Path) -> Result<Option<SpeculativeBench>> {
-    let Some(path) = sorted_files(results, "speculative-bench-", ".json")?.pop() else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let mut bench: SpeculativeBench = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a speculative-decoding grid: rerun scripts/bench-speculative.sh",
-            path.display()
-        )
-    })?;
-    if bench.runs.is_empty() {
-        anyhow::bail!(
-            "{} holds no runs: rerun scripts/bench-speculative.sh",
-            path.display()
-        );
-    }
-    bench.file = path;
-    Ok(Some(bench))
+/// The newest benchmark of Short 6's model on Short 6's requests, if any: a run on another
+/// model or other prompts is not the one the Short describes.
+pub fn short_bench(results: &Path) -> Result<Option<SpeculativeBench>> {
+    let tasks = short_tasks();
+    Ok(
+        read_results::<BenchRecord>(results, "speculative-bench-", "speculative benchmark")?
+            .into_iter()
+            .rev()
+            .find(|(_, r)| {
+                model_file_name(&r.model) == SHORT_MODEL && r.tasks == tasks && !r.runs.is_empty()
+            })
+            .map(|(file, record)| SpeculativeBench { record, file }),
+    )
 }
 
-/// The newest step-cost measurement in `results`, if any.
-pub fn latest_costs(results: &Path) -> Result<Option<CostsRecord>> {
-    let Some(path) = sorted_files(results, "speculative-costs-", ".json")?.pop() else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let record = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a speculative-costs file: rerun billion-llm speculative-costs",
-            path.display()
-        )
-    })?;
-    Ok(Some(record))
+/// The newest step costs whose target is `target` (a zoo name such as "Llama 2 7B", or a
+/// GGUF file name without `.gguf`), if any.
+pub fn costs_for(results: &Path, target: &str) -> Result<Option<CostsRecord>> {
+    Ok(
+        read_results::<CostsRecord>(results, "speculative-costs-", "speculative-costs")?
+            .into_iter()
+            .rev()
+            .map(|(_, r)| r)
+            .find(|r| r.target.name == target || model_file_name(&r.target.model) == target),
+    )
+}
+
+/// The 1B → 7B pair's newest costs (TinyLlama drafting for Llama 2 7B).
+pub fn pair_costs(results: &Path) -> Result<Option<CostsRecord>> {
+    Ok(costs_for(results, SHORT_PAIR.1)?.filter(|r| r.draft.name == SHORT_PAIR.0))
+}
+
+/// The drafter without its settings: "prompt lookup", "first 24 layers".
+pub fn drafter_name(run: &BenchRun) -> &str {
+    let name = run.drafter.split(" (").next().unwrap_or(&run.drafter);
+    name.trim_start_matches("the target's ")
+}
+
+/// The bar group of the speedup chart.
+fn k_category(schedule: KSchedule) -> String {
+    match schedule {
+        KSchedule::Fixed(k) => format!("K = {k}"),
+        KSchedule::Adaptive { .. } => "adaptive K".to_string(),
+        KSchedule::Cost { .. } => "K by cost".to_string(),
+    }
+}
+
+fn k_label(schedule: KSchedule) -> String {
+    match schedule {
+        KSchedule::Fixed(k) => k.to_string(),
+        KSchedule::Adaptive { start, max } => format!("adaptive ({start}, at most {max})"),
+        KSchedule::Cost { max } => format!("by cost (at most {max})"),
+    }
 }
 
 /// Names in the order the file first gives them.
@@ -127,72 +98,86 @@ fn in_order_of_appearance<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a s
     out
 }
 
+/// `[min–max]` of a spread.
+fn range(runs: &[f64]) -> (f64, f64) {
+    let lo = runs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lo, hi)
+}
+
 impl SpeculativeBench {
+    fn runs(&self) -> &[BenchRun] {
+        &self.record.runs
+    }
+
     /// The target's file name without `.gguf`.
     pub fn model_name(&self) -> String {
-        let target = self.runs.first().map_or("", |r| r.target.as_str());
-        Path::new(target)
-            .file_name()
-            .and_then(|f| f.to_str())
-            .unwrap_or(target)
-            .trim_end_matches(".gguf")
-            .to_string()
+        model_file_name(&self.record.model)
     }
 
     fn machine(&self) -> String {
-        self.runs.first().map_or_else(String::new, |r| {
-            format!(
-                "{}, {}, {} threads",
-                r.hardware.cpu, r.instruction_set, r.hardware.threads
-            )
-        })
+        let h = &self.record.header;
+        format!(
+            "{}, {}, {} threads",
+            h.hardware.cpu, h.instruction_set, h.hardware.threads
+        )
     }
 
-    /// Speedup over plain decoding per K (fixed, then adaptive), one bar per drafter and
-    /// task. Each bar is a same-run ratio.
-    pub fn speedup_chart(&self) -> Result<Chart> {
-        let mut by_k: Vec<&BenchRun> = self.runs.iter().collect();
-        by_k.sort_by_key(|r| r.fixed_k().unwrap_or(usize::MAX));
-        let mut categories: Vec<String> = by_k.iter().map(|r| r.k_category()).collect();
-        categories.dedup();
+    fn file_name(&self) -> String {
+        self.file
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+    }
+
+    /// Median speedup over plain decoding per K schedule, one bar per task, for one drafter
+    /// (its name, as in [`drafter_name`]). Each bar is the median of same-run ratios.
+    pub fn speedup_chart(&self, drafter: &str) -> Result<Chart> {
+        let runs: Vec<&BenchRun> = self
+            .runs()
+            .iter()
+            .filter(|r| drafter_name(r) == drafter)
+            .collect();
+        let categories = in_order_of_appearance(
+            runs.iter()
+                .map(|r| k_category(r.schedule))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|s| s.as_str()),
+        )
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
         let category_names: Vec<&str> = categories.iter().map(String::as_str).collect();
         let mut chart = BarChart::new(
-            format!("{}: speedup over plain decoding", self.model_name()),
+            format!(
+                "{}: {} over plain decoding (median speedup)",
+                self.model_name(),
+                drafter
+            ),
             "speedup (same-run ratio)",
             &category_names,
         )
-        .format(|v| format!("{v:.1}"))
+        .format(|v| format!("{v:.2}"))
         .reference_line("plain decoding", 1.0);
         let mut top: f64 = 1.0;
-        for drafter in in_order_of_appearance(self.runs.iter().map(BenchRun::drafter_name)) {
-            for task in in_order_of_appearance(self.runs.iter().map(|r| r.task.as_str())) {
-                let runs: Vec<&BenchRun> = self
-                    .runs
-                    .iter()
-                    .filter(|r| r.drafter_name() == drafter && r.task == task)
-                    .collect();
-                if runs.is_empty() {
-                    continue;
-                }
-                let values: Vec<f64> = categories
-                    .iter()
-                    .map(|c| {
-                        runs.iter()
-                            .find(|r| r.k_category() == *c)
-                            .map_or(0.0, |r| r.summary.speedup)
-                    })
-                    .collect();
-                top = values.iter().copied().fold(top, f64::max);
-                chart = chart.series(format!("{drafter}, {task}"), values);
-            }
+        for task in in_order_of_appearance(runs.iter().map(|r| r.task.as_str())) {
+            let values: Vec<f64> = categories
+                .iter()
+                .map(|c| {
+                    runs.iter()
+                        .find(|r| r.task == task && k_category(r.schedule) == *c)
+                        .map_or(0.0, |r| r.speedup.median)
+                })
+                .collect();
+            top = values.iter().copied().fold(top, f64::max);
+            chart = chart.series(task, values);
         }
         // Head room above the tallest bar keeps the legend off the bars.
         chart.y_max(1.6 * top).render()
     }
 
-    /// For one drafter (its name, as in [`BenchRun::drafter_name`]): of the rounds that
-    /// drafted a token at position i, the share whose drafts were accepted up to and
-    /// including i, per task, pooled over every K of the grid.
+    /// For one drafter: of the rounds that drafted a token at position i, the share whose
+    /// drafts were accepted up to and including i, per task, pooled over every schedule.
     pub fn acceptance_by_position_chart(&self, drafter: &str) -> Result<Chart> {
         let mut chart = LineChart::new(
             format!("{}: acceptance by draft position", capitalized(drafter)),
@@ -200,13 +185,13 @@ impl SpeculativeBench {
             "accepted (% of rounds drafting there)",
         )
         .y_from_zero();
-        for task in in_order_of_appearance(self.runs.iter().map(|r| r.task.as_str())) {
+        for task in in_order_of_appearance(self.runs().iter().map(|r| r.task.as_str())) {
             let mut drafted: Vec<usize> = Vec::new();
             let mut accepted: Vec<usize> = Vec::new();
             for r in self
-                .runs
+                .runs()
                 .iter()
-                .filter(|r| r.drafter_name() == drafter && r.task == task)
+                .filter(|r| drafter_name(r) == drafter && r.task == task)
             {
                 for (i, (&d, &a)) in r.drafted_at.iter().zip(&r.accepted_at).enumerate() {
                     if drafted.len() <= i {
@@ -231,43 +216,54 @@ impl SpeculativeBench {
         chart.render()
     }
 
-    /// Every run of the grid.
+    /// Every run of the benchmark.
     pub fn table(&self) -> Result<Table> {
+        let runs = self.runs();
+        let col = |name: &str, values: Vec<f64>| Column::new(name.into(), values);
         let frame = DataFrame::new_infer_height(vec![
             Column::new(
                 "task".into(),
-                self.runs.iter().map(|r| r.task.clone()).collect::<Vec<_>>(),
+                runs.iter().map(|r| r.task.clone()).collect::<Vec<_>>(),
             ),
             Column::new(
                 "drafter".into(),
-                self.runs
-                    .iter()
-                    .map(|r| r.drafter.clone())
+                runs.iter()
+                    .map(|r| drafter_name(r).to_string())
                     .collect::<Vec<_>>(),
             ),
             Column::new(
                 "K".into(),
-                self.runs.iter().map(BenchRun::k_label).collect::<Vec<_>>(),
+                runs.iter().map(|r| k_label(r.schedule)).collect::<Vec<_>>(),
             ),
-            Column::new(
-                "acceptance %".into(),
-                self.runs
-                    .iter()
-                    .map(|r| 100.0 * r.summary.acceptance_rate)
-                    .collect::<Vec<_>>(),
+            col(
+                "acceptance %",
+                runs.iter().map(|r| 100.0 * r.acceptance_rate).collect(),
             ),
-            Column::new(
-                "tokens per round".into(),
-                self.runs
-                    .iter()
-                    .map(|r| r.summary.tokens_per_round)
-                    .collect::<Vec<_>>(),
+            col(
+                "tokens per round",
+                runs.iter().map(|r| r.tokens_per_round).collect(),
             ),
+            col(
+                "rounds without drafts %",
+                runs.iter()
+                    .map(|r| {
+                        100.0 * r.rounds_by_k.first().copied().unwrap_or(0) as f64
+                            / r.rounds.max(1) as f64
+                    })
+                    .collect(),
+            ),
+            col(
+                "plain tok/s",
+                runs.iter().map(|r| r.plain_tokens_per_s.median).collect(),
+            ),
+            col("speedup", runs.iter().map(|r| r.speedup.median).collect()),
             Column::new(
-                "speedup".into(),
-                self.runs
-                    .iter()
-                    .map(|r| r.summary.speedup)
+                "speedup spread".into(),
+                runs.iter()
+                    .map(|r| {
+                        let (lo, hi) = range(&r.speedup.runs);
+                        format!("{lo:.2}–{hi:.2}")
+                    })
                     .collect::<Vec<_>>(),
             ),
         ])?;
@@ -276,13 +272,95 @@ impl SpeculativeBench {
             frame,
         )
         .with_note(format!(
-            "Speedup: decode speed with the drafter over plain decoding of the same prompt in the \
-             same process (greedy, so both produce the same tokens). Measured on {}; {}.",
+            "Speedup: the median over {} pairs of turns of decode speed with the drafter over \
+             plain decoding of the same prompt, the two taking turns in one process (greedy, \
+             so both write the same tokens), with the lowest and highest ratio. Up to {} new \
+             tokens per request. Measured on {}; {}.",
+            self.record.repetitions,
+            self.record.max_new_tokens,
             self.machine(),
-            self.file
-                .file_name()
-                .map_or_else(String::new, |f| f.to_string_lossy().into_owned())
-        )))
+            self.file_name()
+        ))
+        .with_decimals(2))
+    }
+
+    /// The runs of one drafter with the schedule `by cost` on tasks that are (or are not)
+    /// grounded in the prompt.
+    fn by_cost(&self, drafter: &str, grounded: bool) -> Vec<&BenchRun> {
+        self.runs()
+            .iter()
+            .filter(|r| {
+                drafter_name(r) == drafter
+                    && matches!(r.schedule, KSchedule::Cost { .. })
+                    && self
+                        .record
+                        .tasks
+                        .iter()
+                        .any(|t| t.name == r.task && t.grounded == grounded)
+            })
+            .collect()
+    }
+
+    /// The figures the chapter's text refers to, as a short generated paragraph.
+    pub fn summary(&self) -> String {
+        let lookup = "prompt lookup";
+        let best = self
+            .runs()
+            .iter()
+            .filter(|r| drafter_name(r) == lookup)
+            .max_by(|a, b| a.speedup.median.total_cmp(&b.speedup.median));
+        let mut out = String::new();
+        if let Some(b) = best {
+            out.push_str(&format!(
+                "The fastest prompt-lookup run was the **{}** request at K {}: **{:.2}×** plain \
+                 decoding (median; {:.0}% of drafts accepted, {:.2} tokens per target forward). ",
+                b.task,
+                k_label(b.schedule),
+                b.speedup.median,
+                100.0 * b.acceptance_rate,
+                b.tokens_per_round
+            ));
+        }
+        let grounded = self.by_cost(lookup, true);
+        if !grounded.is_empty() {
+            let list: Vec<String> = grounded
+                .iter()
+                .map(|r| format!("{} {:.2}×", r.task, r.speedup.median))
+                .collect();
+            out.push_str(&format!(
+                "With K chosen by measured cost, prompt lookup gave {} on the requests that copy \
+                 the prompt",
+                list.join(", ")
+            ));
+        }
+        let open: Vec<String> = self
+            .by_cost(lookup, false)
+            .iter()
+            .chain(self.by_cost("first 24 layers", false).iter())
+            .chain(self.by_cost("first 24 layers", true).iter())
+            .map(|r| {
+                format!(
+                    "{} on {} {:.2}× ({:.0}% of rounds plain steps)",
+                    drafter_name(r),
+                    r.task,
+                    r.speedup.median,
+                    100.0 * r.rounds_by_k.first().copied().unwrap_or(0) as f64
+                        / r.rounds.max(1) as f64
+                )
+            })
+            .collect();
+        if !open.is_empty() {
+            out.push_str(&format!(
+                "; where drafting does not pay it falls back to plain steps: {}. ",
+                open.join(", ")
+            ));
+        }
+        out.push_str(&format!(
+            "Measured on {} ({}).\n",
+            self.machine(),
+            self.file_name()
+        ));
+        out
     }
 }
 
@@ -423,6 +501,93 @@ pub fn costs_table(record: &CostsRecord) -> Result<Table> {
     .with_decimals(2))
 }
 
+/// What verifying K + 1 tokens costs the target, in plain steps (v), and the ceiling it sets
+/// on a free drafter that is always right (prompt lookup copying the whole answer): K + 1
+/// tokens per verification, (K + 1) / v times plain decoding.
+pub fn verification_table(record: &CostsRecord) -> Result<Table> {
+    let verify = &record.costs.verify;
+    let frame = DataFrame::new_infer_height(vec![
+        Column::new(
+            "K".into(),
+            verify.iter().map(|v| v.k as u64).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "verify K+1 tokens (ms)".into(),
+            verify
+                .iter()
+                .map(|v| 1e3 * v.seconds.median)
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "v (plain steps)".into(),
+            verify.iter().map(|v| v.v).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "ceiling: free drafts, all accepted".into(),
+            verify
+                .iter()
+                .map(|v| expected_speedup(1.0, v.k, 0.0, v.v))
+                .collect::<Vec<_>>(),
+        ),
+    ])?;
+    Ok(Table::new(
+        format!(
+            "What verification costs: {} ({})",
+            model_file_name(&record.target.model),
+            record.target.weights
+        ),
+        frame,
+    )
+    .with_note(format!(
+        "One plain step {:.1} ms; medians of {} rounds after {} warm-up, {} tokens of context, \
+         each verification's logits read back as the decoder reads them. Measured on {} ({}, \
+         {} threads; load average {}).",
+        1e3 * record.costs.target_token_s.median,
+        record.settings.runs,
+        record.settings.warmup,
+        record.settings.context_tokens,
+        record.header.hardware.cpu,
+        record.header.instruction_set,
+        record.threads,
+        record
+            .load_average
+            .map_or_else(|| "not recorded".to_string(), |l| format!("{l:.1}")),
+    ))
+    .with_decimals(2))
+}
+
+/// The 1B → 7B modelled speedup at [`STATED_ALPHA`], at its best measured K, with the
+/// measured inputs it comes from.
+pub fn pair_summary(record: &CostsRecord) -> String {
+    let c = &record.costs;
+    let best = c
+        .verify
+        .iter()
+        .map(|v| (v, expected_speedup(STATED_ALPHA, v.k, c.c, v.v)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    match best {
+        Some((v, s)) => format!(
+            "Modelled for {} drafting for {} at α = {STATED_ALPHA}: **{s:.2}×** at K = {} \
+             (best of the measured K), from c = {:.3} (a draft step {:.1} ms, a target step \
+             {:.1} ms) and v = {:.2} (verifying {} tokens {:.1} ms), measured on {} ({}, {} \
+             threads).\n",
+            record.draft.name,
+            record.target.name,
+            v.k,
+            c.c,
+            1e3 * c.draft_token_s.median,
+            1e3 * c.target_token_s.median,
+            v.v,
+            v.k + 1,
+            1e3 * v.seconds.median,
+            record.header.hardware.cpu,
+            record.header.instruction_set,
+            record.threads
+        ),
+        None => "No K was timed.\n".to_string(),
+    }
+}
+
 /// One speculative generation with the accepted drafted tokens marked, and plain decoding of
 /// the same prompt beside it.
 #[derive(Debug, Clone)]
@@ -461,6 +626,7 @@ impl DraftedText {
         let k = match self.schedule {
             KSchedule::Fixed(k) => format!("K = {k}"),
             KSchedule::Adaptive { start, max } => format!("adaptive K from {start}, at most {max}"),
+            KSchedule::Cost { max } => format!("K by measured cost, at most {max}"),
         };
         format!(
             "{}, {k}: {:.0}% of drafted tokens accepted (highlighted), {:.2} tokens per target \
@@ -481,17 +647,26 @@ impl DraftedText {
 }
 
 /// Sends `request` through the model's chat template and decodes the answer greedily with
-/// prompt lookup (K drafts per round), then plainly, in the same run.
+/// prompt lookup (K per round from `schedule`), then plainly, in the same run, after an
+/// untimed warm-up.
 pub fn prompt_lookup_demo(
     model: &mut LoadedModel,
     request: &str,
-    k: usize,
+    schedule: KSchedule,
     max_new_tokens: usize,
 ) -> Result<DraftedText> {
     let prompt = model.chat_prompt(request)?;
+    // An untimed warm-up, so that neither timed run pays for first touches of the weights.
+    model.model.reset_cache();
+    let warm_up = GenerateOptions {
+        max_new_tokens: 16,
+        sampling: SamplingParams::default(),
+        ignore_eos: true,
+        stop: None,
+    };
+    generate(&mut model.model, &prompt, &warm_up, |_| Ok(()))?;
     let mut stream = model.tokenizer()?.output_stream();
     let mut drafter = PromptLookup::default();
-    let schedule = KSchedule::Fixed(k);
     let mut pieces: Vec<(String, bool)> = Vec::new();
     let run = SpeculativeDecoder {
         target: &mut model.model,

@@ -1,73 +1,129 @@
 //! Tests of [`super`]: results files made up in code, read back into tables, charts and text.
 
 use super::*;
+use crate::eval::results::Hardware;
 use crate::eval::results::RunHeader;
 use crate::eval::speed::Measured;
 use crate::speculative::{CostSettings, CostedModel, StepCosts, VerifyCost};
 
-fn run(task: &str, drafter: &str, schedule: &str, speedup: f64) -> String {
-    format!(
-        r#"{{"task": "{task}", "target": "/x/SmolLM2-135M-Instruct.Q4_1.gguf",
-        "drafter": "{drafter}", "schedule": {schedule},
-        "summary": {{"acceptance_rate": 0.5, "tokens_per_round": 1.5, "speedup": {speedup},
-            "tokens_per_s": 60.0, "baseline_tokens_per_s": 50.0, "target_forwards": 9}},
-        "drafted_at": [4, 2], "accepted_at": [3, 1], "rounds": 4,
-        "hardware": {{"cpu": "Test CPU", "cores": 2, "threads": 2}},
-        "instruction_set": "AVX2", "prompt_tokens": 10}}"#
-    )
+fn header() -> RunHeader {
+    RunHeader {
+        timestamp: "2026-11-24T00:00:00Z".to_string(),
+        git_commit: None,
+        hardware: Hardware {
+            cpu: "Test CPU".to_string(),
+            cores: 2,
+            threads: 2,
+        },
+        instruction_set: "AVX2".to_string(),
+    }
+}
+
+fn run(task: &str, drafter: &str, schedule: KSchedule, speedups: &[f64]) -> BenchRun {
+    let m = Measured::new(vec![100.0]);
+    BenchRun {
+        task: task.to_string(),
+        draft: "lookup".to_string(),
+        drafter: drafter.to_string(),
+        schedule,
+        new_tokens: 40,
+        acceptance_rate: 0.5,
+        tokens_per_round: 1.5,
+        rounds: 4,
+        rounds_by_k: vec![1, 3],
+        drafted_at: vec![4, 2],
+        accepted_at: vec![3, 1],
+        speculative_tokens_per_s: m.clone(),
+        plain_tokens_per_s: m,
+        speedup: Measured::new(speedups.to_vec()),
+        first_difference: None,
+    }
 }
 
 fn synthetic_bench() -> SpeculativeBench {
     let lookup = "prompt lookup (n-grams of 2 to 3)";
     let layers = "the target's first 24 layers";
-    let runs = [
-        run("edit", lookup, r#"{"fixed": 1}"#, 1.2),
-        run("edit", lookup, r#"{"fixed": 2}"#, 1.5),
-        run(
-            "edit",
-            lookup,
-            r#"{"adaptive": {"start": 2, "max": 16}}"#,
-            1.4,
-        ),
-        run("edit", layers, r#"{"fixed": 1}"#, 0.4),
-        run("open", lookup, r#"{"fixed": 1}"#, 0.9),
+    let cost = KSchedule::Cost { max: 16 };
+    let runs = vec![
+        run("edit", lookup, KSchedule::Fixed(1), &[1.2]),
+        run("edit", lookup, KSchedule::Fixed(2), &[1.5, 1.4, 1.7]),
+        run("edit", lookup, cost, &[1.3]),
+        run("edit", layers, KSchedule::Fixed(1), &[0.4]),
+        run("open", lookup, KSchedule::Fixed(1), &[0.9]),
+        run("open", lookup, cost, &[1.0]),
     ];
-    serde_json::from_str(&format!(r#"{{"runs": [{}]}}"#, runs.join(","))).unwrap()
+    SpeculativeBench {
+        record: BenchRecord {
+            header: header(),
+            model: "/x/SmolLM2-135M-Instruct.Q4_1.gguf".to_string(),
+            max_new_tokens: 192,
+            repetitions: 3,
+            tasks: short_tasks(),
+            runs,
+        },
+        file: PathBuf::from("results/speculative-bench-2026-11-24T00-00-00Z.json"),
+    }
 }
 
 #[test]
 fn bench_charts_and_table_come_from_the_runs() {
     let bench = synthetic_bench();
-    assert_eq!(bench.runs[3].drafter_name(), "first 24 layers");
-    let chart = bench.speedup_chart().unwrap();
-    for label in [
-        "prompt lookup, edit",
-        "prompt lookup, open",
-        "first 24 layers, edit",
-        "plain decoding",
-        "K = 1",
-        "adaptive K",
-    ] {
+    assert_eq!(drafter_name(&bench.record.runs[3]), "first 24 layers");
+    let chart = bench.speedup_chart("prompt lookup").unwrap();
+    for label in ["edit", "open", "plain decoding", "K = 1", "K by cost"] {
         assert!(chart.svg.contains(label), "{label}");
     }
     let acceptance = bench.acceptance_by_position_chart("prompt lookup").unwrap();
     assert!(acceptance.svg.contains("edit") && acceptance.svg.contains("open"));
-    assert!(!acceptance.svg.contains("first 24 layers"));
     let table = bench.table().unwrap();
     let rows = table.rows();
-    assert_eq!(rows.len(), 5);
+    assert_eq!(rows.len(), 6);
     assert_eq!(
-        rows[2],
+        rows[1],
         [
             "edit",
-            "prompt lookup (n-grams of 2 to 3)",
-            "adaptive (2, at most 16)",
+            "prompt lookup",
+            "2",
             "50.00",
             "1.50",
-            "1.40"
+            "25.00",
+            "100.00",
+            "1.50",
+            "1.40–1.70"
         ]
     );
     assert!(table.note.unwrap().contains("Test CPU, AVX2, 2 threads"));
+    let summary = bench.summary();
+    assert!(
+        summary.contains("**edit** request at K 2: **1.50×**"),
+        "{summary}"
+    );
+    assert!(summary.contains("edit 1.30×") && summary.contains("prompt lookup on open 1.00×"));
+}
+
+/// The Short's file is picked by its model and requests, not by being the newest.
+#[test]
+fn the_short_bench_is_chosen_by_model_and_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, record: &BenchRecord| {
+        std::fs::write(
+            dir.path().join(name),
+            serde_json::to_string(record).unwrap(),
+        )
+        .unwrap()
+    };
+    let short = synthetic_bench().record;
+    write("speculative-bench-2026-12-01T00-00-00Z.json", &short);
+    let mut other_model = short.clone();
+    other_model.model = "/x/gemma-3-270m-q4_k_m.gguf".to_string();
+    write("speculative-bench-2026-12-02T00-00-00Z.json", &other_model);
+    let mut other_tasks = short.clone();
+    other_tasks.tasks.truncate(1);
+    write("speculative-bench-2026-12-03T00-00-00Z.json", &other_tasks);
+    let picked = short_bench(dir.path()).unwrap().unwrap();
+    assert!(picked
+        .file
+        .ends_with("speculative-bench-2026-12-01T00-00-00Z.json"));
 }
 
 fn synthetic_costs() -> CostsRecord {
@@ -83,16 +139,7 @@ fn synthetic_costs() -> CostsRecord {
     };
     let s = Measured::new(vec![0.1]);
     CostsRecord {
-        header: RunHeader {
-            timestamp: "2026-11-24T00:00:00Z".to_string(),
-            git_commit: None,
-            hardware: Hardware {
-                cpu: "Test CPU".to_string(),
-                cores: 2,
-                threads: 2,
-            },
-            instruction_set: "AVX2".to_string(),
-        },
+        header: header(),
         target: m("Big"),
         draft: m("Small"),
         settings: CostSettings::default(),
@@ -134,6 +181,12 @@ fn modelled_curves_start_at_one_round_of_cost() {
         note.contains("c = 0.200") && note.contains("5.0 GB"),
         "{note}"
     );
+    // α = 0.8: K = 1 gives 0.36 / (0.2 · 1.5) = 1.2, K = 4 gives 0.672 / (0.2 · 3.3) ≈ 1.02.
+    let summary = pair_summary(&record);
+    assert!(summary.contains("**1.20×** at K = 1"), "{summary}");
+    let v = verification_table(&record).unwrap();
+    // A free drafter that is always right: (K + 1) / v.
+    assert_eq!(v.rows()[1][3], format!("{:.2}", 5.0 / 2.5));
 }
 
 #[test]
@@ -149,6 +202,7 @@ fn drafted_pieces_are_highlighted_and_escaped() {
             target_forwards: 2,
             drafted_at: vec![1],
             accepted_at: vec![1],
+            rounds_by_k: vec![0, 1],
             prefill_s: 0.1,
             decode_s: 0.1,
             stopped_at_eos: false,
