@@ -72,8 +72,11 @@ impl SpeculativeDecoder<'_> {
         if prompt.is_empty() {
             bail!("the prompt is empty: give at least one token");
         }
-        if let KSchedule::Fixed(0) = self.schedule {
-            bail!("K, the number of drafted tokens per round, must be at least 1");
+        if let KSchedule::Fixed(0) | KSchedule::Adaptive { start: 0, .. } = self.schedule {
+            bail!(
+                "K, the number of drafted tokens per round, must be at least 1 (the cost \
+                 schedule chooses K = 0, plain steps, by itself where drafting does not pay)"
+            );
         }
         let eos = self.target.config().eos_token_ids.clone();
         let device = self.target.device().clone();
