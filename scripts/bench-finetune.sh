@@ -2,8 +2,8 @@
 # The fine-tuning Short's full run on the real SmolLM2-135M GGUF: LoRA on the 100 training
 # examples of data/finetune/person-json for 3 epochs, 2 threads, then the before/after table on
 # the 60 held-out examples. Batches of 4 with one step each at learning rate 1e-3 (75 steps): the
-# original demo's gradient accumulation 4 at 2e-4 makes 19 small steps, after which the model
-# still answered no held-out sentence right (docs/architecture.md). Writes
+# original demo's gradient accumulation 4 at 2e-4 makes 21 small steps, after which the model
+# still answered no held-out sentence right (results/README.md). Writes
 # results/finetune-<timestamp>.json; the adapter (peft + llama.cpp GGUF) and the merged GGUF go
 # to ~/.cache/billion-llm/runs/, outside the clone. Extra arguments go to `billion-llm finetune`.
 #   bash scripts/bench-finetune.sh [--lr 1e-3 ...]

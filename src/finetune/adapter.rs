@@ -11,9 +11,11 @@ use crate::model::rope_layout;
 use crate::model::{Linear, Lora, LoraLinear, Transformer};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor, Var};
+use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 /// Writes a safetensors file readable like the folder it is in. The safetensors crate writes
 /// through a temporary file, created owner-only (0600), and renames it: a learner's adapter
@@ -45,6 +47,8 @@ pub struct LoraParams {
 pub struct TrainableAdapter {
     pub config: LoraConfig,
     pub params: Vec<LoraParams>,
+    /// The dropout masks' generator, seeded with the run's seed (see [`Lora::dropout_rng`]).
+    dropout_rng: Arc<Mutex<StdRng>>,
 }
 
 /// The input width and device of a layer's dense base weight.
@@ -88,6 +92,8 @@ impl TrainableAdapter {
         let adapter = Self {
             config: config.clone(),
             params,
+            // Its own stream, so that changing the dropout leaves the initial A unchanged.
+            dropout_rng: Arc::new(Mutex::new(StdRng::seed_from_u64(seed ^ 0x5EED_D509))),
         };
         adapter.install(model, config.dropout)?;
         Ok(adapter)
@@ -104,6 +110,7 @@ impl TrainableAdapter {
                     b: p.b.as_tensor().clone(),
                     scale,
                     dropout,
+                    dropout_rng: Some(self.dropout_rng.clone()),
                 });
             }
         }

@@ -166,8 +166,49 @@ fn print_comparison(rows: &[Evaluation]) -> Result<()> {
     Ok(())
 }
 
-/// Runs the job; on Ctrl-C it stops after the current step and saves a checkpoint to resume
-/// from.
+/// The base model as `adapter_config.json` names it for peft (`base_model_name_or_path`,
+/// which `AutoPeftModelForCausalLM` loads): the hub id for a zoo alias or hub id, the path as
+/// given for a local folder or GGUF (the results file records the GGUF either way).
+pub fn peft_base_name(model: &str) -> Result<String> {
+    Ok(match ModelSource::resolve(model)? {
+        ModelSource::Hub { repo, .. } => repo,
+        ModelSource::Gguf(_) | ModelSource::Folder(_) => model.to_string(),
+    })
+}
+
+/// What Ctrl-C does once training has begun: while the trainer runs, it asks for a stop after
+/// the current step (and a checkpoint to resume from); at any other time (answering the
+/// held-out questions, merging, exporting) it ends the process as an unhandled Ctrl-C would.
+#[derive(Debug, Default)]
+pub struct Interrupt {
+    training: AtomicBool,
+    stop: AtomicBool,
+}
+
+impl Interrupt {
+    /// The signal handler's decision: `true` when the process should exit now.
+    pub fn on_ctrl_c(&self) -> bool {
+        if self.training.load(Ordering::SeqCst) {
+            self.stop.store(true, Ordering::SeqCst);
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Marks the trainer as running (or not).
+    pub fn set_training(&self, training: bool) {
+        self.training.store(training, Ordering::SeqCst);
+    }
+
+    /// The flag the trainer polls between steps.
+    pub fn stop_flag(&self) -> &AtomicBool {
+        &self.stop
+    }
+}
+
+/// Runs the job; on Ctrl-C during training it stops after the current step and saves a
+/// checkpoint to resume from ([`Interrupt`]).
 pub fn run(args: &FinetuneJob) -> Result<()> {
     let started = Instant::now();
     if args.out.exists() && !args.overwrite {
@@ -295,12 +336,15 @@ pub fn run(args: &FinetuneJob) -> Result<()> {
         );
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
+    let interrupt = Arc::new(Interrupt::default());
     {
-        let stop = stop.clone();
+        let interrupt = interrupt.clone();
         ctrlc::set_handler(move || {
+            if interrupt.on_ctrl_c() {
+                eprintln!("\ninterrupted");
+                std::process::exit(130);
+            }
             eprintln!("\nstopping after this step to save a checkpoint...");
-            stop.store(true, Ordering::Relaxed);
         })?;
     }
     let bar = ProgressBar::new(trainer.total_steps() as u64);
@@ -319,7 +363,16 @@ pub fn run(args: &FinetuneJob) -> Result<()> {
         ));
         bar.set_position(s.step as u64);
     };
-    let outcome = trainer.train(&train, eval.as_ref(), &work, &stop, &mut on_step)?;
+    interrupt.set_training(true);
+    let outcome = trainer.train(
+        &train,
+        eval.as_ref(),
+        &work,
+        interrupt.stop_flag(),
+        &mut on_step,
+    );
+    interrupt.set_training(false);
+    let outcome = outcome?;
     bar.finish_and_clear();
 
     let completed = outcome == Outcome::Finished;
@@ -328,7 +381,7 @@ pub fn run(args: &FinetuneJob) -> Result<()> {
     if completed {
         trainer
             .adapter
-            .save_peft(&work, &args.model, &base_config)?;
+            .save_peft(&work, &peft_base_name(&args.model)?, &base_config)?;
     }
     drop(trainer);
     drop(loaded);
@@ -418,4 +471,37 @@ pub fn run(args: &FinetuneJob) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ctrl-C stops training after the current step, and ends the process at any other time
+    /// (a handler that only set the stop flag would leave merging and answering deaf to it).
+    #[test]
+    fn ctrl_c_stops_training_and_ends_everything_else() {
+        let interrupt = Interrupt::default();
+        assert!(interrupt.on_ctrl_c(), "before training: exit");
+        interrupt.set_training(true);
+        assert!(
+            !interrupt.on_ctrl_c(),
+            "while training: stop after the step"
+        );
+        assert!(interrupt.stop_flag().load(Ordering::SeqCst));
+        interrupt.set_training(false);
+        assert!(interrupt.on_ctrl_c(), "after training: exit");
+    }
+
+    /// peft's `AutoPeftModelForCausalLM` loads `base_model_name_or_path`: a zoo alias must
+    /// become its hub id.
+    #[test]
+    fn the_peft_base_is_the_hub_id() {
+        let tinyllama = crate::hub::zoo::lookup("tinyllama").unwrap();
+        assert_eq!(peft_base_name("tinyllama").unwrap(), tinyllama.hub_id);
+        assert_eq!(peft_base_name("org/some-model").unwrap(), "org/some-model");
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().to_str().unwrap();
+        assert_eq!(peft_base_name(folder).unwrap(), folder);
+    }
 }

@@ -4,7 +4,9 @@ use crate::kernels::packed::PackedMatrix;
 use anyhow::Result;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
-use std::sync::Arc;
+use rand::rngs::StdRng;
+use rand::Rng;
+use std::sync::{Arc, Mutex};
 
 /// `y = x W^T + b`, with `W` either a plain tensor or GGML-quantized blocks.
 #[derive(Debug, Clone)]
@@ -137,6 +139,24 @@ pub struct Lora {
     /// peft's `lora_dropout`: the probability of zeroing an input of the LoRA branch. Only a
     /// trainer sets it above 0, for its training steps; inference always runs with 0.
     pub dropout: f32,
+    /// Where the dropout masks come from: the trainer's seeded generator, shared by every
+    /// layer, so that a run with the same seed drops the same inputs (candle's own dropout
+    /// draws from an unseeded generator).
+    pub dropout_rng: Option<Arc<Mutex<StdRng>>>,
+}
+
+/// `x` with each value zeroed with probability `p` and the rest scaled by `1 / (1 - p)`, the
+/// mask drawn from `rng`.
+fn seeded_dropout(x: &Tensor, p: f32, rng: &Mutex<StdRng>) -> Result<Tensor> {
+    let keep = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = {
+        let mut rng = rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (0..x.elem_count())
+            .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+            .collect()
+    };
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    Ok((x * mask)?)
 }
 
 /// A [`Linear`] layer that may carry a LoRA adapter: `y = base(x) + scale · (x Aᵀ) Bᵀ`.
@@ -170,10 +190,10 @@ impl LoraLinear {
         let Some(lora) = &self.lora else {
             return Ok(y);
         };
-        let x = if lora.dropout > 0.0 {
-            &candle_nn::ops::dropout(x, lora.dropout)?
-        } else {
-            x
+        let x = match (&lora.dropout_rng, lora.dropout > 0.0) {
+            (Some(rng), true) => &seeded_dropout(x, lora.dropout, rng)?,
+            (None, true) => &candle_nn::ops::dropout(x, lora.dropout)?,
+            (_, false) => x,
         };
         let b = x.dim(0)?;
         let a = lora.a.to_dtype(x.dtype())?.broadcast_left(b)?;

@@ -148,6 +148,7 @@ impl LoraAdapter {
                 b,
                 scale,
                 dropout: 0.0,
+                dropout_rng: None,
             });
         }
         if !remaining.is_empty() {

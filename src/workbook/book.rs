@@ -130,7 +130,7 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
         "05-adapter-size",
         finetuning::adapter_size_table(&finetuning::short_models()?, 8)?,
     )?;
-    let run = finetuning::latest_run(results)?;
+    let run = finetuning::short_run(results)?;
     let finetune_tables = [
         ("05-cost", run.as_ref().map(|r| r.cost_table()).transpose()?),
         (

@@ -123,14 +123,22 @@ pub struct FinetuneRun {
     pub peak_rss_bytes: Option<u64>,
 }
 
-/// The newest completed fine-tuning run in `results`, if any.
-pub fn latest_run(results: &Path) -> Result<Option<FinetuneRun>> {
+/// The data file of the fine-tuning Short's run.
+pub const SHORT_DATA: &str = "data/finetune/person-json/train.jsonl";
+
+/// The base model of the fine-tuning Short's run, as its GGUF file is named.
+pub const SHORT_BASE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The newest completed run of the fine-tuning Short in `results` (LoRA on [`SHORT_BASE`] with
+/// [`SHORT_DATA`]), if any: a run on another data file or model, however recent, is not the one
+/// the Short describes.
+pub fn short_run(results: &Path) -> Result<Option<FinetuneRun>> {
     for path in sorted_files(results, "finetune-", ".json")?.iter().rev() {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let run: FinetuneRun = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a fine-tuning results file", path.display()))?;
-        if run.completed {
+        if run.completed && run.data.file.ends_with(SHORT_DATA) && run.model_name() == SHORT_BASE {
             return Ok(Some(run));
         }
     }
@@ -282,5 +290,46 @@ impl FinetuneRun {
             ),
         ])?;
         Ok(Table::new("What the run cost", frame))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Short's run is picked by its data file and model, not by being the newest.
+    #[test]
+    fn the_short_run_is_chosen_by_data_and_model() {
+        let template: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("results/finetune-2026-11-30T12-39-34Z.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let write = |stamp: &str, change: &dyn Fn(&mut serde_json::Value)| {
+            let mut run = template.clone();
+            run["timestamp"] = stamp.into();
+            change(&mut run);
+            std::fs::write(
+                dir.path().join(format!("finetune-{stamp}.json")),
+                run.to_string(),
+            )
+            .unwrap();
+        };
+        write("2026-12-01T00-00-00Z", &|_| {});
+        write("2026-12-02T00-00-00Z", &|r| {
+            r["data"]["file"] = "toy.jsonl".into();
+        });
+        write("2026-12-03T00-00-00Z", &|r| {
+            r["base_model"] = "/m/gemma-3-270m-q4_k_m.gguf".into();
+        });
+        write("2026-12-04T00-00-00Z", &|r| {
+            r["completed"] = false.into();
+        });
+        let run = short_run(dir.path()).unwrap().unwrap();
+        assert_eq!(run.timestamp, "2026-12-01T00-00-00Z");
     }
 }

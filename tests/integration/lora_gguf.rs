@@ -218,6 +218,7 @@ fn qk_adapter_moves_gguf_logits_like_the_hugging_face_layout() {
                 b: b.clone(),
                 scale: adapter.config.scale(),
                 dropout: 0.0,
+                dropout_rng: None,
             });
         }
     }
