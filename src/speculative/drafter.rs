@@ -60,10 +60,9 @@ impl CachedPrefix {
 }
 
 /// Runs `step` (one forward returning the last position's logits) over the context from
-/// `keep` on (the cache already holds the rest), then over each drafted token, sampling as it
-/// goes.
+/// `keep` on (the cache already holds the rest), then over each drafted token but the last,
+/// sampling as it goes.
 fn draft_autoregressively(
-    cached: &mut CachedPrefix,
     context: &[u32],
     keep: usize,
     k: usize,
@@ -73,7 +72,6 @@ fn draft_autoregressively(
 ) -> Result<Vec<Proposal>> {
     let input = |ids: &[u32]| -> Result<Tensor> { Ok(Tensor::new(ids, device)?.unsqueeze(0)?) };
     let mut logits = step(&input(&context[keep..])?)?;
-    let mut fed = context.to_vec();
     let mut proposals = Vec::with_capacity(k);
     for i in 0..k {
         let row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
@@ -82,10 +80,8 @@ fn draft_autoregressively(
         proposals.push(Proposal { token, q: Some(q) });
         if i + 1 < k {
             logits = step(&input(&[token])?)?;
-            fed.push(token);
         }
     }
-    cached.0 = fed;
     Ok(proposals)
 }
 
@@ -153,15 +149,13 @@ impl Drafter for DraftModel {
         self.model.truncate_cache(keep);
         let device = self.model.device().clone();
         let model = &mut self.model;
-        draft_autoregressively(
-            &mut self.cached,
-            context,
-            keep,
-            k,
-            sampler,
-            &device,
-            |ids| model.forward_last(ids),
-        )
+        let proposals = draft_autoregressively(context, keep, k, sampler, &device, |ids| {
+            model.forward_last(ids)
+        })?;
+        // The draft's cache now holds the context and every proposal but the last.
+        let fed = proposals[..proposals.len() - 1].iter().map(|p| p.token);
+        self.cached = CachedPrefix(context.iter().copied().chain(fed).collect());
+        Ok(proposals)
     }
 }
 
@@ -196,15 +190,9 @@ impl Drafter for LayerSkip {
         let cached = target.cache_len();
         let device = target.device().clone();
         let layers = self.layers;
-        let proposals = draft_autoregressively(
-            &mut CachedPrefix::default(),
-            context,
-            cached,
-            k,
-            sampler,
-            &device,
-            |ids| target.forward_early_exit(ids, layers),
-        );
+        let proposals = draft_autoregressively(context, cached, k, sampler, &device, |ids| {
+            target.forward_early_exit(ids, layers)
+        });
         target.truncate_cache(cached);
         proposals
     }

@@ -706,7 +706,8 @@ fn an_interrupted_run_resumes_from_its_checkpoint() {
 }
 
 /// LoRA dropout draws its masks from the run's seed: the same seed gives the same losses step
-/// by step, another seed other losses (candle's own dropout is unseeded, so two runs differed).
+/// by step (candle's own dropout is unseeded, so two runs differed), and the losses differ
+/// from a run without dropout, so the masks are applied.
 #[test]
 fn dropout_follows_the_seed() {
     let lora = LoraConfig {

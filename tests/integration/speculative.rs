@@ -28,6 +28,9 @@ const SCHEDULES: [KSchedule; 6] = [
     KSchedule::Cost { max: 8 },
 ];
 
+/// A prompt of the reference models' vocabulary, for the tests that decode one.
+const PROMPT: [u32; 8] = [66, 221, 47, 234, 117, 102, 13, 226];
+
 fn case_dir(case: &str) -> PathBuf {
     crate::common::reference_dir(case)
 }
@@ -219,7 +222,7 @@ fn greedy_speculative_decoding_equals_plain_greedy_on_smollm2() {
 fn caches_hold_the_accepted_prefix_after_rejections() {
     let mut target = reference("llama", false);
     let mut drafter = DraftModel::new(reference("llama", true), "llama + LoRA");
-    let prompt = [66, 221, 47, 234, 117, 102, 13, 226];
+    let prompt = PROMPT;
     let out = speculative(
         &mut target,
         &mut drafter,
@@ -368,7 +371,7 @@ fn sampled_speculative_decoding_follows_the_target_distribution() {
 fn a_target_drafting_for_itself_is_always_accepted() {
     let mut target = reference("llama", false);
     let mut drafter = DraftModel::new(reference("llama", false), "itself");
-    let prompt = [66, 221, 47, 234, 117, 102, 13, 226];
+    let prompt = PROMPT;
     for temperature in [0.0, 1.0] {
         let sampling = SamplingParams {
             temperature,
@@ -399,7 +402,7 @@ fn a_draft_with_a_shorter_context_stops_drafting_at_its_limit() {
     let mut target = reference("llama", false);
     let draft = reference_with("llama", true, |c| c.max_position_embeddings = 16);
     let mut drafter = DraftModel::new(draft, "short context");
-    let prompt = [66, 221, 47, 234, 117, 102, 13, 226];
+    let prompt = PROMPT;
     let greedy = SamplingParams::default();
     let expected = plain(&mut target, &prompt, 24, greedy);
     let out = speculative(

@@ -11,6 +11,7 @@ use crate::report::{escape_html, evcxr_print, BarChart, Chart, LineChart, Table}
 use crate::speculative::bench::{model_file_name, short_tasks, BenchRecord, BenchRun};
 use crate::speculative::{
     expected_speedup, CostsRecord, Drafter, KSchedule, PromptLookup, SameRun, SpeculativeDecoder,
+    VerifyCost,
 };
 use anyhow::Result;
 use polars::prelude::{Column, DataFrame};
@@ -406,12 +407,9 @@ pub fn modelled_speedup_chart(record: &CostsRecord) -> Result<Chart> {
         .render()
 }
 
-/// The measured step costs per K, with what they imply: the break-even acceptance rate and
-/// the best case (every draft accepted).
-pub fn costs_table(record: &CostsRecord) -> Result<Table> {
-    let c = &record.costs;
-    let verify = &c.verify;
-    let frame = DataFrame::new_infer_height(vec![
+/// The columns both cost tables open with: K, the verification's time, and v under `v_label`.
+fn verify_columns(verify: &[VerifyCost], v_label: &str) -> Vec<Column> {
+    vec![
         Column::new(
             "K".into(),
             verify.iter().map(|v| v.k as u64).collect::<Vec<_>>(),
@@ -424,9 +422,33 @@ pub fn costs_table(record: &CostsRecord) -> Result<Table> {
                 .collect::<Vec<_>>(),
         ),
         Column::new(
-            "v (target steps)".into(),
+            v_label.into(),
             verify.iter().map(|v| v.v).collect::<Vec<_>>(),
         ),
+    ]
+}
+
+/// The machine a costs file was measured on, for table notes: "CPU (ISA, N threads; load
+/// average L)".
+fn measured_on(record: &CostsRecord) -> String {
+    format!(
+        "{} ({}, {} threads; load average {})",
+        record.header.hardware.cpu,
+        record.header.instruction_set,
+        record.threads,
+        record
+            .load_average
+            .map_or_else(|| "not recorded".to_string(), |l| format!("{l:.1}"))
+    )
+}
+
+/// The measured step costs per K, with what they imply: the break-even acceptance rate and
+/// the best case (every draft accepted).
+pub fn costs_table(record: &CostsRecord) -> Result<Table> {
+    let c = &record.costs;
+    let verify = &c.verify;
+    let mut columns = verify_columns(verify, "v (target steps)");
+    columns.extend([
         Column::new(
             "round K·c + v (target steps)".into(),
             verify
@@ -451,7 +473,8 @@ pub fn costs_table(record: &CostsRecord) -> Result<Table> {
                 .map(|v| c.modelled_speedup(1.0, v.k).unwrap_or(f64::NAN))
                 .collect::<Vec<_>>(),
         ),
-    ])?;
+    ]);
+    let frame = DataFrame::new_infer_height(columns)?;
     let gb = |b: f64| b / 1e9;
     let weights = |m: &crate::speculative::CostedModel| {
         format!(
@@ -477,18 +500,12 @@ pub fn costs_table(record: &CostsRecord) -> Result<Table> {
         frame,
     )
     .with_note(format!(
-        "Measured on {} ({}, {} threads; load average {}): one target token {:.1} ms, one draft \
-         token {:.1} ms, so c = {:.3}; medians of {} rounds after {} warm-up, {} tokens of \
-         context. The speedups are modelled from these costs with (1 − α^(K+1)) / ((1 − α)(K·c + \
-         v)) and the measured v, not measured: random weights have no meaningful acceptance \
-         rate. Peak resident set after loading the target: {:.1} GB (its weights in f32: {:.1} \
-         GB).",
-        record.header.hardware.cpu,
-        record.header.instruction_set,
-        record.threads,
-        record
-            .load_average
-            .map_or_else(|| "not recorded".to_string(), |l| format!("{l:.1}")),
+        "Measured on {}: one target token {:.1} ms, one draft token {:.1} ms, so c = {:.3}; \
+         medians of {} rounds after {} warm-up, {} tokens of context. The speedups are \
+         modelled from these costs with (1 − α^(K+1)) / ((1 − α)(K·c + v)) and the measured v, \
+         not measured: random weights have no meaningful acceptance rate. Peak resident set \
+         after loading the target: {:.1} GB (its weights in f32: {:.1} GB).",
+        measured_on(record),
         1e3 * c.target_token_s.median,
         1e3 * c.draft_token_s.median,
         c.c,
@@ -506,30 +523,15 @@ pub fn costs_table(record: &CostsRecord) -> Result<Table> {
 /// tokens per verification, (K + 1) / v times plain decoding.
 pub fn verification_table(record: &CostsRecord) -> Result<Table> {
     let verify = &record.costs.verify;
-    let frame = DataFrame::new_infer_height(vec![
-        Column::new(
-            "K".into(),
-            verify.iter().map(|v| v.k as u64).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "verify K+1 tokens (ms)".into(),
-            verify
-                .iter()
-                .map(|v| 1e3 * v.seconds.median)
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "v (plain steps)".into(),
-            verify.iter().map(|v| v.v).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "ceiling: free drafts, all accepted".into(),
-            verify
-                .iter()
-                .map(|v| expected_speedup(1.0, v.k, 0.0, v.v))
-                .collect::<Vec<_>>(),
-        ),
-    ])?;
+    let mut columns = verify_columns(verify, "v (plain steps)");
+    columns.push(Column::new(
+        "ceiling: free drafts, all accepted".into(),
+        verify
+            .iter()
+            .map(|v| expected_speedup(1.0, v.k, 0.0, v.v))
+            .collect::<Vec<_>>(),
+    ));
+    let frame = DataFrame::new_infer_height(columns)?;
     Ok(Table::new(
         format!(
             "What verification costs: {} ({})",
@@ -540,18 +542,12 @@ pub fn verification_table(record: &CostsRecord) -> Result<Table> {
     )
     .with_note(format!(
         "One plain step {:.1} ms; medians of {} rounds after {} warm-up, {} tokens of context, \
-         each verification's logits read back as the decoder reads them. Measured on {} ({}, \
-         {} threads; load average {}).",
+         each verification's logits read back as the decoder reads them. Measured on {}.",
         1e3 * record.costs.target_token_s.median,
         record.settings.runs,
         record.settings.warmup,
         record.settings.context_tokens,
-        record.header.hardware.cpu,
-        record.header.instruction_set,
-        record.threads,
-        record
-            .load_average
-            .map_or_else(|| "not recorded".to_string(), |l| format!("{l:.1}")),
+        measured_on(record),
     ))
     .with_decimals(2))
 }
