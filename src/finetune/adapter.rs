@@ -92,11 +92,27 @@ impl TrainableAdapter {
         let adapter = Self {
             config: config.clone(),
             params,
-            // Its own stream, so that changing the dropout leaves the initial A unchanged.
-            dropout_rng: Arc::new(Mutex::new(StdRng::seed_from_u64(seed ^ 0x5EED_D509))),
+            dropout_rng: Arc::new(Mutex::new(Self::dropout_stream(seed, 0))),
         };
         adapter.install(model, config.dropout)?;
         Ok(adapter)
+    }
+
+    /// The dropout masks of optimizer step `step`: a stream of their own, so that changing the
+    /// dropout leaves the initial `A` unchanged, and one per step, so that a resumed run draws
+    /// the masks the uninterrupted run would have drawn.
+    fn dropout_stream(seed: u64, step: usize) -> StdRng {
+        let step = (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        StdRng::seed_from_u64(seed ^ 0x5EED_D509 ^ step)
+    }
+
+    /// Restarts the dropout masks at those of optimizer step `step`.
+    pub fn reseed_dropout(&self, seed: u64, step: usize) {
+        let mut rng = self
+            .dropout_rng
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *rng = Self::dropout_stream(seed, step);
     }
 
     /// Puts the adapter's matrices into the model's layers with the given dropout (the trainer

@@ -1,14 +1,18 @@
-//! The optimizer step: candle-nn's AdamW behind a learning-rate schedule, with gradients
-//! accumulated over micro-batches and clipped by their global norm.
+//! The optimizer step: AdamW behind a learning-rate schedule, with gradients accumulated over
+//! micro-batches and clipped by their global norm.
+//!
+//! AdamW is written out here rather than taken from candle-nn, whose moment estimates are
+//! private: a checkpoint must hold them for `--resume` to continue the run exactly.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
-use candle_nn::{AdamW, Optimizer as _, ParamsAdamW};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
 
 /// How the learning rate falls after the warm-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decay {
     Linear,
@@ -67,6 +71,58 @@ pub struct StepReport {
     pub grad_norm: f64,
 }
 
+/// AdamW (Loshchilov & Hutter, 2019) with torch's defaults: Adam's bias-corrected moment
+/// estimates, and weight decay applied to the weights directly instead of through the gradient.
+pub struct AdamW {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Updates taken, for the bias correction.
+    pub t: usize,
+    /// Per variable: the running mean of the gradient (`exp_avg`) and of its square
+    /// (`exp_avg_sq`), same shape as the variable.
+    pub moments: Vec<(Tensor, Tensor)>,
+}
+
+impl AdamW {
+    pub fn new(vars: &[Var], weight_decay: f64) -> Result<Self> {
+        let moments = vars
+            .iter()
+            .map(|v| Ok((v.zeros_like()?, v.zeros_like()?)))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            t: 0,
+            moments,
+        })
+    }
+
+    /// One update of every variable that has a gradient in `grads`.
+    pub fn step(&mut self, vars: &[Var], grads: &GradStore, lr: f64) -> Result<()> {
+        self.t += 1;
+        let (b1, b2) = (self.beta1, self.beta2);
+        let correct_m = 1.0 / (1.0 - b1.powi(self.t as i32));
+        let correct_v = 1.0 / (1.0 - b2.powi(self.t as i32));
+        for (var, (m, v)) in vars.iter().zip(self.moments.iter_mut()) {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            *m = ((&*m * b1)? + (g * (1.0 - b1))?)?;
+            *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let m_hat = (&*m * correct_m)?;
+            let v_hat = (&*v * correct_v)?;
+            let decayed = (var.as_tensor() * (1.0 - lr * self.weight_decay))?;
+            let update = (m_hat / (v_hat.sqrt()? + self.eps)?)?;
+            var.set(&(decayed - (update * lr)?)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// AdamW with schedule, accumulation and clipping, over the adapter's variables only.
 pub struct Optimizer {
     adamw: AdamW,
@@ -84,16 +140,8 @@ impl Optimizer {
         schedule: Schedule,
         max_grad_norm: f64,
     ) -> Result<Self> {
-        // transformers' defaults for betas and epsilon.
-        let params = ParamsAdamW {
-            lr: schedule.lr(0),
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay,
-        };
         Ok(Self {
-            adamw: AdamW::new(vars.clone(), params)?,
+            adamw: AdamW::new(&vars, weight_decay)?,
             vars,
             schedule,
             max_grad_norm,
@@ -106,10 +154,52 @@ impl Optimizer {
         self.steps_done
     }
 
-    /// Continues the schedule at `step` after a resume. AdamW's moment estimates start afresh:
-    /// candle-nn keeps them private, so a checkpoint cannot hold them.
-    pub fn resume_at(&mut self, step: usize) {
-        self.steps_done = step;
+    /// Writes AdamW's moment estimates as `exp_avg.<i>` / `exp_avg_sq.<i>` (the variables'
+    /// order), the state that [`Optimizer::load`] needs besides the step count.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tensors = HashMap::new();
+        for (i, (m, v)) in self.adamw.moments.iter().enumerate() {
+            tensors.insert(format!("exp_avg.{i}"), m.copy()?);
+            tensors.insert(format!("exp_avg_sq.{i}"), v.copy()?);
+        }
+        super::adapter::save_safetensors(&tensors, path)
+    }
+
+    /// Continues after `steps` optimizer steps with the moments saved by [`Optimizer::save`],
+    /// so the next update is the one the uninterrupted run would have made.
+    pub fn load(&mut self, path: &Path, steps: usize) -> Result<()> {
+        let device = self.vars.first().map(|v| v.device().clone());
+        let device = device.unwrap_or(candle_core::Device::Cpu);
+        let mut tensors = candle_core::safetensors::load(path, &device)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        for (i, (var, moments)) in self
+            .vars
+            .iter()
+            .zip(self.adamw.moments.iter_mut())
+            .enumerate()
+        {
+            let mut take = |key: String| -> Result<Tensor> {
+                let t = tensors
+                    .remove(&key)
+                    .with_context(|| format!("{} has no {key}", path.display()))?;
+                if t.dims() != var.dims() {
+                    bail!(
+                        "{}: {key} is {:?}, the adapter's variable is {:?}",
+                        path.display(),
+                        t.dims(),
+                        var.dims()
+                    );
+                }
+                Ok(t)
+            };
+            *moments = (
+                take(format!("exp_avg.{i}"))?,
+                take(format!("exp_avg_sq.{i}"))?,
+            );
+        }
+        self.adamw.t = steps;
+        self.steps_done = steps;
+        Ok(())
     }
 
     /// An empty gradient sum for the next step.
@@ -159,8 +249,7 @@ impl Optimizer {
             }
         }
         let lr = self.schedule.lr(self.steps_done);
-        self.adamw.set_learning_rate(lr);
-        self.adamw.step(&store)?;
+        self.adamw.step(&self.vars, &store, lr)?;
         self.steps_done += 1;
         Ok(StepReport { lr, grad_norm })
     }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// How to train (the optimizer side; the adapter's shape is [`LoraConfig`]).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
     pub epochs: usize,
     /// Examples per forward pass.
@@ -88,7 +88,17 @@ pub struct TrainerState {
     pub global_step: usize,
     pub steps: Vec<StepLog>,
     pub epochs: Vec<EpochLog>,
+    /// The run's settings and number of training examples: a resumed run must match both to
+    /// continue the same schedule over the same batches.
+    #[serde(default)]
+    pub settings: Option<TrainSettings>,
+    #[serde(default)]
+    pub train_examples: Option<usize>,
 }
+
+/// The optimizer's moment estimates inside a checkpoint folder (transformers calls its copy
+/// `optimizer.pt`).
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 /// How a call to [`Trainer::train`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +169,8 @@ impl<'m> Trainer<'m> {
                 global_step: 0,
                 steps: Vec::new(),
                 epochs: Vec::new(),
+                settings: Some(settings.clone()),
+                train_examples: Some(train_examples),
             },
             train_seconds: 0.0,
             train_tokens: 0,
@@ -169,7 +181,10 @@ impl<'m> Trainer<'m> {
         self.steps_per_epoch * self.settings.epochs
     }
 
-    /// Continues from a checkpoint written by [`Trainer::save_checkpoint`].
+    /// Continues from a checkpoint written by [`Trainer::save_checkpoint`], exactly where the
+    /// run stopped: the adapter, AdamW's moments and step count, the schedule and the batches
+    /// are those the uninterrupted run would have had, so it must have the same settings and
+    /// the same number of training examples.
     pub fn resume(&mut self, dir: &Path) -> Result<()> {
         let path = dir.join("trainer_state.json");
         let text = std::fs::read_to_string(&path).with_context(|| {
@@ -188,11 +203,52 @@ impl<'m> Trainer<'m> {
                 self.state.base_model
             );
         }
+        self.check_same_run(&state, dir)?;
         self.adapter
             .load_weights(dir, self.model.config())
             .with_context(|| format!("resuming from {}", dir.display()))?;
-        self.optimizer.resume_at(state.global_step);
+        self.optimizer
+            .load(&dir.join(OPTIMIZER_FILE), state.global_step)
+            .with_context(|| format!("resuming from {}", dir.display()))?;
         self.state = state;
+        Ok(())
+    }
+
+    /// Refuses a checkpoint whose run had other settings or another number of examples, naming
+    /// what differs.
+    fn check_same_run(&self, saved: &TrainerState, dir: &Path) -> Result<()> {
+        let (Some(settings), Some(examples)) = (&saved.settings, saved.train_examples) else {
+            bail!(
+                "{} does not record its run's settings or optimizer state, so it cannot be \
+                 resumed exactly: start the run afresh (without --resume)",
+                dir.display()
+            );
+        };
+        let ours = serde_json::to_value(&self.settings)?;
+        let theirs = serde_json::to_value(settings)?;
+        let mut differences: Vec<String> = Vec::new();
+        if let (Some(ours), Some(theirs)) = (ours.as_object(), theirs.as_object()) {
+            for (key, value) in theirs {
+                if ours.get(key) != Some(value) {
+                    let now = ours.get(key).map_or("nothing".into(), |v| v.to_string());
+                    differences.push(format!("{key} {value} (now {now})"));
+                }
+            }
+        }
+        if Some(examples) != self.state.train_examples {
+            differences.push(format!(
+                "{examples} training examples (now {})",
+                self.state.train_examples.unwrap_or(0)
+            ));
+        }
+        if !differences.is_empty() {
+            bail!(
+                "{} was saved by a run with {}: resume with that run's arguments and data, or \
+                 start afresh without --resume",
+                dir.display(),
+                differences.join(", ")
+            );
+        }
         Ok(())
     }
 
@@ -209,6 +265,7 @@ impl<'m> Trainer<'m> {
         }
         self.adapter
             .save_peft(&tmp, &self.state.base_model, self.model.config())?;
+        self.optimizer.save(&tmp.join(OPTIMIZER_FILE))?;
         std::fs::write(
             tmp.join("trainer_state.json"),
             serde_json::to_string_pretty(&self.state)? + "\n",
@@ -301,6 +358,8 @@ impl<'m> Trainer<'m> {
     /// One optimizer step over a group of micro-batches.
     fn step(&mut self, train: &Dataset, group: &[&[usize]], epoch: usize) -> Result<StepLog> {
         let start = Instant::now();
+        self.adapter
+            .reseed_dropout(self.settings.seed, self.state.global_step);
         let mut acc = self.optimizer.accumulator();
         let (mut loss_sum, mut target_tokens, mut input_tokens) = (0f64, 0usize, 0usize);
         for indices in group {

@@ -626,9 +626,11 @@ fn finetune_command_trains_smollm2_and_refuses_an_existing_folder() {
 }
 
 /// A stop request saves `checkpoint-step-N` after the current step; a new trainer resumes from
-/// it at step N with the saved adapter and finishes the run.
+/// it exactly: every later step's loss and the final adapter equal an uninterrupted run's
+/// (AdamW's moments, the schedule, the batches and the dropout masks all continue). A run with
+/// other settings cannot resume it.
 #[test]
-fn an_interrupted_run_resumes_from_its_checkpoint() {
+fn an_interrupted_run_resumes_exactly() {
     use std::sync::atomic::Ordering;
     let settings = TrainSettings {
         epochs: 2,
@@ -637,8 +639,30 @@ fn an_interrupted_run_resumes_from_its_checkpoint() {
         lr: 1e-2,
         ..TrainSettings::default()
     };
-    let lora = LoraConfig::default();
+    let lora = LoraConfig {
+        dropout: 0.1,
+        ..LoraConfig::default()
+    };
     let data = toy_data();
+    let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+
+    let out = tempfile::tempdir().unwrap();
+    let mut model = tiny("llama");
+    let mut whole = Trainer::new(&mut model, &lora, &settings, 8, "llama").unwrap();
+    let outcome = whole
+        .train(
+            &data,
+            None,
+            out.path(),
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!(outcome, Outcome::Finished);
+    let whole_losses: Vec<f64> = whole.state.steps.iter().map(|s| s.loss).collect();
+    let whole_b = flat(whole.adapter.params[0].b.as_tensor());
+    drop(whole);
+
     let out = tempfile::tempdir().unwrap();
     let mut model = tiny("llama");
     let mut trainer = Trainer::new(&mut model, &lora, &settings, 8, "llama").unwrap();
@@ -658,12 +682,6 @@ fn an_interrupted_run_resumes_from_its_checkpoint() {
         }
     );
     assert!(out.path().join("checkpoint-epoch-1").exists());
-    let b_saved: Vec<f32> = trainer.adapter.params[0]
-        .b
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
     drop(trainer);
 
     let mut model = tiny("llama");
@@ -677,13 +695,6 @@ fn an_interrupted_run_resumes_from_its_checkpoint() {
         ),
         (5, 1, 1)
     );
-    let b: Vec<f32> = resumed.adapter.params[0]
-        .b
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    assert_eq!(b, b_saved, "the checkpoint restores B");
     let outcome = resumed
         .train(
             &data,
@@ -694,15 +705,38 @@ fn an_interrupted_run_resumes_from_its_checkpoint() {
         )
         .unwrap();
     assert_eq!(outcome, Outcome::Finished);
-    assert_eq!(resumed.state.steps.len(), 8);
     let steps: Vec<usize> = resumed.state.steps.iter().map(|s| s.step).collect();
     assert_eq!(steps, (1..=8).collect::<Vec<_>>());
-    // Another base model cannot resume this checkpoint.
+    let losses: Vec<f64> = resumed.state.steps.iter().map(|s| s.loss).collect();
+    assert_eq!(
+        losses, whole_losses,
+        "the resumed steps are the uninterrupted run's"
+    );
+    assert_eq!(flat(resumed.adapter.params[0].b.as_tensor()), whole_b);
     drop(resumed);
+
+    // Another base model, other batches, or a checkpoint without optimizer state are refused.
     let mut other = tiny("llama");
     let mut wrong = Trainer::new(&mut other, &lora, &settings, 8, "llama3").unwrap();
     let err = wrong.resume(&checkpoint).unwrap_err().to_string();
     assert!(err.contains("trained on llama"), "{err}");
+    drop(wrong);
+    let bigger = TrainSettings {
+        batch_size: 4,
+        ..settings.clone()
+    };
+    let mut wrong = Trainer::new(&mut other, &lora, &bigger, 8, "llama").unwrap();
+    let err = format!("{:#}", wrong.resume(&checkpoint).unwrap_err());
+    assert!(err.contains("batch_size 2 (now 4)"), "{err}");
+    drop(wrong);
+    let mut wrong = Trainer::new(&mut other, &lora, &settings, 6, "llama").unwrap();
+    let err = format!("{:#}", wrong.resume(&checkpoint).unwrap_err());
+    assert!(err.contains("8 training examples (now 6)"), "{err}");
+    drop(wrong);
+    std::fs::remove_file(checkpoint.join("optimizer.safetensors")).unwrap();
+    let mut wrong = Trainer::new(&mut other, &lora, &settings, 8, "llama").unwrap();
+    let err = format!("{:#}", wrong.resume(&checkpoint).unwrap_err());
+    assert!(err.contains("optimizer.safetensors"), "{err}");
 }
 
 /// LoRA dropout draws its masks from the run's seed: the same seed gives the same losses step

@@ -66,7 +66,8 @@ pub struct FinetuneArgs {
     /// Replace an existing --out folder.
     #[arg(long)]
     overwrite: bool,
-    /// Continue from a checkpoint folder (checkpoint-epoch-N or checkpoint-step-N).
+    /// Continue from a checkpoint folder (checkpoint-epoch-N or checkpoint-step-N) exactly where
+    /// it stopped; the run's other arguments and data must be those it was saved with.
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Where the adapter goes (a peft adapter folder with its checkpoints; on a GGUF base also
