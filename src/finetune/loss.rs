@@ -1,6 +1,7 @@
 //! Next-token cross-entropy over answer tokens only, on right-padded batches.
 
 use super::data::Example;
+use crate::kernels::backprop;
 use crate::model::Transformer;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, D};
@@ -54,6 +55,9 @@ impl Batch {
 /// their tokens: the step divides by the total.
 pub fn summed_loss(model: &mut Transformer, batch: &Batch) -> Result<Tensor> {
     let logits = model.forward_positions(&batch.inputs, &batch.positions)?;
+    if backprop::applies(&logits) {
+        return backprop::cross_entropy_sum(&logits, &batch.targets);
+    }
     let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let picked = log_probs.gather(&batch.targets.unsqueeze(D::Minus1)?, D::Minus1)?;
     Ok(picked.sum_all()?.neg()?.to_dtype(DType::F32)?)

@@ -14,6 +14,8 @@
 //! - [`attention`]: decode and prompt attention over an f32 or f16 KV cache
 //! - [`swiglu`]: the feed-forward block's fused `silu(gate) ⊙ up`
 //! - [`frozen_matmul`]: `x Wᵀ` whose backward skips the frozen weight's gradient (training)
+//! - [`backprop`]: training's norms, softmax, SwiGLU, rotary embeddings and loss, fused with
+//!   their backward passes
 //! - [`threads`]: running a whole job on a worker of a sized rayon pool
 //!
 //! The part uses nothing else of the crate (only candle, half and rayon), so `model` reads as
@@ -22,6 +24,7 @@
 //! checks the CPU itself; the `unsafe` SIMD functions are private to the folder.
 
 pub mod attention;
+pub mod backprop;
 pub mod frozen_matmul;
 pub mod gemv;
 pub mod isa;

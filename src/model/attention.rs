@@ -5,7 +5,7 @@ use super::kv_cache::KvCache;
 use super::linear::LoraLinear;
 use super::norm::NormLayer;
 use super::rope::Rotary;
-use crate::kernels::{attention as kernels, isa};
+use crate::kernels::{attention as kernels, backprop, isa};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, D};
 
@@ -205,6 +205,12 @@ fn attend_many(
     // a key/value head are stacked along the sequence axis, (b, nkv, groups * seq, hd).
     let q = q.contiguous()?.reshape((b, nkv, groups * seq, hd))?;
     let scale = 1.0 / (hd as f64).sqrt();
+    if train && backprop::applies(&q) {
+        // Scale, mask and softmax in one op with its backward pass.
+        let scores = q.matmul(&k.t()?)?; // (b, nkv, groups * seq, total)
+        let probs = backprop::masked_softmax(&scores, scale, mask)?;
+        return Ok(probs.matmul(v)?.reshape((b, nh, seq, hd))?);
+    }
     let scores = (q.matmul(&k.t()?)? * scale)?; // (b, nkv, groups * seq, total)
     let scores = match mask {
         Some(mask) => scores

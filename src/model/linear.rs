@@ -195,10 +195,13 @@ impl LoraLinear {
             (None, true) => &candle_nn::ops::dropout(x, lora.dropout)?,
             (_, false) => x,
         };
-        let b = x.dim(0)?;
-        let a = lora.a.to_dtype(x.dtype())?.broadcast_left(b)?;
-        let bm = lora.b.to_dtype(x.dtype())?.broadcast_left(b)?;
-        let update = x.matmul(&a.t()?)?.matmul(&bm.t()?)?;
+        // (.., in) as one (rows, in) matrix: two plain matmuls, whose backward has no
+        // broadcast batch to sum over.
+        let (a, b) = (lora.a.to_dtype(x.dtype())?, lora.b.to_dtype(x.dtype())?);
+        let inp = a.dim(1)?;
+        let rows = x.elem_count() / inp;
+        let update = x.reshape((rows, inp))?.matmul(&a.t()?)?; // (rows, rank)
+        let update = update.matmul(&b.t()?)?.reshape(y.shape())?; // (.., out)
         Ok((y + (update * lora.scale)?)?)
     }
     // ANCHOR_END: lora_forward

@@ -1,7 +1,7 @@
 //! The feed-forward block of each layer.
 
 use super::linear::LoraLinear;
-use crate::kernels::{isa, swiglu::swiglu};
+use crate::kernels::{backprop, isa, swiglu::swiglu};
 use anyhow::Result;
 use candle_core::Tensor;
 
@@ -31,6 +31,8 @@ impl FeedForward {
                 let [g, u] = LoraLinear::forward_group([gate, up], x)?;
                 let h = if isa::fused_kernels_apply(g.dtype(), g.device(), train) {
                     swiglu(&g, &u)?
+                } else if train && backprop::applies(&g) {
+                    backprop::silu_mul(&g, &u)?
                 } else {
                     (candle_nn::ops::silu(&g)? * u)?
                 };

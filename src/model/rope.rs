@@ -6,6 +6,7 @@
 //! Pythia), which dimensions form a pair ([`RopeStyle`]), and, for Llama 3, a rescaling of the
 //! slow frequencies that stretches the trained context.
 
+use crate::kernels::backprop;
 use crate::model::config::{Llama3RopeScaling, RopeStyle, TransformerConfig};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, D};
@@ -91,6 +92,10 @@ impl Rotary {
             (cos.to_dtype(x.dtype())?, sin.to_dtype(x.dtype())?)
         };
         let rotate = |t: &Tensor| -> Result<Tensor> {
+            if train && backprop::applies(t) {
+                let interleaved = self.style == RopeStyle::Interleaved;
+                return backprop::rotate(t, &cos, &sin, interleaved);
+            }
             let t = t.contiguous()?;
             Ok(match (self.style, train) {
                 (RopeStyle::Half, false) => candle_nn::rotary_emb::rope(&t, &cos, &sin)?,

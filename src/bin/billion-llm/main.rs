@@ -83,6 +83,14 @@ fn main() {
     if let Some(n) = threads::candle_threads_variable(threads) {
         std::env::set_var("RAYON_NUM_THREADS", n);
     }
+    // Training's element-wise work is ours (kernels::backprop, on rayon); candle's own pool,
+    // whose workers spin after each of candle's remaining small ops, would compete with the
+    // matmul threads for the cores (about 10% of a step on 2 cores). One thread: none.
+    if matches!(cli.command, Command::Finetune(_))
+        && std::env::var_os("CANDLE_NUM_THREADS").is_none()
+    {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     // The whole command runs on a worker of the pool its parallel work uses.
     let result = threads::run_on_workers(threads, || run(cli)).and_then(|r| r);
     if let Err(e) = result {
