@@ -137,7 +137,8 @@ pub struct Transformer {
     weight_bytes: usize,
     /// Quantized matrices on candle's slower matmul, counted by format.
     fallback: BTreeMap<&'static str, usize>,
-    /// Use the composed ops that record gradients (LoRA training) instead of fused kernels.
+    /// Use ops that record gradients (LoRA training) instead of the inference kernels:
+    /// [`crate::kernels::backprop`]'s for f32 on the CPU, candle's composed ones elsewhere.
     train: bool,
 }
 
