@@ -3,8 +3,8 @@
 //! rotary embeddings, and the summed cross-entropy of the loss.
 //!
 //! candle composes these from a dozen small ops whose backward passes allocate a tensor per
-//! step, and many of those steps take the strided (broadcast) path: for SmolLM2's batch of 4 ×
-//! 93 tokens the composed ops' backward took about half of a training step, twice the time of
+//! step, some of them on the strided (broadcast) path: for SmolLM2's batch of 4 × 93 tokens,
+//! they and candle's element-wise thread pool took about half of a training step, as long as
 //! every matmul together. Here each op is one pass forward and one pass back over the rows,
 //! split over the threads.
 //!
@@ -31,7 +31,7 @@ fn input<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [
     Ok(&storage.as_slice::<f32>()?[start..end])
 }
 
-/// A tensor's values in row-major order (copied when it is a strided view).
+/// A copy of a tensor's values in row-major order (a strided view is gathered).
 fn values(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1()
 }
