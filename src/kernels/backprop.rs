@@ -266,10 +266,8 @@ impl CustomOp2 for SiluMul {
         }
         let cols = *l1.dims().last().unwrap_or(&1);
         let h = map_rows2(g, u, cols.max(1), |_, g, u, h| {
-            sigmoid_into(g, h);
-            for ((h, g), u) in h.iter_mut().zip(g).zip(u) {
-                *h *= g * u;
-            }
+            h.copy_from_slice(g);
+            super::swiglu::swiglu_in_place(h, u);
         });
         Ok((CpuStorage::F32(h), l1.shape().clone()))
     }
@@ -455,7 +453,7 @@ pub fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> anyhow::Result<Te
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use candle_core::{Device, Var, D};
 
@@ -464,8 +462,12 @@ mod tests {
     }
 
     /// Checks the gradient of `Σ c ⊙ f(x)` (a fixed, uneven, nonzero `c`) against central
-    /// finite differences at every input value.
-    fn check_gradient(dims: &[usize], f: &dyn Fn(&Tensor) -> anyhow::Result<Tensor>) {
+    /// finite differences at every input value, within `tolerance · (1 + |numeric|)`.
+    pub(in crate::kernels) fn check_gradient_within(
+        tolerance: f64,
+        dims: &[usize],
+        f: &dyn Fn(&Tensor) -> anyhow::Result<Tensor>,
+    ) {
         let dev = Device::Cpu;
         let n: usize = dims.iter().product();
         let x0 = ramp(n, 0.37);
@@ -491,10 +493,14 @@ mod tests {
             let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
             let a = analytic[i] as f64;
             assert!(
-                (a - numeric).abs() < 2e-3 * (1.0 + numeric.abs()),
+                (a - numeric).abs() < tolerance * (1.0 + numeric.abs()),
                 "value {i}: backward {a}, finite differences {numeric}"
             );
         }
+    }
+
+    fn check_gradient(dims: &[usize], f: &dyn Fn(&Tensor) -> anyhow::Result<Tensor>) {
+        check_gradient_within(2e-3, dims, f)
     }
 
     /// Each forward equals candle's composed op (which records its own gradient).

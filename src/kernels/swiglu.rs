@@ -1,4 +1,5 @@
-//! The SwiGLU of a feed-forward block, `silu(gate) ⊙ up`, fused for f32 inference.
+//! The SwiGLU of a feed-forward block, `silu(gate) ⊙ up`, fused for f32 inference (training's
+//! version in [`super::backprop`] runs the same loop forward).
 
 use super::{isa, simd};
 use anyhow::Result;
@@ -14,18 +15,23 @@ pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
     // A prompt's worth is split over the threads; a decode step's 5,632 values are not.
     h.par_chunks_mut(1 << 14)
         .zip(u.par_chunks(1 << 14))
-        .for_each(|(h, u)| {
-            #[cfg(target_arch = "x86_64")]
-            if isa::simd() {
-                // SAFETY: the CPU has AVX2 and FMA; `h` and `u` are chunks of equal length.
-                unsafe { swiglu_avx2(h, u) };
-                return;
-            }
-            for (h, u) in h.iter_mut().zip(u) {
-                *h = *h / (1.0 + (-*h).exp()) * u;
-            }
-        });
+        .for_each(|(h, u)| swiglu_in_place(h, u));
     Ok(Tensor::from_vec(h, g.shape(), g.device())?)
+}
+
+/// `h[i] = silu(h[i]) · u[i]` (`h` holds the gate on entry; `u` as long as `h`), with AVX2
+/// where the CPU has it.
+pub fn swiglu_in_place(h: &mut [f32], u: &[f32]) {
+    let u = &u[..h.len()];
+    #[cfg(target_arch = "x86_64")]
+    if isa::simd() {
+        // SAFETY: the CPU has AVX2 and FMA; `h` and `u` have equal length.
+        unsafe { swiglu_avx2(h, u) };
+        return;
+    }
+    for (h, u) in h.iter_mut().zip(u) {
+        *h = *h / (1.0 + (-*h).exp()) * u;
+    }
 }
 
 /// `h[i] = silu(h[i]) · u[i]`.

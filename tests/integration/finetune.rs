@@ -41,6 +41,12 @@ fn toy_data() -> Dataset {
     }
 }
 
+/// Trains to the last epoch without a held-out set or a stop request.
+fn train_to_the_end(trainer: &mut Trainer, data: &Dataset, out: &std::path::Path) -> Outcome {
+    let never = AtomicBool::new(false);
+    trainer.train(data, None, out, &never, &mut |_| {}).unwrap()
+}
+
 fn logits(model: &mut Transformer, ids: &[u32]) -> Tensor {
     let input = Tensor::new(ids, &Device::Cpu)
         .unwrap()
@@ -649,15 +655,7 @@ fn an_interrupted_run_resumes_exactly() {
     let out = tempfile::tempdir().unwrap();
     let mut model = tiny("llama");
     let mut whole = Trainer::new(&mut model, &lora, &settings, 8, "llama").unwrap();
-    let outcome = whole
-        .train(
-            &data,
-            None,
-            out.path(),
-            &AtomicBool::new(false),
-            &mut |_| {},
-        )
-        .unwrap();
+    let outcome = train_to_the_end(&mut whole, &data, out.path());
     assert_eq!(outcome, Outcome::Finished);
     let whole_losses: Vec<f64> = whole.state.steps.iter().map(|s| s.loss).collect();
     let whole_b = flat(whole.adapter.params[0].b.as_tensor());
@@ -695,15 +693,7 @@ fn an_interrupted_run_resumes_exactly() {
         ),
         (5, 1, 1)
     );
-    let outcome = resumed
-        .train(
-            &data,
-            None,
-            out.path(),
-            &AtomicBool::new(false),
-            &mut |_| {},
-        )
-        .unwrap();
+    let outcome = train_to_the_end(&mut resumed, &data, out.path());
     assert_eq!(outcome, Outcome::Finished);
     let steps: Vec<usize> = resumed.state.steps.iter().map(|s| s.step).collect();
     assert_eq!(steps, (1..=8).collect::<Vec<_>>());
@@ -761,15 +751,7 @@ fn dropout_follows_the_seed() {
         let mut model = tiny("llama");
         let mut trainer = Trainer::new(&mut model, lora, &settings, 8, "llama").unwrap();
         let out = tempfile::tempdir().unwrap();
-        trainer
-            .train(
-                &data,
-                None,
-                out.path(),
-                &AtomicBool::new(false),
-                &mut |_| {},
-            )
-            .unwrap();
+        train_to_the_end(&mut trainer, &data, out.path());
         trainer.state.steps.iter().map(|s| s.loss).collect()
     };
     let first = losses(7, &lora);
