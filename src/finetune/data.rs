@@ -45,8 +45,9 @@ impl Dataset {
     }
 }
 
-/// One line (or array element) of a data file: alpaca fields or a `messages` conversation.
-/// Other fields (an `id`, a `category`) are ignored.
+/// One line (or array element) of a data file: alpaca fields or a `messages` conversation,
+/// optionally with `tags` (groups that evaluation scores apart, such as "unseen template") and
+/// the `template` it was written from. Other fields (an `id`, a `category`) are ignored.
 #[derive(Debug, Deserialize)]
 struct Record {
     instruction: Option<String>,
@@ -54,9 +55,44 @@ struct Record {
     input: Option<String>,
     output: Option<String>,
     messages: Option<Vec<Message>>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    template: Option<String>,
+}
+
+/// A conversation with the labels its record carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labeled {
+    pub messages: Vec<Message>,
+    /// The groups it belongs to, scored apart in evaluation (empty: none).
+    pub tags: Vec<String>,
+    /// The sentence template it was made from, when the record says (few-shot prompts pick
+    /// examples that cover every template).
+    pub template: Option<String>,
+}
+
+impl From<Vec<Message>> for Labeled {
+    fn from(messages: Vec<Message>) -> Self {
+        Self {
+            messages,
+            tags: Vec::new(),
+            template: None,
+        }
+    }
 }
 
 impl Record {
+    fn into_labeled(mut self) -> Result<Labeled> {
+        let tags = std::mem::take(&mut self.tags);
+        let template = self.template.take();
+        Ok(Labeled {
+            messages: self.into_conversation()?,
+            tags,
+            template,
+        })
+    }
+
     fn into_conversation(self) -> Result<Vec<Message>> {
         if let Some(messages) = self.messages {
             if self.instruction.is_some() || self.output.is_some() {
@@ -99,6 +135,14 @@ impl Record {
 /// The conversations of a data file: a JSON array of records, or JSON Lines (one record per
 /// line). A malformed record is an error naming its line.
 pub fn read_conversations(path: &Path) -> Result<Vec<Vec<Message>>> {
+    Ok(read_labeled(path)?
+        .into_iter()
+        .map(|l| l.messages)
+        .collect())
+}
+
+/// The conversations of a data file with their tags and templates ([`read_conversations`]).
+pub fn read_labeled(path: &Path) -> Result<Vec<Labeled>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the data file {}", path.display()))?;
     let mut conversations = Vec::new();
@@ -108,7 +152,7 @@ pub fn read_conversations(path: &Path) -> Result<Vec<Vec<Message>>> {
         for (i, value) in records.into_iter().enumerate() {
             let conversation = serde_json::from_value::<Record>(value)
                 .map_err(anyhow::Error::from)
-                .and_then(Record::into_conversation)
+                .and_then(Record::into_labeled)
                 .with_context(|| format!("{}: record {} of the array", path.display(), i + 1))?;
             conversations.push(conversation);
         }
@@ -119,7 +163,7 @@ pub fn read_conversations(path: &Path) -> Result<Vec<Vec<Message>>> {
             }
             let conversation = serde_json::from_str::<Record>(line)
                 .map_err(anyhow::Error::from)
-                .and_then(Record::into_conversation)
+                .and_then(Record::into_labeled)
                 .with_context(|| format!("{}: line {}", path.display(), i + 1))?;
             conversations.push(conversation);
         }

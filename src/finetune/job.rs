@@ -5,11 +5,11 @@
 
 use super::base::load_trainable;
 use super::config::{LoraConfig, Targets};
-use super::data::{read_conversations, tokenize};
+use super::data::{read_conversations, read_labeled, tokenize, Labeled};
 use super::export;
 use super::heldout::{self, Evaluation, Metric};
 use super::optim::Decay;
-use super::trainer::{Outcome, StepLog, TrainSettings, Trainer};
+use super::trainer::{Outcome, StepLog, TrainSettings, Trainer, TrainerState};
 use crate::eval::results::{write_json_atomic, RunHeader};
 use crate::hub::chat_template::Message;
 use crate::hub::loader::{self, LoadOptions, ModelSource};
@@ -83,7 +83,7 @@ pub struct FinetuneJob {
 }
 
 impl FinetuneJob {
-    fn lora(&self) -> LoraConfig {
+    pub fn lora(&self) -> LoraConfig {
         LoraConfig {
             r: self.r,
             alpha: self.alpha,
@@ -92,7 +92,7 @@ impl FinetuneJob {
         }
     }
 
-    fn settings(&self) -> TrainSettings {
+    pub fn settings(&self) -> TrainSettings {
         TrainSettings {
             epochs: self.epochs,
             batch_size: self.batch_size,
@@ -125,7 +125,7 @@ fn partial_dir(out: &Path) -> Result<PathBuf> {
 }
 
 /// Holds out a seeded `fraction` of the training conversations (at least one, never all).
-fn hold_out(train: &mut Vec<Vec<Message>>, fraction: f64, seed: u64) -> Vec<Vec<Message>> {
+fn hold_out<T>(train: &mut Vec<T>, fraction: f64, seed: u64) -> Vec<T> {
     let n = train.len();
     if fraction <= 0.0 || n < 2 {
         return Vec::new();
@@ -137,7 +137,7 @@ fn hold_out(train: &mut Vec<Vec<Message>>, fraction: f64, seed: u64) -> Vec<Vec<
 }
 
 /// The model as a user runs it (a GGUF stays quantized), with `adapter` applied.
-fn load_for_answers(
+pub fn load_for_answers(
     model: &str,
     adapter: Option<&Path>,
     device: &candle_core::Device,
@@ -207,94 +207,53 @@ impl Interrupt {
     }
 }
 
-/// Runs the job; on Ctrl-C during training it stops after the current step and saves a
-/// checkpoint to resume from ([`Interrupt`]).
-pub fn run(args: &FinetuneJob) -> Result<()> {
-    let started = Instant::now();
-    if args.out.exists() && !args.overwrite {
-        bail!(
-            "{} already exists: choose another --out, or pass --overwrite to replace it",
-            args.out.display()
-        );
-    }
-    if let Some(merged) = args
-        .merge
-        .as_ref()
-        .filter(|m| m.exists() && !args.overwrite)
-    {
-        bail!(
-            "{} already exists: choose another --merge, or pass --overwrite to replace it",
-            merged.display()
-        );
-    }
-    let lora = args.lora();
-    lora.validate()?;
-    let device = &args.device;
-    // Read the data before loading the model: a bad file fails in a second.
-    let mut train_conversations = read_conversations(&args.data)?;
-    let eval_conversations = match &args.eval {
-        Some(path) => read_conversations(path)?,
-        None => hold_out(&mut train_conversations, args.eval_fraction, args.seed),
-    };
-    let answered: Vec<Vec<Message>> = eval_conversations
-        .iter()
-        .take(args.answer_limit.unwrap_or(usize::MAX))
-        .cloned()
-        .collect();
-    let references: Vec<&str> = answered
-        .iter()
-        .map(|c| heldout::split_reference(c).map(|(_, r)| r))
-        .collect::<Result<_>>()?;
-    let metric = args.metric.unwrap_or_else(|| Metric::detect(&references));
-    let shots: Vec<Vec<Message>> = train_conversations
-        .iter()
-        .take(args.few_shot)
-        .cloned()
-        .collect();
-    let mut comparison: Vec<Evaluation> = Vec::new();
-    if !answered.is_empty() {
-        eprintln!(
-            "asking the base model {} held-out questions, plainly and with {} examples...",
-            answered.len(),
-            shots.len()
-        );
-        let mut base = load_for_answers(&args.model, None, device)?;
-        comparison.push(heldout::evaluate(
-            "base model, plain prompt",
-            &mut base,
-            &answered,
-            &[],
-            metric,
-            16,
-        )?);
-        if !shots.is_empty() {
-            let label = format!("base model, {} examples in the prompt", shots.len());
-            comparison.push(heldout::evaluate(
-                &label, &mut base, &answered, &shots, metric, 16,
-            )?);
-        }
-    }
+/// What training a LoRA adapter produced ([`train_adapter`]).
+pub struct Trained {
+    pub outcome: Outcome,
+    /// The loss per step and per epoch, and where training stopped.
+    pub state: TrainerState,
+    /// Where the adapter is: `out` when training finished, else the `.partial` folder.
+    pub folder: PathBuf,
+    pub train_tokens_per_s: f64,
+    /// Trainable and total parameter counts, in words.
+    pub parameters: String,
+    pub target_modules: Vec<String>,
+    /// The tokenized training data's summary, for a results file.
+    pub data: serde_json::Value,
+}
 
-    let mut loaded = load_trainable(&args.model, device)?;
+/// Trains `job`'s adapter on `train`, with the loss on `eval` after each epoch, into
+/// `<out>.partial`; a finished run is saved in peft format (and llama.cpp's for a GGUF base)
+/// and moved to `out`. `interrupt` is polled between steps (a stop saves a checkpoint).
+pub fn train_adapter(
+    job: &FinetuneJob,
+    train_conversations: &[Vec<Message>],
+    eval_conversations: &[Vec<Message>],
+    interrupt: &Interrupt,
+    progress: bool,
+) -> Result<Trained> {
+    let lora = job.lora();
+    lora.validate()?;
+    let mut loaded = load_trainable(&job.model, &job.device)?;
     if loaded.chat_template.is_none() {
         eprintln!(
             "{} has no chat template (a base model): the examples are rendered as a plain \
              `User:` / `Assistant:` transcript, each answer ending with the end-of-text token, \
              as `billion-llm chat` prompts such a model",
-            args.model
+            job.model
         );
     }
     let template = loaded.template_or_plain()?;
     let tokenizer = loaded.tokenizer()?.clone();
-    let train = tokenize(&train_conversations, &template, &tokenizer, args.max_len)?;
+    let train = tokenize(train_conversations, &template, &tokenizer, job.max_len)?;
     let eval = if eval_conversations.is_empty() {
         None
     } else {
         Some(tokenize(
-            &eval_conversations,
+            eval_conversations,
             &template,
             &tokenizer,
-            args.max_len,
+            job.max_len,
         )?)
     };
     eprintln!(
@@ -303,31 +262,31 @@ pub fn run(args: &FinetuneJob) -> Result<()> {
         train.examples.len(),
         train.tokens(),
         train.truncated,
-        args.max_len,
+        job.max_len,
         train.dropped,
         eval.as_ref().map_or(0, |e| e.examples.len())
     );
 
-    let settings = args.settings();
+    let settings = job.settings();
     let base_config = loaded.model.config().clone();
     let mut trainer = Trainer::new(
         &mut loaded.model,
         &lora,
         &settings,
         train.examples.len(),
-        &args.model,
+        &job.model,
     )?;
     let parameters = trainer.adapter.parameter_summary(&base_config);
     let target_modules = trainer.adapter.target_modules();
     eprintln!("{parameters}");
 
-    let work = partial_dir(&args.out)?;
-    let resuming_inside = args.resume.as_ref().is_some_and(|r| r.starts_with(&work));
+    let work = partial_dir(&job.out)?;
+    let resuming_inside = job.resume.as_ref().is_some_and(|r| r.starts_with(&work));
     if work.exists() && !resuming_inside {
         std::fs::remove_dir_all(&work)?;
     }
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
-    if let Some(dir) = &args.resume {
+    if let Some(dir) = &job.resume {
         trainer.resume(dir)?;
         eprintln!(
             "resumed from {} at step {}",
@@ -336,18 +295,11 @@ pub fn run(args: &FinetuneJob) -> Result<()> {
         );
     }
 
-    let interrupt = Arc::new(Interrupt::default());
-    {
-        let interrupt = interrupt.clone();
-        ctrlc::set_handler(move || {
-            if interrupt.on_ctrl_c() {
-                eprintln!("\ninterrupted");
-                std::process::exit(130);
-            }
-            eprintln!("\nstopping after this step to save a checkpoint...");
-        })?;
-    }
-    let bar = ProgressBar::new(trainer.total_steps() as u64);
+    let bar = if progress {
+        ProgressBar::new(trainer.total_steps() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] step {pos}/{len} ETA {eta}")?
             .progress_chars("=> "),
@@ -375,27 +327,157 @@ pub fn run(args: &FinetuneJob) -> Result<()> {
     let outcome = outcome?;
     bar.finish_and_clear();
 
-    let completed = outcome == Outcome::Finished;
     let train_tokens_per_s = trainer.train_tokens as f64 / trainer.train_seconds.max(1e-9);
     let state = trainer.state.clone();
+    let completed = outcome == Outcome::Finished;
     if completed {
         trainer
             .adapter
-            .save_peft(&work, &peft_base_name(&args.model)?, &base_config)?;
+            .save_peft(&work, &peft_base_name(&job.model)?, &base_config)?;
     }
     drop(trainer);
     drop(loaded);
-    if completed {
+    let folder = if completed {
         let adapter = LoraAdapter::load(&work, &candle_core::Device::Cpu)?;
-        if let ModelSource::Gguf(base) = ModelSource::resolve(&args.model)? {
+        if let ModelSource::Gguf(base) = ModelSource::resolve(&job.model)? {
             export::write_gguf_lora(&adapter, &base, &work.join("adapter.gguf"))?;
         }
-        if args.out.exists() {
-            std::fs::remove_dir_all(&args.out)?;
+        if job.out.exists() {
+            std::fs::remove_dir_all(&job.out)?;
         }
-        std::fs::rename(&work, &args.out)
-            .with_context(|| format!("cannot move {} to {}", work.display(), args.out.display()))?;
+        std::fs::rename(&work, &job.out)
+            .with_context(|| format!("cannot move {} to {}", work.display(), job.out.display()))?;
+        job.out.clone()
+    } else {
+        work
+    };
+    for e in &state.epochs {
+        eprintln!(
+            "epoch {}: train loss {:.4}, held-out loss {}",
+            e.epoch,
+            e.train_loss,
+            e.eval_loss.map_or("-".into(), |l| format!("{l:.4}"))
+        );
+    }
+    let data = serde_json::json!({
+        "file": job.data,
+        "examples": train.examples.len(),
+        "tokens": train.tokens(),
+        "truncated": train.truncated,
+        "dropped": train.dropped,
+        "held_out_examples": eval.as_ref().map_or(0, |e| e.examples.len()),
+    });
+    Ok(Trained {
+        outcome,
+        state,
+        folder,
+        train_tokens_per_s,
+        parameters,
+        target_modules,
+        data,
+    })
+}
+
+/// Refuses to replace an existing `--out` (or `--merge`) unless `overwrite` is set.
+fn check_outputs(args: &FinetuneJob) -> Result<()> {
+    if args.out.exists() && !args.overwrite {
+        bail!(
+            "{} already exists: choose another --out, or pass --overwrite to replace it",
+            args.out.display()
+        );
+    }
+    if let Some(merged) = args
+        .merge
+        .as_ref()
+        .filter(|m| m.exists() && !args.overwrite)
+    {
+        bail!(
+            "{} already exists: choose another --merge, or pass --overwrite to replace it",
+            merged.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs the job; on Ctrl-C during training it stops after the current step and saves a
+/// checkpoint to resume from ([`Interrupt`]).
+pub fn run(args: &FinetuneJob) -> Result<()> {
+    let started = Instant::now();
+    check_outputs(args)?;
+    let lora = args.lora();
+    lora.validate()?;
+    let device = &args.device;
+    // Read the data before loading the model: a bad file fails in a second.
+    let mut train_conversations = read_conversations(&args.data)?;
+    let eval_examples: Vec<Labeled> = match &args.eval {
+        Some(path) => read_labeled(path)?,
+        None => hold_out(&mut train_conversations, args.eval_fraction, args.seed)
+            .into_iter()
+            .map(Labeled::from)
+            .collect(),
+    };
+    let eval_conversations: Vec<Vec<Message>> =
+        eval_examples.iter().map(|e| e.messages.clone()).collect();
+    let answered: Vec<Labeled> = eval_examples
+        .iter()
+        .take(args.answer_limit.unwrap_or(usize::MAX))
+        .cloned()
+        .collect();
+    let references: Vec<&str> = answered
+        .iter()
+        .map(|c| heldout::split_reference(&c.messages).map(|(_, r)| r))
+        .collect::<Result<_>>()?;
+    let metric = args.metric.unwrap_or_else(|| Metric::detect(&references));
+    let shots: Vec<Vec<Message>> = train_conversations
+        .iter()
+        .take(args.few_shot)
+        .cloned()
+        .collect();
+    let mut comparison: Vec<Evaluation> = Vec::new();
+    if !answered.is_empty() {
+        eprintln!(
+            "asking the base model {} held-out questions, plainly and with {} examples...",
+            answered.len(),
+            shots.len()
+        );
+        let mut base = load_for_answers(&args.model, None, device)?;
+        comparison.push(heldout::evaluate(
+            "base model, plain prompt",
+            &mut base,
+            &answered,
+            &[],
+            metric,
+        )?);
+        if !shots.is_empty() {
+            let label = format!("base model, {} examples in the prompt", shots.len());
+            comparison.push(heldout::evaluate(
+                &label, &mut base, &answered, &shots, metric,
+            )?);
+        }
+    }
+
+    let interrupt = Arc::new(Interrupt::default());
+    {
+        let interrupt = interrupt.clone();
+        ctrlc::set_handler(move || {
+            if interrupt.on_ctrl_c() {
+                eprintln!("\ninterrupted");
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after this step to save a checkpoint...");
+        })?;
+    }
+    let trained = train_adapter(
+        args,
+        &train_conversations,
+        &eval_conversations,
+        &interrupt,
+        true,
+    )?;
+    let completed = trained.outcome == Outcome::Finished;
+    if completed {
         if let Some(merged) = &args.merge {
+            let adapter = LoraAdapter::load(&args.out, &candle_core::Device::Cpu)?;
             export::merge(&adapter, &args.model, merged)?;
             eprintln!("merged model written to {}", merged.display());
         }
@@ -408,47 +490,31 @@ pub fn run(args: &FinetuneJob) -> Result<()> {
                 &answered,
                 &[],
                 metric,
-                16,
             )?);
         }
-    }
-    for e in &state.epochs {
-        eprintln!(
-            "epoch {}: train loss {:.4}, held-out loss {}",
-            e.epoch,
-            e.train_loss,
-            e.eval_loss.map_or("-".into(), |l| format!("{l:.4}"))
-        );
     }
     let header = RunHeader::now(rayon::current_num_threads());
     let run = serde_json::json!({
         "base_model": args.model,
         "completed": completed,
-        "out": if completed { args.out.clone() } else { work.clone() },
+        "out": trained.folder,
         "lora": {
             "r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout,
-            "target_modules": target_modules,
+            "target_modules": trained.target_modules,
         },
-        "parameters": parameters,
-        "settings": settings,
+        "parameters": trained.parameters,
+        "settings": args.settings(),
         "max_len": args.max_len,
-        "data": {
-            "file": args.data,
-            "examples": train.examples.len(),
-            "tokens": train.tokens(),
-            "truncated": train.truncated,
-            "dropped": train.dropped,
-            "held_out_examples": eval.as_ref().map_or(0, |e| e.examples.len()),
-        },
-        "steps": state.steps,
-        "epochs": state.epochs,
+        "data": trained.data,
+        "steps": trained.state.steps,
+        "epochs": trained.state.epochs,
         "heldout": {
             "metric": metric,
             "few_shot": shots.len(),
             "rows": comparison.iter().map(|r| r.with_samples(5)).collect::<Vec<_>>(),
         },
         "wall_s": started.elapsed().as_secs_f64(),
-        "train_tokens_per_s": train_tokens_per_s,
+        "train_tokens_per_s": trained.train_tokens_per_s,
         "peak_rss_bytes": crate::eval::memory::peak_rss_bytes(),
     });
     let path = args.results_dir.join(header.file_name("finetune"));
@@ -457,7 +523,7 @@ pub fn run(args: &FinetuneJob) -> Result<()> {
     if !comparison.is_empty() {
         print_comparison(&comparison)?;
     }
-    match outcome {
+    match trained.outcome {
         Outcome::Finished => {
             println!("adapter saved in {}", args.out.display());
         }

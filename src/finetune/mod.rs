@@ -5,8 +5,9 @@
 //! mask, [`loss`] batches and the masked cross-entropy, [`optim`] AdamW with schedule,
 //! accumulation and clipping, [`trainer`] the loop with checkpoints, [`base`] the f32 base
 //! model (GGUF dequantized), [`heldout`] the before/after test on held-out examples,
-//! [`export`] llama.cpp's GGUF adapter and merged models, and [`job`] the whole run that the
-//! `finetune` command starts.
+//! [`export`] llama.cpp's GGUF adapter and merged models, [`job`] the whole run that the
+//! `finetune` command starts, and [`study`] the Short's experiment around it (settings chosen
+//! on validation, seeds, few-shot baselines), which `finetune-study` starts.
 //! (The frozen weights' gradient-free matmul and llama.cpp's q/k row order live in
 //! [`crate::model`], which inference shares.)
 
@@ -19,4 +20,5 @@ pub mod heldout;
 pub mod job;
 pub mod loss;
 pub mod optim;
+pub mod study;
 pub mod trainer;

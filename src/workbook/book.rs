@@ -130,22 +130,30 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
         "05-adapter-size",
         finetuning::adapter_size_table(&finetuning::short_models()?, 8)?,
     )?;
-    let run = finetuning::short_run(results)?;
+    let study = finetuning::short_study(results)?;
     let finetune_tables = [
-        ("05-cost", run.as_ref().map(|r| r.cost_table()).transpose()?),
         (
-            "05-before-after",
-            run.as_ref()
-                .map(|r| r.before_after_table())
-                .transpose()?
-                .flatten(),
+            "05-cost",
+            study.as_ref().map(|s| s.cost_table()).transpose()?,
+        ),
+        (
+            "05-results",
+            study.as_ref().map(|s| s.results_table()).transpose()?,
+        ),
+        (
+            "05-by-kind",
+            study.as_ref().map(|s| s.by_kind_table()).transpose()?,
+        ),
+        (
+            "05-validation",
+            study.as_ref().map(|s| s.validation_table()).transpose()?,
         ),
         (
             "05-examples",
-            run.as_ref()
-                .map(|r| r.examples_table(4))
-                .transpose()?
-                .flatten(),
+            study
+                .as_ref()
+                .map(|s| s.examples_table(&finetuning::SHORT_EXAMPLE_KINDS))
+                .transpose()?,
         ),
     ];
     for (name, t) in finetune_tables {
@@ -153,13 +161,14 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
             Some(t) => table(name, t)?,
             None => placeholders.push((
                 name,
-                "*No fine-tuning run in `results/` yet: run `bash scripts/bench-finetune.sh`, \
+                "*No fine-tuning study in `results/` yet: run `bash scripts/bench-finetune.sh`, \
                  then `billion-llm book-assets`.*\n",
             )),
         }
     }
-    if let Some(run) = &run {
-        charts.push(("05-loss".into(), run.loss_chart()?));
+    if let Some(study) = &study {
+        charts.push(("05-loss".into(), study.loss_chart()?));
+        charts.push(("05-prompt-tokens".into(), study.prompt_chart()?));
     }
     match speculative::short_bench(results)? {
         Some(bench) => {

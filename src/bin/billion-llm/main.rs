@@ -53,6 +53,10 @@ enum Command {
     /// Train a LoRA adapter on a data file (alpaca or chat JSON/JSONL); saves it in peft format
     /// and writes results/finetune-<timestamp>.json.
     Finetune(finetune::FinetuneArgs),
+    /// The fine-tuning Short's experiment: candidate settings trained and chosen on a validation
+    /// file, the choice trained with more seeds, few-shot baselines, all on one held-out file
+    /// -> results/finetune-study-<timestamp>.json.
+    FinetuneStudy(finetune::StudyArgs),
     /// Speculative decoding: a drafter proposes tokens, the target verifies them in one pass;
     /// the output is exactly the target's. Measures plain decoding beside it.
     Speculative(speculative::SpeculativeArgs),
@@ -86,8 +90,10 @@ fn main() {
     // Training's element-wise work is ours (kernels::backprop, on rayon); candle's own pool,
     // whose workers spin after each of candle's remaining small ops, would compete with the
     // matmul threads for the cores (about 10% of a step on 2 cores). One thread: none.
-    if matches!(cli.command, Command::Finetune(_))
-        && std::env::var_os("CANDLE_NUM_THREADS").is_none()
+    if matches!(
+        cli.command,
+        Command::Finetune(_) | Command::FinetuneStudy(_)
+    ) && std::env::var_os("CANDLE_NUM_THREADS").is_none()
     {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
@@ -127,6 +133,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Chat(args) => chat::run(&args),
         Command::Next(args) => generate::next(&args),
         Command::Finetune(args) => finetune::run(&args),
+        Command::FinetuneStudy(args) => finetune::run_study(&args),
         Command::Speculative(args) => speculative::run(&args),
         Command::SpeculativeCosts(args) => speculative::run_costs(&args),
         Command::SpeculativeBench(args) => speculative::run_bench(&args),
