@@ -235,6 +235,24 @@ impl<'m> Trainer<'m> {
                 }
             }
         }
+        // The adapter's shape is checked when its weights load; its scale and dropout here.
+        let adapter_config = dir.join("adapter_config.json");
+        let saved_lora: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&adapter_config)
+                .with_context(|| format!("cannot read {}", adapter_config.display()))?,
+        )
+        .with_context(|| format!("{} is not JSON", adapter_config.display()))?;
+        let lora = &self.adapter.config;
+        for (key, now) in [
+            ("lora_alpha", lora.alpha),
+            ("lora_dropout", f64::from(lora.dropout)),
+        ] {
+            let saved = saved_lora[key].as_f64();
+            if saved.is_none_or(|v| (v - now).abs() > 1e-6 * now.abs().max(1.0)) {
+                let shown = saved.map_or("none".into(), |v| v.to_string());
+                differences.push(format!("{key} {shown} (now {now})"));
+            }
+        }
         if Some(examples) != self.state.train_examples {
             differences.push(format!(
                 "{examples} training examples (now {})",

@@ -30,10 +30,14 @@ fn eos_list(eos: Option<OneOrMany>) -> Vec<u32> {
     eos.map(OneOrMany::into_vec).unwrap_or_default()
 }
 
-#[derive(Debug, Deserialize)]
+/// `rope_scaling`, or transformers 5's `rope_parameters`, which also holds the base (and, for
+/// some families, the rotary fraction) that earlier releases wrote at the top level.
+#[derive(Debug, Default, Deserialize)]
 struct RopeScalingJson {
     #[serde(alias = "type")]
     rope_type: Option<String>,
+    rope_theta: Option<f64>,
+    partial_rotary_factor: Option<f64>,
     factor: Option<f64>,
     low_freq_factor: Option<f64>,
     high_freq_factor: Option<f64>,
@@ -51,9 +55,9 @@ struct LlamaJson {
     head_dim: Option<usize>,
     max_position_embeddings: usize,
     rms_norm_eps: f64,
-    #[serde(default = "default_rope_theta")]
-    rope_theta: f64,
+    rope_theta: Option<f64>,
     rope_scaling: Option<RopeScalingJson>,
+    rope_parameters: Option<RopeScalingJson>,
     #[serde(default)]
     attention_bias: bool,
     #[serde(default)]
@@ -76,10 +80,10 @@ struct StableLmJson {
     max_position_embeddings: usize,
     #[serde(alias = "norm_eps")]
     layer_norm_eps: f64,
-    #[serde(default = "default_rope_theta")]
-    rope_theta: f64,
+    rope_theta: Option<f64>,
     #[serde(alias = "rope_pct")]
-    partial_rotary_factor: f64,
+    partial_rotary_factor: Option<f64>,
+    rope_parameters: Option<RopeScalingJson>,
     #[serde(default)]
     use_qkv_bias: bool,
     #[serde(default)]
@@ -102,10 +106,11 @@ struct GptNeoxJson {
     num_attention_heads: usize,
     max_position_embeddings: usize,
     layer_norm_eps: f64,
-    #[serde(alias = "rope_theta", default = "default_rope_theta")]
-    rotary_emb_base: f64,
+    #[serde(alias = "rope_theta")]
+    rotary_emb_base: Option<f64>,
     #[serde(alias = "partial_rotary_factor")]
-    rotary_pct: f64,
+    rotary_pct: Option<f64>,
+    rope_parameters: Option<RopeScalingJson>,
     #[serde(default = "yes")]
     use_parallel_residual: bool,
     #[serde(default = "yes")]
@@ -162,8 +167,16 @@ struct RopeThetaJson {
     rope_theta: f64,
 }
 
-fn default_rope_theta() -> f64 {
-    10_000.0
+/// The RoPE base: at the top level, else in `rope_parameters`, else the original 10 000.
+fn rope_base(top: Option<f64>, parameters: Option<&RopeScalingJson>) -> f64 {
+    top.or(parameters.and_then(|p| p.rope_theta))
+        .unwrap_or(10_000.0)
+}
+
+/// The fraction of each head that rotates: at the top level, else in `rope_parameters`.
+fn rotary_fraction(top: Option<f64>, parameters: Option<&RopeScalingJson>) -> Result<f64> {
+    top.or(parameters.and_then(|p| p.partial_rotary_factor))
+        .context("the config gives no partial_rotary_factor (rope_pct, rotary_pct)")
 }
 
 fn yes() -> bool {
@@ -253,7 +266,8 @@ impl TransformerConfig {
         let head_dim = c
             .head_dim
             .unwrap_or(c.hidden_size / c.num_attention_heads.max(1));
-        let rope_scaling = match c.rope_scaling {
+        let rope_theta = rope_base(c.rope_theta, c.rope_parameters.as_ref());
+        let rope_scaling = match c.rope_scaling.or(c.rope_parameters) {
             None => None,
             Some(s) => match s.rope_type.as_deref() {
                 Some("llama3") => Some(Llama3RopeScaling {
@@ -285,7 +299,7 @@ impl TransformerConfig {
             },
             mlp: Mlp::SwiGlu,
             rotary_dim: head_dim,
-            rope_theta: c.rope_theta,
+            rope_theta,
             rope_scaling,
             rope_style: RopeStyle::Half,
             parallel_residual: false,
@@ -324,8 +338,11 @@ impl TransformerConfig {
                 eps: c.layer_norm_eps,
             },
             mlp: Mlp::SwiGlu,
-            rotary_dim: rotary_dim(head_dim, c.partial_rotary_factor)?,
-            rope_theta: c.rope_theta,
+            rotary_dim: rotary_dim(
+                head_dim,
+                rotary_fraction(c.partial_rotary_factor, c.rope_parameters.as_ref())?,
+            )?,
+            rope_theta: rope_base(c.rope_theta, c.rope_parameters.as_ref()),
             rope_scaling: None,
             rope_style: RopeStyle::Half,
             parallel_residual: c.use_parallel_residual,
@@ -362,8 +379,11 @@ impl TransformerConfig {
                 eps: c.layer_norm_eps,
             },
             mlp: Mlp::Gelu,
-            rotary_dim: rotary_dim(head_dim, c.rotary_pct)?,
-            rope_theta: c.rotary_emb_base,
+            rotary_dim: rotary_dim(
+                head_dim,
+                rotary_fraction(c.rotary_pct, c.rope_parameters.as_ref())?,
+            )?,
+            rope_theta: rope_base(c.rotary_emb_base, c.rope_parameters.as_ref()),
             rope_scaling: None,
             rope_style: RopeStyle::Half,
             parallel_residual: c.use_parallel_residual,
@@ -483,6 +503,46 @@ fn global_every(types: &[String]) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// transformers 5 saves the RoPE base and scaling inside `rope_parameters`; read there, a
+    /// llama config saved by it gives the model its hub config gives.
+    #[test]
+    fn rope_parameters_of_transformers_5_are_read() {
+        let common = r#""model_type": "llama", "vocab_size": 128, "hidden_size": 64,
+            "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "max_position_embeddings": 256, "rms_norm_eps": 1e-5"#;
+        let hub = TransformerConfig::from_hub_json(&format!(
+            r#"{{{common}, "rope_theta": 500000.0, "rope_scaling": {{"rope_type": "llama3",
+            "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192}}}}"#
+        ))
+        .unwrap();
+        let saved = TransformerConfig::from_hub_json(&format!(
+            r#"{{{common}, "rope_parameters": {{"rope_type": "llama3", "rope_theta": 500000.0,
+            "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(saved.rope_theta, 500_000.0);
+        assert_eq!(format!("{saved:?}"), format!("{hub:?}"));
+        let plain = TransformerConfig::from_hub_json(&format!(
+            r#"{{{common}, "rope_parameters": {{"rope_type": "default", "rope_theta": 100000.0}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            (plain.rope_theta, plain.rope_scaling.is_none()),
+            (100_000.0, true)
+        );
+        let neox = TransformerConfig::from_hub_json(
+            r#"{"model_type": "gpt_neox", "vocab_size": 128, "hidden_size": 64,
+            "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "max_position_embeddings": 256, "layer_norm_eps": 1e-5,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 20000.0,
+            "partial_rotary_factor": 0.25}}"#,
+        )
+        .unwrap();
+        assert_eq!((neox.rope_theta, neox.rotary_dim), (20_000.0, 4));
+    }
 
     #[test]
     fn older_stablelm_epoch_keys_and_missing_pad_token() {

@@ -181,6 +181,15 @@ fn spread(values: &[f64]) -> (f64, f64, f64) {
     (mean, min, max)
 }
 
+/// `text` cut to `max` characters, with an ellipsis when cut (degenerate answers repeat a key
+/// for hundreds of tokens; the results file keeps them whole).
+fn shortened(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{} …", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 /// A row of the results table: a way of asking, over one or more runs (seeds).
 struct Row<'a> {
     label: String,
@@ -361,7 +370,10 @@ impl ShortStudy {
                 "final validation loss".into(),
                 candidates
                     .iter()
-                    .map(|c| c.epochs.last().and_then(|e| e.eval_loss))
+                    .map(|c| {
+                        let loss = c.epochs.last().and_then(|e| e.eval_loss);
+                        loss.map_or("-".into(), |l| format!("{l:.3}"))
+                    })
                     .collect::<Vec<_>>(),
             ),
             Column::new(
@@ -382,7 +394,7 @@ impl ShortStudy {
             ),
             frame,
         )
-        .with_decimals(3)
+        .with_decimals(1)
         .with_note("The held-out column is shown, not used: the choice reads validation only."))
     }
 
@@ -452,25 +464,29 @@ impl ShortStudy {
         let first = answerers
             .first()
             .context("the study answered no questions")?;
-        let picked: Vec<usize> = tags
+        let picked: Vec<(&str, usize)> = tags
             .iter()
-            .filter_map(|t| {
-                first
+            .filter_map(|&t| {
+                let i = first
                     .samples
                     .iter()
-                    .position(|s| s.tags.iter().any(|x| x == t))
+                    .position(|s| s.tags.iter().any(|x| x == t))?;
+                Some((t, i))
             })
             .collect();
         let mut columns = vec![
             Column::new(
                 "kind".into(),
-                tags.iter().map(|t| t.to_string()).collect::<Vec<_>>()[..picked.len()].to_vec(),
+                picked
+                    .iter()
+                    .map(|(t, _)| t.to_string())
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 "sentence".into(),
                 picked
                     .iter()
-                    .map(|&i| {
+                    .map(|&(_, i)| {
                         first.samples[i]
                             .question
                             .lines()
@@ -486,12 +502,11 @@ impl ShortStudy {
                 a.label.as_str().into(),
                 picked
                     .iter()
-                    .map(|&i| {
+                    .map(|&(_, i)| {
                         let s = &a.samples[i];
                         let mark = if s.score.correct { "✓" } else { "✗" };
-                        let answer: String =
-                            s.answer.split_whitespace().collect::<Vec<_>>().join(" ");
-                        format!("{mark} {answer}")
+                        let answer = s.answer.split_whitespace().collect::<Vec<_>>().join(" ");
+                        format!("{mark} {}", shortened(&answer, 160))
                     })
                     .collect::<Vec<_>>(),
             ));
@@ -568,5 +583,73 @@ impl ShortStudy {
             ),
         ])?;
         Ok(Table::new("What the study cost", frame))
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Short's study in `results/`, as committed.
+    fn committed_study() -> serde_json::Value {
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        let path = sorted_files(&results, "finetune-study-", ".json")
+            .unwrap()
+            .pop()
+            .expect("results/ holds the Short's study");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    /// The Short's study is picked by its data file and model, not by being the newest.
+    #[test]
+    fn the_short_study_is_chosen_by_data_and_model() {
+        let template = committed_study();
+        let dir = tempfile::tempdir().unwrap();
+        let write = |stamp: &str, change: &dyn Fn(&mut serde_json::Value)| {
+            let mut study = template.clone();
+            study["timestamp"] = stamp.into();
+            change(&mut study);
+            std::fs::write(
+                dir.path().join(format!("finetune-study-{stamp}.json")),
+                study.to_string(),
+            )
+            .unwrap();
+        };
+        write("2026-12-01T00-00-00Z", &|_| {});
+        write("2026-12-02T00-00-00Z", &|s| {
+            s["data"]["train"] = "toy.jsonl".into();
+        });
+        write("2026-12-03T00-00-00Z", &|s| {
+            s["base_model"] = "/m/gemma-3-270m-q4_k_m.gguf".into();
+        });
+        // A `finetune` run's file shares the prefix "finetune-" but is not read.
+        std::fs::write(dir.path().join("finetune-2026-12-05T00-00-00Z.json"), "{}").unwrap();
+        let study = short_study(dir.path()).unwrap().unwrap();
+        assert_eq!(study.timestamp, "2026-12-01T00-00-00Z");
+    }
+
+    /// Every table and chart of the chapter renders from the committed study, with one row per
+    /// baseline, the demo's setting when it was not chosen, and the chosen setting's seeds.
+    #[test]
+    fn the_studys_tables_and_charts_render() {
+        let study: ShortStudy = serde_json::from_value(committed_study()).unwrap();
+        let r = &study.results;
+        let demo_row = usize::from(r.chosen != DEMO_SETTING);
+        let results = study.results_table().unwrap();
+        assert_eq!(results.rows().len(), r.baselines.len() + demo_row + 1);
+        assert_eq!(r.chosen_runs().len(), r.seeds.len());
+        assert_eq!(
+            study.validation_table().unwrap().rows().len(),
+            r.candidates().count()
+        );
+        let by_kind = study.by_kind_table().unwrap();
+        assert!(by_kind
+            .header()
+            .iter()
+            .any(|h| h.starts_with("unseen template")));
+        let examples = study.examples_table(&SHORT_EXAMPLE_KINDS).unwrap();
+        assert_eq!(examples.rows().len(), SHORT_EXAMPLE_KINDS.len());
+        study.prompt_chart().unwrap();
+        study.loss_chart().unwrap();
+        study.cost_table().unwrap();
     }
 }

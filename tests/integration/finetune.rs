@@ -705,7 +705,8 @@ fn an_interrupted_run_resumes_exactly() {
     assert_eq!(flat(resumed.adapter.params[0].b.as_tensor()), whole_b);
     drop(resumed);
 
-    // Another base model, other batches, or a checkpoint without optimizer state are refused.
+    // Another base model, other batches, another LoRA scale or dropout, or a checkpoint without
+    // optimizer state are refused.
     let mut other = tiny("llama");
     let mut wrong = Trainer::new(&mut other, &lora, &settings, 8, "llama3").unwrap();
     let err = wrong.resume(&checkpoint).unwrap_err().to_string();
@@ -722,6 +723,18 @@ fn an_interrupted_run_resumes_exactly() {
     let mut wrong = Trainer::new(&mut other, &lora, &settings, 6, "llama").unwrap();
     let err = format!("{:#}", wrong.resume(&checkpoint).unwrap_err());
     assert!(err.contains("8 training examples (now 6)"), "{err}");
+    drop(wrong);
+    let other_lora = LoraConfig {
+        alpha: 32.0,
+        dropout: 0.0,
+        ..lora.clone()
+    };
+    let mut wrong = Trainer::new(&mut other, &other_lora, &settings, 8, "llama").unwrap();
+    let err = format!("{:#}", wrong.resume(&checkpoint).unwrap_err());
+    assert!(
+        err.contains("lora_alpha 16 (now 32)") && err.contains("lora_dropout"),
+        "{err}"
+    );
     drop(wrong);
     std::fs::remove_file(checkpoint.join("optimizer.safetensors")).unwrap();
     let mut wrong = Trainer::new(&mut other, &lora, &settings, 8, "llama").unwrap();
@@ -765,4 +778,110 @@ fn dropout_follows_the_seed() {
         ..LoraConfig::default()
     };
     assert_ne!(first, losses(7, &without), "the dropout is applied");
+}
+
+/// `finetune-study` end to end on the real SmolLM2 GGUF, at toy size: every candidate trained
+/// with the first seed and answering the validation file, the chosen one trained with the other
+/// seed, the baselines with 0 and 2 examples, and every answer in the results file with the
+/// held-out examples' tags.
+#[test]
+fn finetune_study_chooses_on_validation_and_stores_every_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, colors: &[&str], tags: &[&str]| {
+        let lines: Vec<String> = colors
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "instruction": format!("Name the color {c}."), "output": c,
+                    "template": c, "tags": tags,
+                })
+                .to_string()
+            })
+            .collect();
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        path
+    };
+    let train = write("train.jsonl", &["red", "green", "blue", "yellow"], &[]);
+    let validation = write("validation.jsonl", &["black", "white"], &[]);
+    let heldout = write("heldout.jsonl", &["pink", "gray"], &["unseen color"]);
+    let results = dir.path().join("results");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let args: Vec<String> = [
+        "finetune-study",
+        "--model",
+        &path(&smollm2()),
+        "--data",
+        &path(&train),
+        "--validation",
+        &path(&validation),
+        "--eval",
+        &path(&heldout),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--max-len",
+        "64",
+        "--setting",
+        "1e-3",
+        "--setting",
+        "2e-4:2",
+        "--seeds",
+        "1,2",
+        "--shots",
+        "0,2",
+        "--out",
+        &path(&dir.path().join("runs")),
+        "--results-dir",
+        &path(&results),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (ok, log) = billion_llm(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{log}");
+    let report = std::fs::read_dir(&results)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(report
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("finetune-study-"));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    let baselines = r["baselines"].as_array().unwrap();
+    assert_eq!(baselines.len(), 2);
+    assert!(
+        baselines[1]["mean_prompt_tokens"].as_f64() > baselines[0]["mean_prompt_tokens"].as_f64()
+    );
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(
+        runs.len(),
+        3,
+        "two candidates with seed 1, the chosen one with seed 2"
+    );
+    assert!(runs[..2]
+        .iter()
+        .all(|run| run["validation"]["examples"] == 2 && run["seed"] == 1));
+    assert!(runs[2]["validation"].is_null() && runs[2]["seed"] == 2);
+    assert_eq!(runs[2]["setting"], r["chosen"]);
+    for evaluation in baselines
+        .iter()
+        .chain(runs.iter().map(|run| &run["heldout"]))
+    {
+        let samples = evaluation["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 2, "every held-out answer is stored");
+        assert!(samples.iter().all(|s| s["tags"][0] == "unseen color"));
+        assert_eq!(evaluation["by_tag"][0]["examples"], 2);
+    }
+    assert!(dir
+        .path()
+        .join("runs/lr-1e-3-accum-1-seed-1/adapter_model.safetensors")
+        .exists());
 }
