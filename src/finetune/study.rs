@@ -12,7 +12,7 @@
 //! Every answer to every question goes into `results/finetune-study-<timestamp>.json`, so each
 //! percentage can be checked line by line.
 
-use super::data::{read_conversations, read_labeled, Labeled};
+use super::data::{read_labeled, Labeled};
 use super::heldout::{self, Evaluation, Metric};
 use super::job::{load_for_answers, train_adapter, FinetuneJob, Interrupt};
 use super::trainer::{EpochLog, Outcome, StepLog};
@@ -20,7 +20,7 @@ use crate::eval::results::{write_json_atomic, RunHeader};
 use crate::hub::chat_template::Message;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -212,7 +212,7 @@ pub fn run(study: &Study) -> Result<PathBuf> {
     };
     // Read every file before loading the model: a bad file fails in a second.
     let train = read_labeled(&study.job.data)?;
-    let train_conversations = read_conversations(&study.job.data)?;
+    let train_conversations: Vec<Vec<Message>> = train.iter().map(|e| e.messages.clone()).collect();
     let validation = read_labeled(&study.validation)?;
     let heldout = read_labeled(heldout_path)?;
     let references: Vec<&str> = heldout
@@ -370,13 +370,6 @@ pub fn run(study: &Study) -> Result<PathBuf> {
     println!("{}", heldout::tag_table(&rows, &[])?.to_markdown());
     eprintln!("wrote {}", path.display());
     Ok(path)
-}
-
-/// Whether `path` is a study's results file (the `finetune` command's files share the prefix).
-pub fn is_study_file(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("finetune-study-"))
 }
 
 #[cfg(test)]

@@ -197,8 +197,19 @@ struct Row<'a> {
 }
 
 impl Row<'_> {
+    /// The mean, smallest and largest of `f` over the row's runs, in percent.
     fn spread(&self, f: impl Fn(&Evaluation) -> f64) -> (f64, f64, f64) {
         spread(&self.runs.iter().map(|e| 100.0 * f(e)).collect::<Vec<_>>())
+    }
+
+    /// The mean percentage entirely right among the examples tagged `tag`, if any are.
+    fn tag_correct(&self, tag: &str) -> Option<f64> {
+        let values: Option<Vec<f64>> = self
+            .runs
+            .iter()
+            .map(|e| e.tag(tag).map(|t| 100.0 * t.correct))
+            .collect();
+        values.map(|v| spread(&v).0)
     }
 }
 
@@ -263,17 +274,8 @@ impl ShortStudy {
                 }
             })
             .collect();
-        let tag = |name: &'static str| -> Vec<Option<f64>> {
-            rows.iter()
-                .map(|row| {
-                    let values: Option<Vec<f64>> = row
-                        .runs
-                        .iter()
-                        .map(|e| e.tag(name).map(|t| 100.0 * t.correct))
-                        .collect();
-                    values.map(|v| spread(&v).0)
-                })
-                .collect()
+        let tag = |name: &str| -> Vec<Option<f64>> {
+            rows.iter().map(|row| row.tag_correct(name)).collect()
         };
         let frame = DataFrame::new_infer_height(vec![
             Column::new(
@@ -316,14 +318,7 @@ impl ShortStudy {
             columns.push(Column::new(
                 format!("{} ({})", t.tag, t.examples).into(),
                 rows.iter()
-                    .map(|row| {
-                        let v: Option<Vec<f64>> = row
-                            .runs
-                            .iter()
-                            .map(|e| e.tag(&t.tag).map(|s| 100.0 * s.correct))
-                            .collect();
-                        v.map(|v| spread(&v).0)
-                    })
+                    .map(|row| row.tag_correct(&t.tag))
                     .collect::<Vec<_>>(),
             ));
         }
