@@ -1,6 +1,6 @@
 """Training speed of `billion-llm finetune` against peft + torch on the same run, the engines
-taking turns: one epoch of the fine-tuning Short's data (100 examples, batches of 4, one step
-each) on the SmolLM2-135M GGUF, 2 threads each, `--turns` times, alternating which goes first.
+taking turns: one epoch of data/finetune/person-json (100 examples, batches of 4, one step
+each; the Short's earlier data, which the recorded result used) on the SmolLM2-135M GGUF, 2 threads each, `--turns` times, alternating which goes first.
 Each turn is a fresh process of each engine. The ratio is taken turn by turn; the results file
 holds every turn, the median ratio and its spread. Writes results/train-speed-<timestamp>.json.
 
