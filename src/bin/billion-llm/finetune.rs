@@ -21,9 +21,6 @@ pub struct TrainArgs {
     /// as a JSON array or JSON Lines.
     #[arg(long)]
     data: PathBuf,
-    /// Held-out data in the same format; without it, --eval-fraction of --data is held out.
-    #[arg(long)]
-    eval: Option<PathBuf>,
     #[arg(long, default_value_t = 3)]
     epochs: usize,
     #[arg(long, default_value_t = 4)]
@@ -69,6 +66,9 @@ pub struct TrainArgs {
 pub struct FinetuneArgs {
     #[command(flatten)]
     train: TrainArgs,
+    /// Held-out data in the same format; without it, --eval-fraction of --data is held out.
+    #[arg(long)]
+    eval: Option<PathBuf>,
     /// Fraction of --data held out for the loss after each epoch when --eval is not given.
     #[arg(long, default_value_t = 0.1)]
     eval_fraction: f64,
@@ -108,6 +108,9 @@ pub struct FinetuneArgs {
 pub struct StudyArgs {
     #[command(flatten)]
     train: TrainArgs,
+    /// Held-out data in the same format: every baseline and adapter answers it.
+    #[arg(long)]
+    eval: PathBuf,
     /// Validation data (drawn like --data): the settings are chosen on it.
     #[arg(long)]
     validation: PathBuf,
@@ -150,7 +153,7 @@ impl TrainArgs {
         Ok(FinetuneJob {
             model: self.model.clone(),
             data: self.data.clone(),
-            eval: self.eval.clone(),
+            eval: None,
             eval_fraction: 0.0,
             epochs: self.epochs,
             batch_size: self.batch_size,
@@ -187,6 +190,7 @@ impl TrainArgs {
 
 pub fn run(args: &FinetuneArgs) -> Result<()> {
     let job = FinetuneJob {
+        eval: args.eval.clone(),
         eval_fraction: args.eval_fraction,
         grad_accum: args.grad_accum,
         lr: args.lr,
@@ -204,6 +208,7 @@ pub fn run(args: &FinetuneArgs) -> Result<()> {
 
 pub fn run_study(args: &StudyArgs) -> Result<()> {
     let job = FinetuneJob {
+        eval: Some(args.eval.clone()),
         out: args.out.clone(),
         ..args.train.job()?
     };
