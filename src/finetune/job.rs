@@ -196,6 +196,21 @@ impl Interrupt {
         }
     }
 
+    /// Installs the process's Ctrl-C handler: during training it prints `stopping` and asks
+    /// for a stop after the step; at any other time it ends the process.
+    pub fn install(stopping: &'static str) -> Result<Arc<Self>> {
+        let interrupt = Arc::new(Self::default());
+        let handler = interrupt.clone();
+        ctrlc::set_handler(move || {
+            if handler.on_ctrl_c() {
+                eprintln!("\ninterrupted");
+                std::process::exit(130);
+            }
+            eprintln!("\n{stopping}");
+        })?;
+        Ok(interrupt)
+    }
+
     /// Marks the trainer as running (or not).
     pub fn set_training(&self, training: bool) {
         self.training.store(training, Ordering::SeqCst);
@@ -456,17 +471,7 @@ pub fn run(args: &FinetuneJob) -> Result<()> {
         }
     }
 
-    let interrupt = Arc::new(Interrupt::default());
-    {
-        let interrupt = interrupt.clone();
-        ctrlc::set_handler(move || {
-            if interrupt.on_ctrl_c() {
-                eprintln!("\ninterrupted");
-                std::process::exit(130);
-            }
-            eprintln!("\nstopping after this step to save a checkpoint...");
-        })?;
-    }
+    let interrupt = Interrupt::install("stopping after this step to save a checkpoint...")?;
     let trained = train_adapter(
         args,
         &train_conversations,

@@ -21,7 +21,6 @@ use crate::hub::chat_template::Message;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// A learning-rate setting: peak learning rate and micro-batches per optimizer step.
@@ -228,17 +227,7 @@ pub fn run(study: &Study) -> Result<PathBuf> {
     std::fs::create_dir_all(&study.job.out)
         .with_context(|| format!("cannot create {}", study.job.out.display()))?;
 
-    let interrupt = Arc::new(Interrupt::default());
-    {
-        let interrupt = interrupt.clone();
-        ctrlc::set_handler(move || {
-            if interrupt.on_ctrl_c() {
-                eprintln!("\ninterrupted");
-                std::process::exit(130);
-            }
-            eprintln!("\nstopping after this step...");
-        })?;
-    }
+    let interrupt = Interrupt::install("stopping after this step...")?;
 
     let mut baselines = Vec::new();
     {
