@@ -4,8 +4,11 @@
 # dequantized to F32 (the reference), quantized by us to every file type, and each type
 # measured: size, KL divergence from the reference over MMLU and HumanEval text, speed beside
 # llama.cpp on the same file, and a greedy answer. One results file per model,
-# results/quant-study-<timestamp>.json. About 30 minutes on a 2-core machine; keep the machine
-# otherwise idle, as the speed figures share it. Extra arguments go to `billion-llm quant-study`.
+# results/quant-study-<timestamp>.json. Then `billion-llm quant-1b`: every type of the four 1B
+# architectures (random weights, no download), peak memory with a 2,048-token context and
+# speed, into results/quant-1b-<timestamp>.json. About 70 minutes on a 2-core machine; keep the
+# machine otherwise idle, as the speed figures share it. Extra arguments go to
+# `billion-llm quant-study`.
 #   bash scripts/quant-study.sh [--windows 4 ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,3 +21,4 @@ target/release/billion-llm quant-study --model "$a/SmolLM2-135M-Instruct.Q4_1.gg
   --name SmolLM2-135M-Instruct --work-dir "$work" "$@"
 target/release/billion-llm quant-study --model "$a/gemma-3-270m-q4_k_m.gguf" \
   --name "Gemma-3-270M" --work-dir "$work" "$@"
+target/release/billion-llm quant-1b

@@ -4,7 +4,9 @@
 //! `results` writes the files.
 //!
 //! `quant_eval` scores a quantized model against its full-precision reference (KL divergence);
-//! `quant_study` runs it, with speed beside llama.cpp, over every file type (Short 7).
+//! `quant_study` runs it, with speed beside llama.cpp, over every file type (Short 7);
+//! `quant_1b` measures what each file type weighs in memory and decodes at on the four 1B
+//! architectures.
 //!
 //! Uses `model`, `hub`, `quantize` and `report`; never `chat` or `workbook` (the workbook reads the results
 //! back in `workbook::comparison`).
@@ -15,6 +17,7 @@ pub mod humaneval_chat;
 pub mod memory;
 pub mod mmlu;
 pub mod parquet_rows;
+pub mod quant_1b;
 pub mod quant_eval;
 pub mod quant_study;
 pub mod results;

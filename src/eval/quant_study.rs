@@ -15,6 +15,7 @@ use crate::model::generation::{generate, GenerateOptions, SamplingParams};
 use crate::quantize::mix::{is_quantizable, visiting_order, TensorMix};
 use crate::quantize::{quantize_gguf, FileType, GgufSize};
 use anyhow::{Context, Result};
+use candle_core::quantized::GgmlDType;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -257,8 +258,9 @@ pub struct PlannedSize {
     pub fits_8gb: bool,
 }
 
-/// [`PlannedSize`] of `config` at `t`.
-pub fn planned_size(model: &str, c: &TransformerConfig, t: FileType) -> PlannedSize {
+/// Each tensor of `config` (GGUF name and shape, in llama.cpp's visiting order) with the format
+/// file type `t` gives it: llama.cpp's mix for the matrices, f32 for norms.
+pub fn mix_plan(c: &TransformerConfig, t: FileType) -> Vec<(String, Vec<usize>, GgmlDType)> {
     let tensors = gguf_tensors(c);
     let mut mix = TensorMix::new(
         t,
@@ -266,18 +268,33 @@ pub fn planned_size(model: &str, c: &TransformerConfig, t: FileType) -> PlannedS
         c.num_layers,
         c.num_heads / c.num_kv_heads.max(1),
     );
+    tensors
+        .into_iter()
+        .map(|(name, dims)| {
+            let dtype = if is_quantizable(&name, dims.len()) {
+                mix.choose(&name, *dims.last().unwrap_or(&1))
+            } else {
+                GgmlDType::F32
+            };
+            (name, dims, dtype)
+        })
+        .collect()
+}
+
+/// The bytes of an f16 KV cache of `positions` positions.
+pub fn kv_cache_bytes(c: &TransformerConfig, positions: usize) -> usize {
+    positions * c.num_layers * 2 * c.num_kv_heads * c.head_dim * 2
+}
+
+/// [`PlannedSize`] of `config` at `t`.
+pub fn planned_size(model: &str, c: &TransformerConfig, t: FileType) -> PlannedSize {
     let (mut params, mut bytes) = (0, 0);
-    for (name, dims) in &tensors {
+    for (_, dims, dtype) in mix_plan(c, t) {
         let n: usize = dims.iter().product();
-        let dtype = if is_quantizable(name, dims.len()) {
-            mix.choose(name, *dims.last().unwrap_or(&1))
-        } else {
-            candle_core::quantized::GgmlDType::F32
-        };
         params += n;
         bytes += n / dtype.block_size() * dtype.type_size();
     }
-    let kv = 2048 * c.num_layers * 2 * c.num_kv_heads * c.head_dim * 2;
+    let kv = kv_cache_bytes(c, 2048);
     let need = (bytes + kv) as f64;
     PlannedSize {
         model: model.into(),

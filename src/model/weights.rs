@@ -212,19 +212,25 @@ impl GgufWeights {
             })
     }
 
-    /// llama.cpp's name for a Hugging Face tensor name of a model of `architecture` (llama or
-    /// Gemma 3: the two name the norm after attention differently).
+    /// llama.cpp's name for a Hugging Face tensor name of a model of `architecture` (Llama,
+    /// StableLM and Gemma 3 share Hugging Face's names but Gemma's norm after attention is
+    /// another; GPT-NeoX has names of its own). The quantization mix decides by these names.
     pub fn gguf_name(hf: &str, architecture: Architecture) -> Option<String> {
         let fixed = match hf {
             "model.embed_tokens.weight" => Some("token_embd.weight"),
             "model.norm.weight" => Some("output_norm.weight"),
             "lm_head.weight" => Some("output.weight"),
+            "gpt_neox.embed_in.weight" => Some("token_embd.weight"),
+            "gpt_neox.final_layer_norm.weight" => Some("output_norm.weight"),
+            "embed_out.weight" => Some("output.weight"),
             _ => None,
         };
         if let Some(f) = fixed {
             return Some(f.to_string());
         }
-        let rest = hf.strip_prefix("model.layers.")?;
+        let rest = hf
+            .strip_prefix("model.layers.")
+            .or_else(|| hf.strip_prefix("gpt_neox.layers."))?;
         let (layer, rest) = rest.split_once('.')?;
         let (module, suffix) = rest.rsplit_once('.')?;
         let gguf_module = match module {
@@ -235,6 +241,11 @@ impl GgufWeights {
             "mlp.gate_proj" => "ffn_gate",
             "mlp.up_proj" => "ffn_up",
             "mlp.down_proj" => "ffn_down",
+            // GPT-NeoX (Pythia): one fused q/k/v matrix, and its own MLP names.
+            "attention.query_key_value" => "attn_qkv",
+            "attention.dense" => "attn_output",
+            "mlp.dense_h_to_4h" => "ffn_up",
+            "mlp.dense_4h_to_h" => "ffn_down",
             "input_layernorm" => "attn_norm",
             "post_attention_layernorm" if architecture == Architecture::Gemma3 => {
                 "post_attention_norm"

@@ -11,6 +11,7 @@ use crate::workbook::engines;
 use crate::workbook::finetuning;
 use crate::workbook::next_token::NextTokenTable;
 use crate::workbook::quantization;
+use crate::workbook::quantization_1b;
 use crate::workbook::scale;
 use crate::workbook::speculative;
 use anyhow::{Context, Result};
@@ -244,25 +245,38 @@ pub fn write_book_assets(out: &Path, results: &Path, comparison_md: &Path) -> Re
             }
         }
     }
-    match short.first() {
-        Some(s) => {
-            table("07-memory", quantization::memory_table(s)?)?;
-            charts.push(("07-kl-vs-bits".into(), quantization::kl_chart(&short)?));
-            charts.push((
-                "07-speed-vs-size".into(),
-                quantization::speed_chart(&short)?,
-            ));
-        }
-        None => placeholders.push((
-            "07-memory",
-            "*No quantization study in `results/` yet: run `bash scripts/quant-study.sh`, then \
-             `billion-llm book-assets`.*\n",
-        )),
+    if !short.is_empty() {
+        charts.push(("07-kl-vs-bits".into(), quantization::kl_chart(&short)?));
+        charts.push((
+            "07-speed-vs-size".into(),
+            quantization::speed_chart(&short)?,
+        ));
     }
-    let takeaway: String = quantization::takeaway(&short)
-        .iter()
-        .map(|line| format!("- {line}\n"))
-        .collect();
+    let one_b = quantization_1b::short_run(results)?;
+    match &one_b {
+        Some(run) => {
+            table("07-memory", quantization_1b::memory_table(run)?)?;
+            table("07-speed-1b", quantization_1b::speed_table(run)?)?;
+            charts.push(("07-speed-1b".into(), quantization_1b::speed_chart(run)?));
+        }
+        None => {
+            for name in ["07-memory", "07-speed-1b"] {
+                placeholders.push((
+                    name,
+                    "*No complete `quant-1b` run in `results/` yet: run `bash \
+                     scripts/quant-study.sh`, then `billion-llm book-assets`.*\n",
+                ));
+            }
+        }
+    }
+    let mut takeaway = quantization::takeaway(&short);
+    takeaway.extend(
+        one_b
+            .as_ref()
+            .map(quantization_1b::takeaway)
+            .unwrap_or_default(),
+    );
+    let takeaway: String = takeaway.iter().map(|line| format!("- {line}\n")).collect();
     texts.push(("07-takeaway".into(), takeaway));
     for (name, text) in texts {
         let path = out.join(format!("{name}.md"));

@@ -1,6 +1,6 @@
 //! What the notebooks show and the book includes, one module per Short: `scale` (Short 1),
 //! `anatomy`, `block_tour` and `next_token` (Short 2), `comparison` and `engines` (Short 3, from `results/`), `finetuning`
-//! (Short 5, from `results/`), `speculative` (Short 6, from `results/`), `quantization` (Short 7, from `results/`), the published
+//! (Short 5, from `results/`), `speculative` (Short 6, from `results/`), `quantization` and `quantization_1b` (Short 7, from `results/`), the published
 //! figures they are set beside, and `book`, which writes every generated file of the book.
 //!
 //! The top of the crate: it may use every other part, and no part uses it.
@@ -14,6 +14,7 @@ pub mod finetuning;
 pub mod next_token;
 pub mod published;
 pub mod quantization;
+pub mod quantization_1b;
 pub mod scale;
 pub mod speculative;
 

@@ -1,8 +1,7 @@
 //! Short 7, "How small can a 1B go?" (from `quant-study`'s `results/quant-study-*.json`): for
 //! each real model, what every file type costs in quality (KL divergence from the F32
-//! reference, top-1 agreement, perplexity) and buys in size and speed; what the four 1B
-//! architectures weigh at each type and which machines they fit; and one prompt answered by
-//! every type.
+//! reference, top-1 agreement, perplexity) and buys in size and speed, and one prompt answered
+//! by every type. What each type does to the four 1B models is `quantization_1b`'s.
 
 use super::read_results;
 use crate::eval::quant_eval::Divergence;
@@ -262,57 +261,6 @@ pub fn speed_chart(studies: &[Study]) -> Result<Chart> {
     chart.render()
 }
 
-/// The four 1B architectures at each type: weights plus a 2,048-token f16 KV cache, and the
-/// machines that holds in. Computed from each config and the mix, not measured.
-pub fn memory_table(study: &Study) -> Result<Table> {
-    let types: Vec<&str> = FileType::ALL.iter().map(|t| t.name()).collect();
-    let mut models: Vec<&str> = Vec::new();
-    for p in &study.planned_1b {
-        if !models.contains(&p.model.as_str()) {
-            models.push(&p.model);
-        }
-    }
-    let mut columns = vec![Column::new(
-        "type".into(),
-        types.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
-    )];
-    for m in &models {
-        let cells: Vec<String> = types
-            .iter()
-            .map(|t| {
-                study
-                    .planned_1b
-                    .iter()
-                    .find(|p| p.model == *m && p.file_type == *t)
-                    .map_or("–".into(), |p| {
-                        let gb = (p.weight_bytes + p.kv_cache_bytes) as f64 / 1e9;
-                        let fits = if p.fits_2gb {
-                            "2 GB"
-                        } else if p.fits_4gb {
-                            "4 GB"
-                        } else if p.fits_8gb {
-                            "8 GB"
-                        } else {
-                            "> 8 GB"
-                        };
-                        format!("{gb:.2} GB → {fits}")
-                    })
-            })
-            .collect();
-        columns.push(Column::new((*m).into(), cells));
-    }
-    Ok(Table::new(
-        "The four 1B models: weights + 2,048-token KV cache, and the smallest machine that holds them",
-        DataFrame::new_infer_height(columns)?,
-    )
-    .with_note(
-        "Computed, not measured: each tensor's bytes under llama.cpp's mix for the type (from \
-         the model's hub config.json) plus an f16 KV cache of 2,048 positions; GB = 10⁹ bytes. \
-         The engine, activations and the operating system need room beyond this, so take the \
-         next size up when a model only just fits.",
-    ))
-}
-
 /// Every type's greedy continuation of the study's prompt.
 pub fn answers_table(study: &Study) -> Result<Table> {
     let df = DataFrame::new_infer_height(vec![
@@ -387,21 +335,6 @@ pub fn takeaway(studies: &[Study]) -> Vec<String> {
                 100.0 * q4.divergence.top1_agreement,
                 q2.divergence.perplexity_model,
                 q4.divergence.perplexity_model
-            ));
-        }
-    }
-    if let Some(s) = studies.first() {
-        let under_2gb: Vec<String> = s
-            .planned_1b
-            .iter()
-            .filter(|p| p.file_type == "q4_k_m" && p.fits_2gb)
-            .map(|p| p.model.clone())
-            .collect();
-        if !under_2gb.is_empty() {
-            lines.push(format!(
-                "At q4_k_m the weights and a 2,048-token cache of {} come to under 2 GB, so the \
-                 seeds' \"4 GB: all models (INT4)\" holds with room to spare (computed sizes).",
-                under_2gb.join(", ")
             ));
         }
     }

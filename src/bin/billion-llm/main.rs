@@ -75,6 +75,10 @@ enum Command {
     /// Short 7's study: every file type of one GGUF model, its size, KL divergence from the
     /// F32 reference, speed beside llama.cpp and answer -> results/quant-study-<timestamp>.json.
     QuantStudy(quantize::QuantStudyArgs),
+    /// Every file type on the four 1B architectures (random weights, no download): peak memory
+    /// with a 2,048-token context, decode and prefill speed -> results/quant-1b-<timestamp>.json.
+    #[command(name = "quant-1b")]
+    QuantOneB(quantize::QuantOneBArgs),
     /// Write the book's charts and tables (mdbook/src/generated) and docs/COMPARISON.md from the library and results/.
     BookAssets(book::BookAssetsArgs),
 }
@@ -117,6 +121,7 @@ impl Command {
             Command::Quantize(args) => Some(args.threads),
             Command::QuantEval(args) => Some(args.threads),
             Command::QuantStudy(args) => Some(args.threads),
+            Command::QuantOneB(args) => Some(args.threads),
             _ => None,
         }
     }
@@ -140,6 +145,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Quantize(args) => quantize::quantize(&args),
         Command::QuantEval(args) => quantize::quant_eval(&args),
         Command::QuantStudy(args) => quantize::quant_study(&args),
+        Command::QuantOneB(args) => quantize::quant_1b(&args),
         Command::BookAssets(args) => book::run(&args),
     }
 }

@@ -1,7 +1,9 @@
 //! `billion-llm quantize`, `quant-eval` and `quant-study`: the command lines of
 //! [`billion_llm::quantize`], which rewrites a GGUF file at fewer bits with llama.cpp's mixes,
 //! of [`billion_llm::eval::quant_eval`], which measures what that cost, and of
-//! [`billion_llm::eval::quant_study`], which does both for every type of one model.
+//! [`billion_llm::eval::quant_study`], which does both for every type of one model; and
+//! `quant-1b`, the command line of [`billion_llm::eval::quant_1b`]: every type's memory and
+//! speed on the four 1B architectures.
 
 use crate::args::ResultsDirArgs;
 use anyhow::{bail, Result};
@@ -223,6 +225,87 @@ pub fn quant_study(args: &QuantStudyArgs) -> Result<()> {
         );
     }
     let path = write_study(&study, &args.results.results_dir)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct QuantOneBArgs {
+    /// The models (zoo names; default: the four compared 1B models). Random weights: no download.
+    #[arg(long = "model", short)]
+    models: Vec<String>,
+    /// The types to measure (default: all).
+    #[arg(long = "type", value_enum, ignore_case = true, value_delimiter = ',')]
+    types: Option<Vec<FileType>>,
+    /// Timed runs per type (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Tokens decoded per run.
+    #[arg(long, default_value_t = 32)]
+    new_tokens: usize,
+    /// The context whose memory is measured once per model (on --context-type).
+    #[arg(long, default_value_t = 2048)]
+    context: usize,
+    #[arg(long, value_enum, ignore_case = true, default_value = "q4_0")]
+    context_type: FileType,
+    /// CPU threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    #[command(flatten)]
+    results: ResultsDirArgs,
+}
+
+pub fn quant_1b(args: &QuantOneBArgs) -> Result<()> {
+    use billion_llm::eval::quant_1b::{run_1b, write_1b, OneBSettings};
+    use billion_llm::hub::zoo;
+    let mut settings = OneBSettings {
+        context: args.context,
+        context_type: args.context_type,
+        ..OneBSettings::default()
+    };
+    settings.speed.threads = args.threads;
+    settings.speed.runs = args.runs;
+    settings.speed.new_tokens = args.new_tokens;
+    if let Some(t) = &args.types {
+        settings.types = t.clone();
+    }
+    if !settings.types.contains(&settings.context_type) {
+        bail!(
+            "--context-type {} is not among --type: the context's memory is measured on it, so \
+             add it to --type",
+            settings.context_type
+        );
+    }
+    let entries: Vec<&zoo::ZooModel> = if args.models.is_empty() {
+        zoo::compared().collect()
+    } else {
+        args.models
+            .iter()
+            .map(|m| zoo::find(m))
+            .collect::<Result<_>>()?
+    };
+    let models = entries
+        .iter()
+        .map(|m| Ok((m.name.to_string(), m.config()?)))
+        .collect::<Result<Vec<_>>>()?;
+    let run = run_1b(&models, &settings, |m| eprintln!("{m}"))?;
+    println!(
+        "{:<16} {:<8} {:>8} {:>9} {:>11} {:>8} {:>8}",
+        "model", "type", "file MB", "peak MB", "w/ context", "decode", "prefill"
+    );
+    for r in &run.rows {
+        println!(
+            "{:<16} {:<8} {:>8.0} {:>9.0} {:>11.0} {:>8.1} {:>8.1}",
+            r.model,
+            r.file_type,
+            r.file_bytes as f64 / 1e6,
+            r.peak_rss_bytes as f64 / 1e6,
+            r.with_context_bytes as f64 / 1e6,
+            r.speed.decode_tokens_per_s.median,
+            r.speed.prefill_tokens_per_s.median
+        );
+    }
+    let path = write_1b(&run, &args.results.results_dir)?;
     println!("wrote {}", path.display());
     Ok(())
 }
