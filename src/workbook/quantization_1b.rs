@@ -59,6 +59,7 @@ pub struct Row {
     pub file_type: String,
     pub file_bytes: u64,
     pub bits_per_weight: f64,
+    pub loaded_bytes: u64,
     pub peak_rss_bytes: u64,
     pub with_context_bytes: u64,
     pub speed: EngineSpeed,
@@ -115,7 +116,7 @@ impl OneB {
              Speed: median of {} runs, {} threads. {}{}; {}.",
             s.new_tokens,
             s.prompt_tokens,
-            self.settings.context,
+            thousands(self.settings.context),
             s.runs,
             s.threads,
             self.hardware.cpu,
@@ -135,6 +136,15 @@ pub fn short_run(results: &Path) -> Result<Option<OneB>> {
         .into_iter()
         .rev()
         .find(OneB::is_complete))
+}
+
+/// `2048` as `2,048`.
+fn thousands(n: usize) -> String {
+    if n < 1000 {
+        n.to_string()
+    } else {
+        format!("{},{:03}", n / 1000, n % 1000)
+    }
 }
 
 fn gb(bytes: u64) -> f64 {
@@ -178,7 +188,7 @@ pub fn memory_table(run: &OneB) -> Result<Table> {
         format!(
             "The four 1B models, measured: file size / peak memory with a {}-token context → the \
              smallest machine that holds it",
-            run.settings.context
+            thousands(run.settings.context)
         ),
         DataFrame::new_infer_height(columns)?,
     )
@@ -274,8 +284,37 @@ pub fn takeaway(run: &OneB) -> Vec<String> {
         };
         lines.push(format!(
             "Measured at q4_k_m with a {}-token context: {}; {verdict}.",
-            run.settings.context,
+            thousands(run.settings.context),
             each.join(", ")
+        ));
+    }
+    // Smaller files that take more memory than q4_k_m because part of them runs without our
+    // kernels: their weights load larger than the file.
+    let heavier: Vec<String> = run
+        .rows
+        .iter()
+        .filter(|r| !r.fallback_matrices.is_empty())
+        .filter(|r| {
+            run.row(&r.model, FileType::Q4KM.name()).is_some_and(|q4| {
+                r.file_bytes < q4.file_bytes && r.with_context_bytes > q4.with_context_bytes
+            })
+        })
+        .map(|r| {
+            format!(
+                "{} {} ({:.2} GB file, {:.2} GB loaded)",
+                r.model,
+                r.file_type,
+                gb(r.file_bytes),
+                gb(r.loaded_bytes)
+            )
+        })
+        .collect();
+    if !heavier.is_empty() {
+        lines.push(format!(
+            "Smaller than q4_k_m on disk but larger in memory here: {}. This engine has no \
+             kernel of its own for q2_K and q3_K, and an embedding table in a format without one \
+             is held in f32.",
+            heavier.join(", ")
         ));
     }
     for m in run.models() {
@@ -313,6 +352,7 @@ mod tests {
                     file_type: t.name().into(),
                     file_bytes: 4_000_000_000 / (i as u64 + 1),
                     bits_per_weight: 32.0 / (i as f64 + 1.0),
+                    loaded_bytes: 4_000_000_000 / (i as u64 + 1),
                     peak_rss_bytes: 4_100_000_000 / (i as u64 + 1),
                     with_context_bytes: 4_200_000_000 / (i as u64 + 1),
                     speed: EngineSpeed {
@@ -373,6 +413,18 @@ mod tests {
         // The last type decodes fastest in this made-up run: 12× the f32 speed.
         assert!(
             lines[1].contains("fastest as q2_k") && lines[1].contains("12.0×"),
+            "{lines:?}"
+        );
+        // A smaller file that loads larger than q4_k_m is named, with its loaded size.
+        let mut r = r;
+        let q2 = r.rows.iter_mut().find(|x| x.file_type == "q2_k").unwrap();
+        (q2.with_context_bytes, q2.loaded_bytes) = (3_000_000_000, 2_500_000_000);
+        q2.fallback_matrices.insert("q2_K".into(), 22);
+        let lines = takeaway(&r);
+        assert!(
+            lines[1].contains(
+                "larger in memory here: TinyLlama 1.1B q2_k (0.33 GB file, 2.50 GB loaded)"
+            ),
             "{lines:?}"
         );
         let table = memory_table(&r).unwrap();
