@@ -12,7 +12,7 @@
 //! on the architecture, not on the weights' format.
 
 use crate::eval::memory::{peak_rss_bytes, reset_peak_rss};
-use crate::eval::quant_study::mix_plan;
+use crate::eval::quant_study::{mix_plan, planned_size};
 use crate::eval::results::RunHeader;
 use crate::eval::speed::{measure_ours, prompt_ids, EngineSpeed, SpeedSettings};
 use crate::kernels::packed::PackedMatrix;
@@ -240,15 +240,7 @@ fn measure_type(
     t: FileType,
     settings: &OneBSettings,
 ) -> Result<(OneBRow, Transformer)> {
-    let plan = mix_plan(config, t);
-    let params: usize = plan
-        .iter()
-        .map(|(_, d, _)| d.iter().product::<usize>())
-        .sum();
-    let file_bytes: usize = plan
-        .iter()
-        .map(|(_, d, t)| d.iter().product::<usize>() / t.block_size() * t.type_size())
-        .sum();
+    let planned = planned_size(name, config, t);
     let start = Instant::now();
     let mut model = build_in_mix(config, t, settings.seed)?;
     let load_s = start.elapsed().as_secs_f64();
@@ -261,9 +253,9 @@ fn measure_type(
     let row = OneBRow {
         model: name.into(),
         file_type: t.name().into(),
-        params,
-        file_bytes,
-        bits_per_weight: file_bytes as f64 * 8.0 / params as f64,
+        params: planned.params,
+        file_bytes: planned.weight_bytes,
+        bits_per_weight: planned.bits_per_weight,
         loaded_bytes: model.weight_bytes(),
         load_s,
         rss_loaded_bytes,

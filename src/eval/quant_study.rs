@@ -282,7 +282,7 @@ pub fn mix_plan(c: &TransformerConfig, t: FileType) -> Vec<(String, Vec<usize>, 
 }
 
 /// The bytes of an f16 KV cache of `positions` positions.
-pub fn kv_cache_bytes(c: &TransformerConfig, positions: usize) -> usize {
+fn kv_cache_bytes(c: &TransformerConfig, positions: usize) -> usize {
     positions * c.num_layers * 2 * c.num_kv_heads * c.head_dim * 2
 }
 
