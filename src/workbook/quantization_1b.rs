@@ -156,10 +156,9 @@ pub fn smallest_machine(bytes: u64) -> Option<f64> {
     MACHINES_GB.into_iter().find(|m| gb(bytes) <= *m)
 }
 
-/// Per type and model: the file's size, the peak memory with a 2,048-token context, and the
-/// smallest machine that holds it.
-pub fn memory_table(run: &OneB) -> Result<Table> {
-    let models = run.models();
+/// One row per file type and one column per model, each cell `cell` of that model's row ("–"
+/// where the run has none).
+fn by_type_and_model(run: &OneB, cell: impl Fn(&Row) -> String) -> Result<DataFrame> {
     let mut columns = vec![Column::new(
         "type".into(),
         FileType::ALL
@@ -167,30 +166,35 @@ pub fn memory_table(run: &OneB) -> Result<Table> {
             .map(|t| t.name().to_string())
             .collect::<Vec<_>>(),
     )];
-    for m in &models {
+    for m in run.models() {
         let cells: Vec<String> = FileType::ALL
             .iter()
-            .map(|t| {
-                run.row(m, t.name()).map_or("–".into(), |r| {
-                    let fits = smallest_machine(r.with_context_bytes)
-                        .map_or("> 8 GB".into(), |g| format!("{g:.0} GB"));
-                    format!(
-                        "{:.2} / {:.2} GB → {fits}",
-                        gb(r.file_bytes),
-                        gb(r.with_context_bytes)
-                    )
-                })
-            })
+            .map(|t| run.row(m, t.name()).map_or("–".into(), &cell))
             .collect();
-        columns.push(Column::new((*m).into(), cells));
+        columns.push(Column::new(m.into(), cells));
     }
+    Ok(DataFrame::new_infer_height(columns)?)
+}
+
+/// Per type and model: the file's size, the peak memory with a 2,048-token context, and the
+/// smallest machine that holds it.
+pub fn memory_table(run: &OneB) -> Result<Table> {
+    let df = by_type_and_model(run, |r| {
+        let fits = smallest_machine(r.with_context_bytes)
+            .map_or("> 8 GB".into(), |g| format!("{g:.0} GB"));
+        format!(
+            "{:.2} / {:.2} GB → {fits}",
+            gb(r.file_bytes),
+            gb(r.with_context_bytes)
+        )
+    })?;
     Ok(Table::new(
         format!(
             "The four 1B models, measured: file size / peak memory with a {}-token context → the \
              smallest machine that holds it",
             thousands(run.settings.context)
         ),
-        DataFrame::new_infer_height(columns)?,
+        df,
     )
     .with_note(format!(
         "{} The operating system and other programs need room beyond this, so take the next \
@@ -201,36 +205,20 @@ pub fn memory_table(run: &OneB) -> Result<Table> {
 
 /// Per type and model: decode and prefill tokens/s.
 pub fn speed_table(run: &OneB) -> Result<Table> {
-    let models = run.models();
-    let mut columns = vec![Column::new(
-        "type".into(),
-        FileType::ALL
-            .iter()
-            .map(|t| t.name().to_string())
-            .collect::<Vec<_>>(),
-    )];
-    for m in &models {
-        let cells: Vec<String> = FileType::ALL
-            .iter()
-            .map(|t| {
-                run.row(m, t.name()).map_or("–".into(), |r| {
-                    let fallback = if r.fallback_matrices.is_empty() {
-                        ""
-                    } else {
-                        " ‡"
-                    };
-                    format!(
-                        "{:.1}{fallback} / {:.0}",
-                        r.speed.decode_tokens_per_s.median, r.speed.prefill_tokens_per_s.median
-                    )
-                })
-            })
-            .collect();
-        columns.push(Column::new((*m).into(), cells));
-    }
+    let df = by_type_and_model(run, |r| {
+        let fallback = if r.fallback_matrices.is_empty() {
+            ""
+        } else {
+            " ‡"
+        };
+        format!(
+            "{:.1}{fallback} / {:.0}",
+            r.speed.decode_tokens_per_s.median, r.speed.prefill_tokens_per_s.median
+        )
+    })?;
     Ok(Table::new(
         "The four 1B models, measured: decode / prefill tokens per second",
-        DataFrame::new_infer_height(columns)?,
+        df,
     )
     .with_note(format!(
         "{} ‡ some matrices ran on candle's matmul (no kernel of ours for that format yet).",
