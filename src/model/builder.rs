@@ -133,6 +133,20 @@ impl Builder<'_> {
                 return Ok((embed, tied.then_some(head)));
             }
         }
+        // Blocks our kernel does not take (q2_K, q3_K): kept as the file has them, the rows
+        // dequantized at lookup, and a tied projection sharing them.
+        if let Weight::Quantized(q) = &weight {
+            let blocks = !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+            if blocks && self.device.is_cpu() {
+                self.bytes += q.storage_size_in_bytes();
+                let head = if tied {
+                    Some(Linear::quantized(q.clone(), None)?)
+                } else {
+                    None
+                };
+                return Ok((Embedding::Blocks(q.clone()), head));
+            }
+        }
         let table = self.dense_from(weight.clone())?;
         let head = match (tied, weight) {
             (false, _) => None,
