@@ -364,8 +364,7 @@ mod tests {
             bytes(FileType::F32),
         );
         assert!(q4 < q8 && q8 < f32, "{q4} {q8} {f32}");
-        // Also where the embedding table's format has no kernel of ours (q2_K, q3_K): it stays
-        // in its blocks rather than in f32.
+        // Also at 2 and 3 bits, whose tables (q2_K, q3_K) are packed at the file's size.
         let (q2, q3) = (bytes(FileType::Q2K), bytes(FileType::Q3KM));
         assert!(q2 < q3 && q3 < q4, "{q2} {q3} {q4}");
     }

@@ -1,12 +1,16 @@
-//! The micro-kernels of GGML's K formats (`q4_K`, `q5_K`, `q6_K`): a tile of [`ROWS`] weight rows
+//! The micro-kernels of GGML's K formats (`q2_K` to `q6_K`): a tile of [`ROWS`] weight rows
 //! times up to `tiles::MAX_TOKENS` tokens of `q8_K` activations, one per instruction set. The layout
 //! is `packed::k_quants`'s; the activations are [`super::q8::quantize_rows_k`]'s.
 //!
 //! The arithmetic is GGML's `vec_dot_q*_K_q8_K`: per super-block, the integer products of
 //! each group are multiplied by the group's integer scale and summed in int32, then scaled
-//! once by `d·dx`; the offsets (`q4_K`'s and `q5_K`'s `dmin·m`, `q6_K`'s `-32`) come out of the
-//! activations' group sums, `Σ m·Σqx`, scaled by `dmin·dx` (or `32·d·dx`). Integer sums are
-//! exact, so results differ from GGML's only in the order of float additions.
+//! once by `d·dx`; the offsets (`q2_K`'s, `q4_K`'s and `q5_K`'s `dmin·m`, `q6_K`'s `-32` and
+//! `q3_K`'s `-4`) come out of the activations' group sums, `Σ m·Σqx`, scaled by `dmin·dx` (or
+//! `32·d·dx`, `4·d·dx`). Integer sums are exact, so results differ from GGML's only in the order
+//! of float additions.
+//!
+//! `q2_K` and `q3_K` have the AVX2 tile only (`PackedMatrix` gives them the AVX2 kernel on
+//! AVX-512 hosts as well): the VNNI tile reads nibbles.
 
 use super::q8::{Q8KRows, SUPER};
 use super::tiles::{Accumulators, ROWS};
@@ -16,10 +20,18 @@ use half::f16;
 /// Bytes of one 32-value group of a tile in the layout.
 pub(super) fn group_bytes(dtype: GgmlDType) -> usize {
     match dtype {
+        GgmlDType::Q2K => 64,
+        GgmlDType::Q3K => 96,
         GgmlDType::Q4K => 128,
         GgmlDType::Q5K => 160,
         _ => 192,
     }
+}
+
+/// Whether `dtype` keeps two bits per weight in a vector of its own (`q2_K`, and `q3_K` beside
+/// a plane of third bits) instead of nibbles.
+pub(super) fn two_bit(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::Q2K | GgmlDType::Q3K)
 }
 
 /// What the K micro-kernels read of a packed matrix (see `packed::k_quants` for the layout).
@@ -44,8 +56,8 @@ pub(super) type KTileArgs<'a> = (
 );
 
 /// Per row of the tile (lane `r`), the integer offset sum of super-block `at` against the
-/// activation block `xb`: `Σ m·Σ₃₂qx` (`q4_K`, `q5_K`) or `Σ sc·Σ₁₆qx` (`q6_K`), one `vpmaddwd` per
-/// pair of groups.
+/// activation block `xb`: `Σ m·Σ₃₂qx` (`q4_K`, `q5_K`), `Σ m·Σ₁₆qx` (`q2_K`) or `Σ sc·Σ₁₆qx`
+/// (`q6_K`, `q3_K`), one `vpmaddwd` per pair of groups.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn offset_sums(
@@ -58,19 +70,24 @@ unsafe fn offset_sums(
     // the 16-byte loads of `(pairs)` × 16 coefficients and the 4-byte sum pairs stay inside.
     unsafe {
         use std::arch::x86_64::*;
-        let (coefficients, sums, pairs) = if w.dtype != GgmlDType::Q6K {
-            (w.sub_mins.as_ptr().add(at * 64), &q8.sums32[8 * xb..], 4)
-        } else {
-            (
+        let (coefficients, sums, pairs) = match w.dtype {
+            GgmlDType::Q4K | GgmlDType::Q5K => {
+                (w.sub_mins.as_ptr().add(at * 64), &q8.sums32[8 * xb..], 4)
+            }
+            // q2_K's `m` is the high nibble beside its scale.
+            _ => (
                 w.sub_scales.as_ptr().add(at * 128),
                 &q8.sums16[16 * xb..],
                 8,
-            )
+            ),
         };
         let mut total = _mm256_setzero_si256();
         for p in 0..pairs {
-            let c =
-                _mm256_cvtepi8_epi16(_mm_loadu_si128(coefficients.add(16 * p) as *const __m128i));
+            let mut bytes = _mm_loadu_si128(coefficients.add(16 * p) as *const __m128i);
+            if w.dtype == GgmlDType::Q2K {
+                bytes = _mm_and_si128(_mm_srli_epi16::<4>(bytes), _mm_set1_epi8(0x0F));
+            }
+            let c = _mm256_cvtepi8_epi16(bytes);
             let x = _mm256_set1_epi32((sums.as_ptr().add(2 * p) as *const i32).read_unaligned());
             total = _mm256_add_epi32(total, _mm256_madd_epi16(c, x));
         }
@@ -78,23 +95,27 @@ unsafe fn offset_sums(
     }
 }
 
-/// Per row, what the offset sums are scaled by before `dx`: `dmin`, or `32·d` for `q6_K`.
+/// Per row, what the offset sums are scaled by before `dx`: `dmin`, or `32·d` for `q6_K` and
+/// `4·d` for `q3_K`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn offset_scales(w: &KTileWeights, at: usize) -> std::arch::x86_64::__m256 {
     // SAFETY: the caller guarantees F16C and that `at` is a block of `w`: 8 f16 per block.
     unsafe {
         use std::arch::x86_64::*;
-        if w.dtype != GgmlDType::Q6K {
-            _mm256_cvtph_ps(_mm_loadu_si128(
-                w.dmin.as_ptr().add(at * ROWS) as *const __m128i
-            ))
-        } else {
-            let d = _mm256_cvtph_ps(_mm_loadu_si128(
-                w.d.as_ptr().add(at * ROWS) as *const __m128i
-            ));
-            _mm256_mul_ps(d, _mm256_set1_ps(32.0))
-        }
+        let shift = match w.dtype {
+            GgmlDType::Q6K => 32.0,
+            GgmlDType::Q3K => 4.0,
+            _ => {
+                return _mm256_cvtph_ps(_mm_loadu_si128(
+                    w.dmin.as_ptr().add(at * ROWS) as *const __m128i
+                ))
+            }
+        };
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(
+            w.d.as_ptr().add(at * ROWS) as *const __m128i
+        ));
+        _mm256_mul_ps(d, _mm256_set1_ps(shift))
     }
 }
 
@@ -108,7 +129,8 @@ unsafe fn x_lane(q8: &Q8KRows, xb: usize, g: usize, j: usize) -> i64 {
 
 /// A tile of `ROWS` rows × `T` tokens with AVX-512 VNNI: per 32-value group, four `vpdpbusd`
 /// per token (lanes `2r` and `2r + 1` hold row `r`'s two halves), one `vpmulld` by the halves'
-/// scales, and per super-block one convert and FMA for all eight rows.
+/// scales, and per super-block one convert and FMA for all eight rows. Not for `q2_K` and `q3_K`,
+/// whose weights are not nibbles.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn k_tile_vnni<const T: usize>((w, tile, q8, i, out): KTileArgs) {
@@ -221,7 +243,8 @@ pub(super) unsafe fn k_tile_vnni<const T: usize>((w, tile, q8, i, out): KTileArg
 
 /// A tile of `ROWS` rows × `T` tokens with AVX2: the VNNI kernel's scheme on 256-bit
 /// registers, four rows at a time; `vpmaddubsw` gives int16 pair sums and `vpmaddwd` against
-/// the halves' scales widens and scales them in one instruction.
+/// the halves' scales widens and scales them in one instruction. The one tile of every K
+/// format, `q2_K` and `q3_K` included.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn k_tile_avx2<const T: usize>((w, tile, q8, i, out): KTileArgs) {
@@ -233,6 +256,9 @@ pub(super) unsafe fn k_tile_avx2<const T: usize>((w, tile, q8, i, out): KTileArg
         let n = w.blocks;
         let q6 = w.dtype == GgmlDType::Q6K;
         let q5 = w.dtype == GgmlDType::Q5K;
+        let q3 = w.dtype == GgmlDType::Q3K;
+        let q2 = w.dtype == GgmlDType::Q2K;
+        let two_bits = two_bit(w.dtype);
         let group = group_bytes(w.dtype);
         let low = _mm256_set1_epi8(0x0F);
         let three = _mm256_set1_epi8(3);
@@ -251,10 +277,14 @@ pub(super) unsafe fn k_tile_avx2<const T: usize>((w, tile, q8, i, out): KTileArg
                 for line in 0..group / 64 {
                     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(8 * group + 64 * line) as *const i8);
                 }
-                // Each row's two half scales, each twice: the int16 lanes of its products.
-                let scales = _mm256_cvtepi8_epi16(_mm_loadu_si128(
-                    w.sub_scales.as_ptr().add(at * 128 + 16 * g) as *const __m128i,
-                ));
+                // Each row's two half scales, each twice: the int16 lanes of its products
+                // (q2_K's are the low nibbles).
+                let mut scale_bytes =
+                    _mm_loadu_si128(w.sub_scales.as_ptr().add(at * 128 + 16 * g) as *const __m128i);
+                if q2 {
+                    scale_bytes = _mm_and_si128(scale_bytes, _mm_set1_epi8(0x0F));
+                }
+                let scales = _mm256_cvtepi8_epi16(scale_bytes);
                 let halves = [
                     _mm256_castsi256_si128(scales),
                     _mm256_extracti128_si256::<1>(scales),
@@ -266,14 +296,45 @@ pub(super) unsafe fn k_tile_avx2<const T: usize>((w, tile, q8, i, out): KTileArg
                         _mm_unpacklo_epi16(half, half),
                     );
                     let p = p.add(32 * h);
-                    let p0 = _mm256_loadu_si256(p as *const __m256i);
-                    let p1 = _mm256_loadu_si256(p.add(64) as *const __m256i);
-                    let mut wq = [
-                        _mm256_and_si256(p0, low),
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(p0), low),
-                        _mm256_and_si256(p1, low),
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(p1), low),
-                    ];
+                    let mut wq = if two_bits {
+                        let b = _mm256_loadu_si256(p as *const __m256i);
+                        [
+                            _mm256_and_si256(b, three),
+                            _mm256_and_si256(_mm256_srli_epi16::<2>(b), three),
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(b), three),
+                            _mm256_and_si256(_mm256_srli_epi16::<6>(b), three),
+                        ]
+                    } else {
+                        let p0 = _mm256_loadu_si256(p as *const __m256i);
+                        let p1 = _mm256_loadu_si256(p.add(64) as *const __m256i);
+                        [
+                            _mm256_and_si256(p0, low),
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(p0), low),
+                            _mm256_and_si256(p1, low),
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(p1), low),
+                        ]
+                    };
+                    if q3 {
+                        // The third bits, laid out as q5_K's fifth: this half's lanes in nibble
+                        // h of the 32 bytes after the two-bit vector, bit j for slot j, moved to
+                        // bit 2.
+                        let hb = _mm256_loadu_si256(p.add(64 - 32 * h) as *const __m256i);
+                        let hb = if h == 0 {
+                            hb
+                        } else {
+                            _mm256_srli_epi16::<4>(hb)
+                        };
+                        let bit = _mm256_set1_epi8(0x04);
+                        let top = [
+                            _mm256_slli_epi16::<2>(hb),
+                            _mm256_slli_epi16::<1>(hb),
+                            hb,
+                            _mm256_srli_epi16::<1>(hb),
+                        ];
+                        for (wq, top) in wq.iter_mut().zip(top) {
+                            *wq = _mm256_or_si256(*wq, _mm256_and_si256(top, bit));
+                        }
+                    }
                     if q6 {
                         let hb = _mm256_loadu_si256(p.add(128) as *const __m256i);
                         let top = [
@@ -318,7 +379,7 @@ pub(super) unsafe fn k_tile_avx2<const T: usize>((w, tile, q8, i, out): KTileArg
                                 _mm256_madd_epi16(_mm256_add_epi16(products[2], products[3]), sc),
                             )
                         } else {
-                            // 4 or 5 bits: the four pair sums stay within 4·2·31·127.
+                            // 2 to 5 bits: the four pair sums stay within 4·2·31·127.
                             let p01 = _mm256_add_epi16(products[0], products[1]);
                             let p23 = _mm256_add_epi16(products[2], products[3]);
                             _mm256_madd_epi16(_mm256_add_epi16(p01, p23), sc)
@@ -371,7 +432,6 @@ pub(super) fn k_tile_portable(
     let mut magnitudes = [[0f32; ROWS]; super::tiles::MAX_TOKENS];
     let n = w.blocks;
     let group = group_bytes(w.dtype);
-    let q6 = w.dtype == GgmlDType::Q6K;
     for (t, out) in out.iter_mut().enumerate().take(tokens) {
         for (r, o) in out.iter_mut().enumerate() {
             let mut total = 0f32;
@@ -387,26 +447,28 @@ pub(super) fn k_tile_portable(
                     let mut halves = [0i32; 2];
                     for slot in 0..32 {
                         let (j, e) = (slot / 8, slot % 8);
-                        let mut q = (w.qs[base + 64 * (j / 2) + 8 * r + e] >> (4 * (j % 2))) & 0x0F;
-                        if q6 {
-                            q |= ((w.qs[base + 128 + 8 * r + e] >> (2 * j)) & 3) << 4;
-                        }
-                        if w.dtype == GgmlDType::Q5K {
-                            let lane = 8 * r + e;
-                            let bit = 4 * (lane / 32) + j;
-                            q |= ((w.qs[base + 128 + lane % 32] >> bit) & 1) << 4;
-                        }
-                        let sc = w.sub_scales[at * 128 + 16 * g + 2 * r + e / 4] as i32;
+                        let q = weight(w, base, 8 * r + e, j);
+                        let sc = w.sub_scales[at * 128 + 16 * g + 2 * r + e / 4];
+                        let sc = if w.dtype == GgmlDType::Q2K {
+                            (sc as u8 & 0x0F) as i32
+                        } else {
+                            sc as i32
+                        };
                         halves[e / 4] += sc * q as i32 * q8.qs[xb * SUPER + 32 * g + slot] as i32;
                     }
                     isum += halves[0] + halves[1];
                     isum_abs += (halves[0].abs() + halves[1].abs()) as i64;
                 }
-                let offsets: Vec<i32> = if q6 {
+                let offsets: Vec<i32> = if !matches!(w.dtype, GgmlDType::Q4K | GgmlDType::Q5K) {
                     (0..16)
                         .map(|k| {
-                            w.sub_scales[at * 128 + 16 * (k / 2) + 2 * r + k % 2] as i32
-                                * q8.sums16[16 * xb + k] as i32
+                            let c = w.sub_scales[at * 128 + 16 * (k / 2) + 2 * r + k % 2];
+                            let c = if w.dtype == GgmlDType::Q2K {
+                                (c as u8 >> 4) as i32
+                            } else {
+                                c as i32
+                            };
+                            c * q8.sums16[16 * xb + k] as i32
                         })
                         .collect()
                 } else {
@@ -420,10 +482,10 @@ pub(super) fn k_tile_portable(
                 let offset: i32 = offsets.iter().sum();
                 let offset_abs: i64 = offsets.iter().map(|o| o.abs() as i64).sum();
                 let d = w.d[at * ROWS + r].to_f32();
-                let dm = if q6 {
-                    32.0 * d
-                } else {
-                    w.dmin[at * ROWS + r].to_f32()
+                let dm = match w.dtype {
+                    GgmlDType::Q6K => 32.0 * d,
+                    GgmlDType::Q3K => 4.0 * d,
+                    _ => w.dmin[at * ROWS + r].to_f32(),
                 };
                 let dx = q8.scales[xb];
                 total += d * dx * isum as f32 - dm * dx * offset as f32;
@@ -434,4 +496,31 @@ pub(super) fn k_tile_portable(
         }
     }
     magnitudes
+}
+
+/// The unsigned weight in slot `(j, e)` of tile lane `8r + e` in the group at `base`, read
+/// from the layout one bit field at a time.
+#[cfg(test)]
+fn weight(w: &KTileWeights, base: usize, lane: usize, j: usize) -> u8 {
+    // Where a plane of single bits keeps this lane's bit j (q5_K's fifth, q3_K's third).
+    let (bit_byte, bit) = (lane % 32, 4 * (lane / 32) + j);
+    match w.dtype {
+        GgmlDType::Q2K | GgmlDType::Q3K => {
+            let mut q = (w.qs[base + lane] >> (2 * j)) & 3;
+            if w.dtype == GgmlDType::Q3K {
+                q |= ((w.qs[base + 64 + bit_byte] >> bit) & 1) << 2;
+            }
+            q
+        }
+        _ => {
+            let mut q = (w.qs[base + 64 * (j / 2) + lane] >> (4 * (j % 2))) & 0x0F;
+            if w.dtype == GgmlDType::Q6K {
+                q |= ((w.qs[base + 128 + lane] >> (2 * j)) & 3) << 4;
+            }
+            if w.dtype == GgmlDType::Q5K {
+                q |= ((w.qs[base + 128 + bit_byte] >> bit) & 1) << 4;
+            }
+            q
+        }
+    }
 }

@@ -6,10 +6,10 @@
 //! - [`gemv`]: f32 matrix × vector (a decode step of an f32 model)
 //! - [`q8`]: activations quantized to int8 blocks, the input side of [`packed`]
 //! - [`tiles`]: the quantized matmul's micro-kernels, one per instruction set
-//! - [`k_tiles`]: the micro-kernels of GGML's K formats (`q4_K`, `q5_K`, `q6_K`), against `q8_K`
+//! - [`k_tiles`]: the micro-kernels of GGML's K formats (`q2_K` to `q6_K`), against `q8_K`
 //!   activations
 //! - [`packed`]: [`packed::PackedMatrix`], GGUF `q4_0`/`q4_1`/`q5_0`/`q5_1`/`q8_0` and
-//!   `q4_K`/`q5_K`/`q6_K` weights
+//!   `q2_K`…`q6_K` weights
 //!   repacked for [`tiles`] and [`k_tiles`], and the matmul that hands them work
 //! - [`attention`]: decode and prompt attention over an f32 or f16 KV cache
 //! - [`swiglu`]: the feed-forward block's fused `silu(gate) ⊙ up`

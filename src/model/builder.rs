@@ -133,8 +133,8 @@ impl Builder<'_> {
                 return Ok((embed, tied.then_some(head)));
             }
         }
-        // Blocks our kernel does not take (q2_K, q3_K): kept as the file has them, the rows
-        // dequantized at lookup, and a tied projection sharing them.
+        // Blocks our kernel does not take (a CPU without AVX2): kept as the file has them, the
+        // rows dequantized at lookup, and a tied projection sharing them.
         if let Weight::Quantized(q) = &weight {
             let blocks = !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
             if blocks && self.device.is_cpu() {

@@ -1,6 +1,6 @@
 //! The token embedding table: a row per token id, kept as floats or, when the model's linear
-//! weights are quantized for the CPU kernel, as a quantized matrix read row by row; a table in
-//! a format the kernel does not take (`q2_K`, `q3_K`) stays in the file's blocks.
+//! weights are quantized for the CPU kernel, as a quantized matrix read row by row; a quantized
+//! table the kernel does not take (on a CPU without AVX2) stays in the file's blocks.
 //!
 //! Why quantized: the table is the largest single tensor of a small model (Llama 3.2 1B:
 //! 128256 × 2048, 1 GB in f32, a third of the model's q4_0 size even quantized), and with tied
@@ -71,8 +71,8 @@ mod tests {
     use super::*;
     use candle_core::quantized::GgmlDType;
 
-    /// A table kept in its blocks gives the rows the dequantized table gives, for the formats
-    /// that take this path.
+    /// A table kept in its blocks gives the rows the dequantized table gives (two K formats here;
+    /// any block format takes this path on a CPU without AVX2).
     #[test]
     fn a_table_in_blocks_looks_up_the_dequantized_rows() {
         let (vocab, hidden) = (40, 256);

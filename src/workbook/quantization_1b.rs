@@ -289,19 +289,23 @@ pub fn takeaway(run: &OneB) -> Vec<String> {
         })
         .map(|r| {
             format!(
-                "{} {} ({:.2} GB file, {:.2} GB loaded)",
+                "{} {} ({:.2} GB file, {:.2} GB loaded; {} on candle's matmul)",
                 r.model,
                 r.file_type,
                 gb(r.file_bytes),
-                gb(r.loaded_bytes)
+                gb(r.loaded_bytes),
+                r.fallback_matrices
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
         .collect();
     if !heavier.is_empty() {
         lines.push(format!(
-            "Smaller than q4_k_m on disk but larger in memory here: {}. This engine has no \
-             kernel of its own for q2_K and q3_K, and an embedding table in a format without one \
-             is held in f32.",
+            "Smaller than q4_k_m on disk but larger in memory here: {}. Those formats have no \
+             kernel of this engine's.",
             heavier.join(", ")
         ));
     }
@@ -411,7 +415,8 @@ mod tests {
         let lines = takeaway(&r);
         assert!(
             lines[1].contains(
-                "larger in memory here: TinyLlama 1.1B q2_k (0.33 GB file, 2.50 GB loaded)"
+                "larger in memory here: TinyLlama 1.1B q2_k (0.33 GB file, 2.50 GB loaded; q2_K on \
+                 candle's matmul)"
             ),
             "{lines:?}"
         );

@@ -1,5 +1,5 @@
 //! A CPU matmul for GGML-quantized weights (`q4_0`, `q4_1`, `q5_0`, `q5_1`, `q8_0`, and the K
-//! formats `q4_K`, `q5_K` and `q6_K` of [`k_quants`]): int8 activations times 4- to 8-bit weights with
+//! formats `q2_K` to `q6_K` of [`k_quants`]): int8 activations times 4- to 8-bit weights with
 //! the widest integer dot product the CPU has.
 //!
 //! Why our own: candle 0.11 multiplies these formats one block at a time, has no SIMD kernel
@@ -25,7 +25,7 @@
 //! GGML's only in the order of float additions.
 
 use super::isa::Isa;
-use super::k_tiles::{group_bytes, k_tile_avx2, k_tile_vnni, KTileWeights};
+use super::k_tiles::{group_bytes, k_tile_avx2, k_tile_vnni, two_bit, KTileWeights};
 use super::q8::{quantize_rows, quantize_rows_k, Q8KRows, Q8Rows, BLOCK, SUPER};
 use super::simd;
 use super::tiles::{
@@ -103,6 +103,8 @@ impl PackedMatrix {
                 | GgmlDType::Q5_0
                 | GgmlDType::Q5_1
                 | GgmlDType::Q8_0
+                | GgmlDType::Q2K
+                | GgmlDType::Q3K
                 | GgmlDType::Q4K
                 | GgmlDType::Q5K
                 | GgmlDType::Q6K
@@ -116,7 +118,10 @@ impl PackedMatrix {
 
     /// Whether `dtype` is one of GGML's K formats, blocks of [`SUPER`] values.
     fn k_format(dtype: GgmlDType) -> bool {
-        matches!(dtype, GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
+        matches!(
+            dtype,
+            GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K
+        )
     }
 
     /// Splits a tensor of a format [`PackedMatrix::handles`] into the layout of this CPU's
@@ -203,10 +208,14 @@ impl PackedMatrix {
             bail!("this CPU lacks {}", isa.name());
         }
         if !Self::handles(dtype) {
-            bail!("PackedMatrix holds q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K or q6_K, not {dtype:?}");
+            bail!("PackedMatrix holds q4_0, q4_1, q5_0, q5_1, q8_0 or q2_K to q6_K, not {dtype:?}");
         }
+        // q2_K and q3_K have the AVX2 tile only, which AVX-512 hosts run as well.
+        let isa = if two_bit(dtype) { Isa::Avx2 } else { isa };
         let k = Self::k_format(dtype);
-        // q4_K's and q5_K's offsets `dmin·m`.
+        // The offsets `dmin·m` of q2_K, q4_K and q5_K; q4_K's and q5_K's `m` apart (q2_K's
+        // sit beside its scales).
+        let dmins = matches!(dtype, GgmlDType::Q2K | GgmlDType::Q4K | GgmlDType::Q5K);
         let k_mins = matches!(dtype, GgmlDType::Q4K | GgmlDType::Q5K);
         let block = if k { SUPER } else { BLOCK };
         if !cols.is_multiple_of(block) {
@@ -231,7 +240,7 @@ impl PackedMatrix {
             isa,
             blocks,
             scales: vec![f16::ZERO; n],
-            dmins: vec![f16::ZERO; if k_mins { n } else { 0 }],
+            dmins: vec![f16::ZERO; if dmins { n } else { 0 }],
             sub_scales: vec![0; if k { 16 * n } else { 0 }],
             sub_mins: vec![0; if k_mins { 8 * n } else { 0 }],
             mins: vec![0f32; if Self::has_mins(dtype) { n } else { 0 }],

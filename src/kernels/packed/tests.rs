@@ -169,6 +169,7 @@ fn reading_stored_blocks_slice_by_slice_equals_taking_the_tensor_whole() {
     for dtype in [
         GgmlDType::Q4_1,
         GgmlDType::Q5_0,
+        GgmlDType::Q3K,
         GgmlDType::Q4K,
         GgmlDType::Q6K,
     ] {
@@ -251,7 +252,13 @@ fn uneven_weights(n: usize, k: usize) -> Tensor {
 
 #[test]
 fn k_rows_dequantize_as_ggml_does() {
-    for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
+    for dtype in [
+        GgmlDType::Q2K,
+        GgmlDType::Q3K,
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
+    ] {
         assert_rows_dequantize_as_ggml_does(&uneven_weights(11, 512), dtype);
     }
 }
@@ -271,6 +278,20 @@ fn q5_k_matches_dequantized_and_candle() {
 }
 
 #[test]
+fn q2_k_matches_dequantized_and_candle() {
+    for (n, k, m) in [(96, 256, 1), (33, 512, 5), (40, 768, 9)] {
+        check(GgmlDType::Q2K, n, k, m);
+    }
+}
+
+#[test]
+fn q3_k_matches_dequantized_and_candle() {
+    for (n, k, m) in [(96, 256, 1), (33, 512, 5), (40, 768, 9), (16, 256, 70)] {
+        check(GgmlDType::Q3K, n, k, m);
+    }
+}
+
+#[test]
 fn q6_k_matches_dequantized_and_candle() {
     for (n, k, m) in [(96, 256, 1), (33, 512, 5), (40, 768, 9)] {
         check(GgmlDType::Q6K, n, k, m);
@@ -285,7 +306,13 @@ fn k_tiles_equal_the_plain_arithmetic() {
     use super::super::k_tiles::k_tile_portable;
     let (n, k, m) = (24, 512, 3);
     let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.61).sin() * 2.0).collect();
-    for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
+    for dtype in [
+        GgmlDType::Q2K,
+        GgmlDType::Q3K,
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
+    ] {
         let q = QTensor::quantize(&uneven_weights(n, k), dtype).unwrap();
         for isa in [Isa::Avx512Vnni, Isa::Avx2] {
             if !isa.available() {
