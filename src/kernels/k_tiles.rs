@@ -134,9 +134,13 @@ unsafe fn x_lane(q8: &Q8KRows, xb: usize, g: usize, j: usize) -> i64 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn k_tile_vnni<const T: usize>((w, tile, q8, i, out): KTileArgs) {
-    // SAFETY: the caller (`PackedMatrix::tile`) guarantees AVX-512 VNNI, a tile of the matrix
-    // (rows are padded to whole tiles) and tokens `i..i + T` within `q8`, so every super-block
-    // `at` of `w` and `xb` of `q8` read below exists; prefetches never fault.
+    // The nibble loads below would run past a two-bit format's shorter groups; `PackedMatrix`
+    // gives those formats the AVX2 kernel.
+    debug_assert!(!two_bit(w.dtype), "{:?} has no VNNI tile", w.dtype);
+    // SAFETY: the caller (`PackedMatrix::tile`) guarantees AVX-512 VNNI, a nibble format (see
+    // above), a tile of the matrix (rows are padded to whole tiles) and tokens `i..i + T` within
+    // `q8`, so every super-block `at` of `w` and `xb` of `q8` read below exists; prefetches never
+    // fault.
     unsafe {
         use std::arch::x86_64::*;
         let n = w.blocks;

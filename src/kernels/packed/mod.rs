@@ -1,5 +1,5 @@
 //! A CPU matmul for GGML-quantized weights (`q4_0`, `q4_1`, `q5_0`, `q5_1`, `q8_0`, and the K
-//! formats `q2_K` to `q6_K` of [`k_quants`]): int8 activations times 4- to 8-bit weights with
+//! formats `q2_K` to `q6_K` of [`k_quants`]): int8 activations times 2- to 8-bit weights with
 //! the widest integer dot product the CPU has.
 //!
 //! Why our own: candle 0.11 multiplies these formats one block at a time, has no SIMD kernel
