@@ -13,6 +13,8 @@
 //! AVX-512 hosts as well): the VNNI tile reads nibbles.
 
 use super::q8::{Q8KRows, SUPER};
+#[cfg(target_arch = "x86_64")]
+use super::simd::or_bit_plane;
 use super::tiles::{Accumulators, ROWS};
 use candle_core::quantized::GgmlDType;
 use half::f16;
@@ -319,25 +321,10 @@ pub(super) unsafe fn k_tile_avx2<const T: usize>((w, tile, q8, i, out): KTileArg
                         ]
                     };
                     if q3 {
-                        // The third bits, laid out as q5_K's fifth: this half's lanes in nibble
-                        // h of the 32 bytes after the two-bit vector, bit j for slot j, moved to
-                        // bit 2.
-                        let hb = _mm256_loadu_si256(p.add(64 - 32 * h) as *const __m256i);
-                        let hb = if h == 0 {
-                            hb
-                        } else {
-                            _mm256_srli_epi16::<4>(hb)
-                        };
-                        let bit = _mm256_set1_epi8(0x04);
-                        let top = [
-                            _mm256_slli_epi16::<2>(hb),
-                            _mm256_slli_epi16::<1>(hb),
-                            hb,
-                            _mm256_srli_epi16::<1>(hb),
-                        ];
-                        for (wq, top) in wq.iter_mut().zip(top) {
-                            *wq = _mm256_or_si256(*wq, _mm256_and_si256(top, bit));
-                        }
+                        // The third bits: the 32 bytes after the two-bit vector (`p` is
+                        // already 32h further on).
+                        let plane = _mm256_loadu_si256(p.add(64 - 32 * h) as *const __m256i);
+                        or_bit_plane::<2>(&mut wq, plane, h);
                     }
                     if q6 {
                         let hb = _mm256_loadu_si256(p.add(128) as *const __m256i);
@@ -352,24 +339,9 @@ pub(super) unsafe fn k_tile_avx2<const T: usize>((w, tile, q8, i, out): KTileArg
                         }
                     }
                     if q5 {
-                        // This half's lanes keep their fifth bits in nibble h of the group's
-                        // last 32 bytes (`p` is already 32h further on).
-                        let hb = _mm256_loadu_si256(p.add(128 - 32 * h) as *const __m256i);
-                        let hb = if h == 0 {
-                            hb
-                        } else {
-                            _mm256_srli_epi16::<4>(hb)
-                        };
-                        let bit = _mm256_set1_epi8(0x10);
-                        let top = [
-                            _mm256_slli_epi16::<4>(hb),
-                            _mm256_slli_epi16::<3>(hb),
-                            _mm256_slli_epi16::<2>(hb),
-                            _mm256_slli_epi16::<1>(hb),
-                        ];
-                        for (wq, top) in wq.iter_mut().zip(top) {
-                            *wq = _mm256_or_si256(*wq, _mm256_and_si256(top, bit));
-                        }
+                        // The fifth bits: the group's last 32 bytes.
+                        let plane = _mm256_loadu_si256(p.add(128 - 32 * h) as *const __m256i);
+                        or_bit_plane::<4>(&mut wq, plane, h);
                     }
                     for (t, isum) in isum.iter_mut().enumerate() {
                         let xb = (i + t) * n + b;

@@ -1,7 +1,8 @@
 //! AVX2 building blocks the kernels share: `e^x` eight floats at a time, for the softmax of
 //! attention and the SiLU of the feed-forward block (libm's `expf`, one value per call, is a
 //! visible share of both); [`Widen`], f32 or f16 values read as f32 lanes, so one dot product
-//! and one attention kernel serve an f32 and an f16 KV cache; and the dot product itself.
+//! and one attention kernel serve an f32 and an f16 KV cache; the dot product itself; and
+//! [`or_bit_plane`], the quantized tiles' plane of single weight bits.
 
 use super::isa;
 use candle_core::WithDType;
@@ -35,6 +36,50 @@ pub(crate) unsafe fn exp_avx2(x: std::arch::x86_64::__m256) -> std::arch::x86_64
         _mm256_set1_epi32(127),
     ));
     _mm256_mul_ps(p, _mm256_castsi256_ps(two_n))
+}
+
+/// Merges a plane of single weight bits into the four weight vectors of one half (`h`) of a
+/// tile, `wq[j]` holding slot `j` of every lane. The plane is 32 bytes laid out as the q5
+/// formats keep their fifth bits: lanes of half `h` in nibble `h` of each byte, slot `j`'s bit at
+/// bit `j` of it. Each bit moves to bit `TO` of its weight byte: 4 for a fifth bit above a nibble
+/// (`q5_0`, `q5_1`, `q5_K`), 2 for `q3_K`'s third bit above two.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn or_bit_plane<const TO: i32>(
+    wq: &mut [std::arch::x86_64::__m256i; 4],
+    plane: std::arch::x86_64::__m256i,
+    h: usize,
+) {
+    // SAFETY: the caller guarantees AVX2 (the function is inlined into its AVX2 kernel);
+    // only register operations follow.
+    unsafe {
+        use std::arch::x86_64::*;
+        let hb = if h == 0 {
+            plane
+        } else {
+            _mm256_srli_epi16::<4>(plane)
+        };
+        // The 16-bit shifts carry bits across bytes; the mask keeps only bit TO of each.
+        let top = match TO {
+            4 => [
+                _mm256_slli_epi16::<4>(hb),
+                _mm256_slli_epi16::<3>(hb),
+                _mm256_slli_epi16::<2>(hb),
+                _mm256_slli_epi16::<1>(hb),
+            ],
+            2 => [
+                _mm256_slli_epi16::<2>(hb),
+                _mm256_slli_epi16::<1>(hb),
+                hb,
+                _mm256_srli_epi16::<1>(hb),
+            ],
+            _ => unreachable!("weight bits go to bit 2 or 4"),
+        };
+        let bit = _mm256_set1_epi8((1i32 << TO) as i8);
+        for (wq, top) in wq.iter_mut().zip(top) {
+            *wq = _mm256_or_si256(*wq, _mm256_and_si256(top, bit));
+        }
+    }
 }
 
 /// Values the AVX2 kernels read as f32 lanes: f32 itself, or f16, the KV cache of a quantized

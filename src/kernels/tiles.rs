@@ -215,23 +215,9 @@ pub(super) unsafe fn tile_avx2<const KIND: u8, const SHIFTED: bool, const T: usi
                         _mm256_and_si256(_mm256_srli_epi16(p1, 4), low),
                     ];
                     if KIND == NIBBLES_AND_BIT {
-                        // This half's lanes keep their fifth bits in nibble h of the 32 bytes.
-                        let hb = _mm256_loadu_si256(w.qh.as_ptr().add(at * 32) as *const __m256i);
-                        let hb = if h == 0 {
-                            hb
-                        } else {
-                            _mm256_srli_epi16::<4>(hb)
-                        };
-                        let bit = _mm256_set1_epi8(0x10);
-                        let top = [
-                            _mm256_slli_epi16::<4>(hb),
-                            _mm256_slli_epi16::<3>(hb),
-                            _mm256_slli_epi16::<2>(hb),
-                            _mm256_slli_epi16::<1>(hb),
-                        ];
-                        for (wq, top) in wq.iter_mut().zip(top) {
-                            *wq = _mm256_or_si256(*wq, _mm256_and_si256(top, bit));
-                        }
+                        let plane =
+                            _mm256_loadu_si256(w.qh.as_ptr().add(at * 32) as *const __m256i);
+                        super::simd::or_bit_plane::<4>(&mut wq, plane, h);
                     }
                     wq
                 };
