@@ -204,6 +204,14 @@ impl Tokenizer {
         Ok(enc.get_tokens().to_vec())
     }
 
+    /// The tokenizer as a Hugging Face `tokenizer.json` (for a GGUF-built one: what its
+    /// metadata says, in the hub's form).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
+            .to_string(true)
+            .map_err(|e| anyhow::anyhow!("cannot write the tokenizer as JSON: {e}"))
+    }
+
     /// A streaming detokenizer over this tokenizer.
     pub fn output_stream(&self) -> TokenOutputStream {
         TokenOutputStream::new(self.clone())

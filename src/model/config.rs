@@ -121,6 +121,10 @@ pub struct TransformerConfig {
     pub rotary_dim: usize,
     pub rope_theta: f64,
     pub rope_scaling: Option<Llama3RopeScaling>,
+    /// The same rescaling as a GGUF file stores it (`rope_freqs.weight`): each pair's frequency
+    /// is divided by its factor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_freq_factors: Option<Vec<f32>>,
     pub rope_style: RopeStyle,
     /// GPT-NeoX adds attention and MLP outputs to the same residual: `x + attn(ln1(x)) + mlp(ln2(x))`.
     pub parallel_residual: bool,

@@ -22,7 +22,7 @@ pub struct Rotary {
 
 /// Llama 3's frequency rescaling: long wavelengths are divided by `factor`, short ones kept,
 /// and the band between blended smoothly.
-fn llama3_scale(inv_freq: f64, s: &Llama3RopeScaling) -> f64 {
+pub fn llama3_scale(inv_freq: f64, s: &Llama3RopeScaling) -> f64 {
     let old_len = s.original_max_position_embeddings as f64;
     let low_freq_wavelen = old_len / s.low_freq_factor;
     let high_freq_wavelen = old_len / s.high_freq_factor;
@@ -43,12 +43,14 @@ impl Rotary {
         let d = cfg.rotary_dim;
         let inv_freq = (0..d)
             .step_by(2)
-            .map(|i| {
+            .enumerate()
+            .map(|(pair, i)| {
                 // Computed in f32 like transformers, so angles match to the last bit we can get.
                 let f = 1.0 / (cfg.rope_theta as f32).powf(i as f32 / d as f32);
-                match &cfg.rope_scaling {
-                    Some(s) => llama3_scale(f as f64, s) as f32,
-                    None => f,
+                match (&cfg.rope_scaling, &cfg.rope_freq_factors) {
+                    (Some(s), _) => llama3_scale(f as f64, s) as f32,
+                    (None, Some(factors)) => f / factors.get(pair).copied().unwrap_or(1.0),
+                    (None, None) => f,
                 }
             })
             .collect();

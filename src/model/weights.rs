@@ -183,17 +183,37 @@ impl GgufWeights {
                 path.display()
             )
         })?;
-        let config = gguf_config(&content).with_context(|| format!("in {}", path.display()))?;
-        Ok((
-            Self {
-                content,
-                file,
-                path: path.to_path_buf(),
-                device: device.clone(),
-                architecture: config.architecture,
-            },
-            config,
-        ))
+        let mut config = gguf_config(&content).with_context(|| format!("in {}", path.display()))?;
+        let mut weights = Self {
+            content,
+            file,
+            path: path.to_path_buf(),
+            device: device.clone(),
+            architecture: config.architecture,
+        };
+        // Llama 3's rescaled frequencies, which llama.cpp stores as one divisor per pair.
+        if weights
+            .content
+            .tensor_infos
+            .contains_key("rope_freqs.weight")
+        {
+            let factors: Vec<f32> = weights
+                .read("rope_freqs.weight")?
+                .dequantize(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1()?;
+            if factors.len() != config.rotary_dim / 2 {
+                bail!(
+                    "{}: rope_freqs.weight has {} factors for {} rotated pairs; the file is \
+                     damaged: convert the model again",
+                    path.display(),
+                    factors.len(),
+                    config.rotary_dim / 2
+                );
+            }
+            config.rope_freq_factors = Some(factors);
+        }
+        Ok((weights, config))
     }
 
     pub fn content(&self) -> &gguf_file::Content {
@@ -382,6 +402,7 @@ fn gguf_config(content: &gguf_file::Content) -> Result<TransformerConfig> {
         rotary_dim: get_u32("rope.dimension_count").unwrap_or(head_dim),
         rope_theta: get_f32("rope.freq_base").unwrap_or(10_000.0) as f64,
         rope_scaling: None,
+        rope_freq_factors: None,
         // llama.cpp permutes llama's q/k rows for its interleaved rotation; Gemma keeps
         // Hugging Face's layout and rotates halves (NeoX style).
         rope_style: if gemma {

@@ -1,5 +1,7 @@
-//! One quantization run: read a GGUF file, give each tensor the format [`TensorMix`] picks, and
-//! write the new file next to its final name, renamed into place only once it is complete.
+//! One quantization run: read a model as GGUF metadata and tensors ([`ModelSource`]: a GGUF file,
+//! or a Hugging Face folder that `hub::convert` presents the way llama.cpp's converter writes it),
+//! give each tensor the format [`TensorMix`] picks, and write the new file next to its final
+//! name, renamed into place only once it is complete.
 
 use super::k_quants;
 use super::mix::{is_quantizable, visiting_order, FileType, TensorMix};
@@ -116,11 +118,66 @@ pub fn read_gguf(path: &Path) -> Result<(std::fs::File, gguf_file::Content)> {
     Ok((file, content))
 }
 
-fn metadata_u32(content: &gguf_file::Content, key: &str) -> Result<usize> {
-    let v = content
-        .metadata
-        .get(key)
-        .with_context(|| format!("the GGUF file has no `{key}`"))?;
+/// A model to quantize: GGUF metadata, and tensors under llama.cpp's names, read one at a time
+/// so that only the output is held in memory.
+pub trait ModelSource {
+    /// Where the model comes from, for messages.
+    fn describe(&self) -> String;
+    /// The GGUF metadata (`general.*`, `{arch}.*`, `tokenizer.*`).
+    fn metadata(&self) -> Vec<(String, gguf_file::Value)>;
+    /// Every tensor's GGUF name.
+    fn tensor_names(&self) -> Vec<String>;
+    /// One tensor, as stored (quantized or not).
+    fn tensor(&mut self, name: &str) -> Result<QTensor>;
+}
+
+/// A GGUF file as a [`ModelSource`].
+pub struct GgufFile {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    content: gguf_file::Content,
+}
+
+impl GgufFile {
+    /// Opens `path`, checking that every tensor's bytes are there.
+    pub fn open(path: &Path) -> Result<Self> {
+        let (file, content) = read_gguf(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            content,
+        })
+    }
+}
+
+impl ModelSource for GgufFile {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn metadata(&self) -> Vec<(String, gguf_file::Value)> {
+        self.content
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn tensor_names(&self) -> Vec<String> {
+        self.content.tensor_infos.keys().cloned().collect()
+    }
+
+    fn tensor(&mut self, name: &str) -> Result<QTensor> {
+        Ok(self.content.tensor(&mut self.file, name, &Device::Cpu)?)
+    }
+}
+
+fn metadata_usize(md: &[(String, gguf_file::Value)], key: &str) -> Result<usize> {
+    let v = md
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .with_context(|| format!("the model has no `{key}` metadata"))?;
     Ok(v.to_u32()
         .map(|x| x as usize)
         .or_else(|_| v.to_u64().map(|x| x as usize))
@@ -133,6 +190,16 @@ pub fn quantize_gguf(
     input: &Path,
     file_type: FileType,
     out: &Path,
+    on_tensor: impl FnMut(usize, usize, &TensorChange),
+) -> Result<QuantizeReport> {
+    quantize_model(&mut GgufFile::open(input)?, file_type, out, on_tensor)
+}
+
+/// Quantizes any [`ModelSource`] to `file_type`, writing `out` (which must not exist).
+pub fn quantize_model(
+    source: &mut dyn ModelSource,
+    file_type: FileType,
+    out: &Path,
     mut on_tensor: impl FnMut(usize, usize, &TensorChange),
 ) -> Result<QuantizeReport> {
     if out.exists() {
@@ -141,27 +208,27 @@ pub fn quantize_gguf(
             out.display()
         );
     }
-    let (mut file, content) = read_gguf(input)?;
-    let arch = content
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
+    let source_metadata = source.metadata();
+    let arch = source_metadata
+        .iter()
+        .find(|(k, _)| k == "general.architecture")
+        .and_then(|(_, v)| v.to_string().ok())
         .cloned()
         .unwrap_or_default();
     if !ARCHITECTURES.contains(&arch.as_str()) {
         bail!(
             "{} is a `{arch}` model; quantize knows the tensor names of {} only. \
              Use llama.cpp's llama-quantize for other architectures.",
-            input.display(),
+            source.describe(),
             ARCHITECTURES.join(" and ")
         );
     }
-    let n_layers = metadata_u32(&content, &format!("{arch}.block_count"))?;
-    let heads = metadata_u32(&content, &format!("{arch}.attention.head_count"))?;
-    let kv_heads =
-        metadata_u32(&content, &format!("{arch}.attention.head_count_kv")).unwrap_or(heads);
+    let n_layers = metadata_usize(&source_metadata, &format!("{arch}.block_count"))?;
+    let heads = metadata_usize(&source_metadata, &format!("{arch}.attention.head_count"))?;
+    let kv_heads = metadata_usize(&source_metadata, &format!("{arch}.attention.head_count_kv"))
+        .unwrap_or(heads);
 
-    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    let mut names = source.tensor_names();
     names.sort_by(|a, b| visiting_order(a, b));
     let mut mix = TensorMix::new(
         file_type,
@@ -174,7 +241,7 @@ pub fn quantize_gguf(
     let mut changes = Vec::with_capacity(names.len());
     let mut requantized = false;
     for (i, name) in names.iter().enumerate() {
-        let q = content.tensor(&mut file, name, &Device::Cpu)?;
+        let q = source.tensor(name)?;
         let from = q.dtype();
         let dims = q.shape().dims().to_vec();
         let row_len = *dims.last().unwrap_or(&1);
@@ -208,11 +275,9 @@ pub fn quantize_gguf(
         tensors.push((name.to_string(), converted));
     }
 
-    let mut metadata: Vec<(String, gguf_file::Value)> = content
-        .metadata
-        .iter()
+    let mut metadata: Vec<(String, gguf_file::Value)> = source_metadata
+        .into_iter()
         .filter(|(k, _)| !k.starts_with("quantize.imatrix"))
-        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     metadata.retain(|(k, _)| k != "general.file_type" && k != "general.quantization_version");
     metadata.push((
@@ -297,7 +362,8 @@ impl GgufSize {
             params += n;
             tensor_bytes += n / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
         }
-        let code = metadata_u32(&content, "general.file_type").ok();
+        let md: Vec<(String, gguf_file::Value)> = content.metadata.into_iter().collect();
+        let code = metadata_usize(&md, "general.file_type").ok();
         let file_type = code.map(|c| {
             FileType::ALL
                 .into_iter()

@@ -7,7 +7,8 @@
 //!   block falls back to
 //! - [`k_quants`]: the K-quant block quantizers (`q2_K` to `q6_K`), with llama.cpp's fitting
 //!   of each sub-block's scale (and minimum); candle's own use an older fit
-//! - [`job`]: reading a GGUF file, converting each tensor and writing the new file atomically
+//! - [`job`]: reading a model ([`ModelSource`]: a GGUF file, or what `hub::convert` makes of a
+//!   Hugging Face folder), converting each tensor and writing the new file atomically
 //!
 //! The part uses nothing else of the crate (only candle and half): GGUF in, GGUF out. What a
 //! quantized file costs in quality is measured by `eval::quant_eval`.
@@ -16,5 +17,5 @@ pub mod job;
 pub mod k_quants;
 pub mod mix;
 
-pub use job::{quantize_gguf, GgufSize, QuantizeReport, TensorChange};
+pub use job::{quantize_gguf, quantize_model, GgufSize, ModelSource, QuantizeReport, TensorChange};
 pub use mix::FileType;

@@ -448,7 +448,7 @@ fn quantize_refuses_bad_input_and_leaves_nothing_half_written() {
     );
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
     std::fs::remove_file(&out).unwrap();
-    // Not a GGUF file at all.
+    // Neither a GGUF file nor a model folder.
     expect_error(
         &[
             "quantize",
@@ -459,7 +459,7 @@ fn quantize_refuses_bad_input_and_leaves_nothing_half_written() {
             "--out",
             o,
         ],
-        &["not a .gguf file", "convert_hf_to_gguf"],
+        &["has no config.json", "GGUF file", "tokenizer.json"],
     );
     assert_eq!(leftovers(d, &["cut.gguf"]), Vec::<String>::new());
 }

@@ -580,3 +580,53 @@ fn bench_takes_its_data_from_the_hub_or_says_it_falls_back() {
         .contains("mmlu.jsonl"));
     assert_eq!(result["mmlu"]["shots_from_test_split"], true);
 }
+
+/// `quantize` of a hub id: the checkpoint's files come through the client, and the GGUF file
+/// holds the same tensors as one converted from the same files in a local folder.
+#[test]
+fn a_hub_checkpoint_quantizes_as_the_same_files_in_a_folder_do() {
+    use billion_llm::hub::convert::{HfFiles, HfGguf};
+    use billion_llm::quantize::job::read_gguf;
+    use billion_llm::quantize::{quantize_model, FileType};
+    let dir = tempfile::tempdir().unwrap();
+    let folder = crate::common::checkpoint_folder("llama3", dir.path());
+    let hub = FakeHub::start();
+    for (file, lfs) in [
+        ("config.json", false),
+        ("tokenizer.json", false),
+        ("model.safetensors", true),
+    ] {
+        hub.add(
+            "org/tiny-llama3",
+            file,
+            &std::fs::read(folder.join(file)).unwrap(),
+            lfs,
+        );
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let repo = hub.client(cache.path()).model("org/tiny-llama3");
+    let from_hub = HfFiles::from_hub(&repo, "org/tiny-llama3").unwrap();
+    assert_eq!(from_hub.name, "tiny-llama3");
+    let from_folder = HfFiles::from_folder(&folder).unwrap();
+    let mut tensors = Vec::new();
+    for (i, files) in [from_hub, from_folder].iter().enumerate() {
+        let out = dir.path().join(format!("{i}.gguf"));
+        let mut source = HfGguf::open(files).unwrap();
+        quantize_model(&mut source, FileType::Q8_0, &out, |_, _, _| {}).unwrap();
+        let (mut file, content) = read_gguf(&out).unwrap();
+        let mut names: Vec<_> = content.tensor_infos.keys().cloned().collect();
+        names.sort();
+        let data: Vec<(String, Vec<u8>)> = names
+            .into_iter()
+            .map(|n| {
+                let q = content
+                    .tensor(&mut file, &n, &candle_core::Device::Cpu)
+                    .unwrap();
+                (n, q.data().unwrap().into_owned())
+            })
+            .collect();
+        tensors.push(data);
+    }
+    assert!(tensors[0].len() > 10);
+    assert_eq!(tensors[0], tensors[1]);
+}

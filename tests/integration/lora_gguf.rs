@@ -11,81 +11,17 @@ use billion_llm::finetune::config::{LoraConfig, Targets};
 use billion_llm::finetune::export;
 use billion_llm::hub::assets::{asset, SMOLLM2_GGUF};
 use billion_llm::hub::loader::{load, LoadOptions};
-use billion_llm::model::config::{Norm, TransformerConfig};
+use billion_llm::model::config::TransformerConfig;
 use billion_llm::model::lora::LoraAdapter;
 use billion_llm::model::rope_layout::{permuted_heads, to_gguf_rows, to_hf_rows};
-use billion_llm::model::weights::{GgufWeights, WeightNames, WeightSource};
+use billion_llm::model::weights::WeightNames;
 use billion_llm::model::{max_abs_diff, Lora, Transformer};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::common::{llama_cpp_available, llama_cpp_logits};
-
-/// Writes the GGUF as a Hugging Face folder: every tensor dequantized to f32 under its Hugging
-/// Face name, q/k rows put back into Hugging Face order, and a `config.json` from the metadata.
-fn hf_folder_from_gguf(gguf: &Path, dir: &Path) -> TransformerConfig {
-    let (mut weights, c) = GgufWeights::open(gguf, &Device::Cpu).unwrap();
-    let names = WeightNames::new(c.architecture);
-    let mut modules = vec![names.embed.clone(), names.final_norm.clone()];
-    if !c.tie_word_embeddings {
-        modules.push(names.lm_head.clone());
-    }
-    for layer in 0..c.num_layers {
-        let b = names.block(layer);
-        modules.extend([
-            b.q,
-            b.k,
-            b.v,
-            b.o,
-            b.gate,
-            b.up,
-            b.down,
-            b.norm_attn,
-            b.norm_mlp,
-        ]);
-    }
-    let mut tensors = HashMap::new();
-    for module in modules {
-        let name = format!("{module}.weight");
-        let gguf_name = GgufWeights::gguf_name(&name, c.architecture).unwrap();
-        let dims = weights.content().tensor_infos[&gguf_name]
-            .shape
-            .dims()
-            .to_vec();
-        let mut t = weights
-            .get(&name, &dims)
-            .unwrap()
-            .into_dense(DType::F32)
-            .unwrap();
-        if let Some(heads) = permuted_heads(&c, &module) {
-            t = to_hf_rows(&t, heads).unwrap();
-        }
-        tensors.insert(name, t);
-    }
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
-    let Norm::RmsNorm { eps } = c.norm else {
-        panic!("llama uses RMSNorm")
-    };
-    let config = serde_json::json!({
-        "model_type": "llama",
-        "vocab_size": c.vocab_size,
-        "hidden_size": c.hidden_size,
-        "intermediate_size": c.intermediate_size,
-        "num_hidden_layers": c.num_layers,
-        "num_attention_heads": c.num_heads,
-        "num_key_value_heads": c.num_kv_heads,
-        "head_dim": c.head_dim,
-        "max_position_embeddings": c.max_position_embeddings,
-        "rms_norm_eps": eps,
-        "rope_theta": c.rope_theta,
-        "tie_word_embeddings": c.tie_word_embeddings,
-        "hidden_act": "silu",
-    });
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    c
-}
+use crate::common::{hf_folder_from_gguf, llama_cpp_available, llama_cpp_logits};
 
 /// A peft adapter on every q_proj and k_proj with random, non-zero A and B (r = 8, alpha = 16).
 fn random_qk_adapter(c: &TransformerConfig, dir: &Path) {

@@ -15,6 +15,7 @@ mod common;
 
 mod bad_input;
 mod chat;
+mod convert;
 mod finetune;
 mod gemma;
 mod gguf;

@@ -66,8 +66,8 @@ enum Command {
     /// Short 6's benchmark: speculative and plain decoding taking turns, per request, drafter
     /// and K schedule; medians and spread of the speedup -> results/speculative-bench-<timestamp>.json.
     SpeculativeBench(speculative::BenchArgs),
-    /// Rewrite a GGUF file at fewer bits per weight with llama.cpp's per-tensor mixes
-    /// (q8_0 ... q2_k; f32 dequantizes, for a reference).
+    /// Write a GGUF file or a llama Hugging Face checkpoint at fewer bits per weight with
+    /// llama.cpp's per-tensor mixes (q8_0 ... q2_k; f32 dequantizes, for a reference).
     Quantize(quantize::QuantizeArgs),
     /// How far a quantized model's next-token distributions are from its full-precision
     /// reference's (KL divergence, top-1 agreement, perplexity) -> results/quant-eval-<timestamp>.json.

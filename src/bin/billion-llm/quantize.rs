@@ -9,7 +9,11 @@ use crate::args::ResultsDirArgs;
 use anyhow::{bail, Result};
 use billion_llm::eval::quant_eval::{self, EvalText};
 use billion_llm::hub::assets::asset;
-use billion_llm::quantize::{self, FileType};
+use billion_llm::hub::client::HubClient;
+use billion_llm::hub::convert::{HfFiles, HfGguf};
+use billion_llm::hub::loader;
+use billion_llm::quantize::job::GgufFile;
+use billion_llm::quantize::{self, FileType, ModelSource};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -17,9 +21,11 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug, Clone)]
 pub struct QuantizeArgs {
-    /// The GGUF file to quantize (F32, F16, BF16, or already quantized: its errors then stack).
+    /// The model: a GGUF file (F32, F16, BF16, or already quantized: its errors then stack), or a
+    /// llama-architecture Hugging Face checkpoint (a folder with config.json, safetensors and
+    /// tokenizer.json, a zoo alias or a hub id), converted as llama.cpp's converter does.
     #[arg(long, short)]
-    model: PathBuf,
+    model: String,
     /// The file type: llama.cpp's names and per-tensor mixes.
     #[arg(long = "type", value_enum, ignore_case = true)]
     file_type: FileType,
@@ -35,13 +41,14 @@ pub struct QuantizeArgs {
 }
 
 pub fn quantize(args: &QuantizeArgs) -> Result<()> {
-    if args.model.extension().is_none_or(|e| e != "gguf") {
-        bail!(
-            "{} is not a .gguf file: quantize reads GGUF files. Convert a safetensors model with \
-             llama.cpp's convert_hf_to_gguf.py first, or pass a GGUF file",
-            args.model.display()
-        );
-    }
+    let mut source: Box<dyn ModelSource> = match loader::ModelSource::resolve(&args.model)? {
+        loader::ModelSource::Gguf(path) => Box::new(GgufFile::open(&path)?),
+        loader::ModelSource::Folder(dir) => checkpoint(&HfFiles::from_folder(&dir)?)?,
+        loader::ModelSource::Hub { repo, .. } => {
+            let client = HubClient::from_env().progress(std::io::stderr().is_terminal());
+            checkpoint(&HfFiles::from_hub(&client.model(&repo), &repo)?)?
+        }
+    };
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new(0)
     } else {
@@ -51,28 +58,29 @@ pub fn quantize(args: &QuantizeArgs) -> Result<()> {
         "{bar:40} {pos}/{len} tensors {msg}",
     )?);
     let verbose = args.verbose;
-    let report = quantize::quantize_gguf(&args.model, args.file_type, &args.out, |i, n, c| {
-        bar.set_length(n as u64);
-        bar.set_position(i as u64 + 1);
-        bar.set_message(c.name.clone());
-        if verbose {
-            let line = format!(
-                "{:<36} {:>6} -> {:<6} {:>10} params",
-                c.name, c.from, c.to, c.params
-            );
-            if bar.is_hidden() {
-                eprintln!("{line}");
-            } else {
-                bar.println(line);
+    let report =
+        quantize::quantize_model(source.as_mut(), args.file_type, &args.out, |i, n, c| {
+            bar.set_length(n as u64);
+            bar.set_position(i as u64 + 1);
+            bar.set_message(c.name.clone());
+            if verbose {
+                let line = format!(
+                    "{:<36} {:>6} -> {:<6} {:>10} params",
+                    c.name, c.from, c.to, c.params
+                );
+                if bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    bar.println(line);
+                }
             }
-        }
-    })?;
+        })?;
     bar.finish_and_clear();
     if report.requantized {
         eprintln!(
             "warning: {} was already quantized; its rounding errors stack with the new ones. \
              Quantize from an F32/F16/BF16 file where you have one.",
-            args.model.display()
+            args.model
         );
     }
     println!(
@@ -84,6 +92,16 @@ pub fn quantize(args: &QuantizeArgs) -> Result<()> {
         report.tensors.len()
     );
     Ok(())
+}
+
+/// A Hugging Face checkpoint as the GGUF file llama.cpp's converter would write, with a
+/// warning for what that file cannot say as the checkpoint does.
+fn checkpoint(files: &HfFiles) -> Result<Box<dyn ModelSource>> {
+    let source = HfGguf::open(files)?;
+    for w in &source.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(Box::new(source))
 }
 
 #[derive(Args, Debug, Clone)]

@@ -63,33 +63,8 @@ pub fn write_random_gguf(
     let tokens: Vec<V> = (0..c.vocab_size)
         .map(|t| V::String(format!("<t{t}>")))
         .collect();
-    let metadata: Vec<(&str, V)> = vec![
-        ("general.architecture", V::String("llama".into())),
-        (
-            "general.name",
-            V::String("billion-llm random weights".into()),
-        ),
-        (
-            "llama.context_length",
-            V::U32(c.max_position_embeddings as u32),
-        ),
-        ("llama.embedding_length", V::U32(h as u32)),
-        ("llama.block_count", V::U32(c.num_layers as u32)),
-        ("llama.feed_forward_length", V::U32(i as u32)),
-        ("llama.attention.head_count", V::U32(c.num_heads as u32)),
-        (
-            "llama.attention.head_count_kv",
-            V::U32(c.num_kv_heads as u32),
-        ),
-        ("llama.rope.dimension_count", V::U32(c.rotary_dim as u32)),
-        ("llama.rope.freq_base", V::F32(c.rope_theta as f32)),
-        (
-            "llama.attention.layer_norm_rms_epsilon",
-            V::F32(match c.norm {
-                crate::model::config::Norm::RmsNorm { eps }
-                | crate::model::config::Norm::LayerNorm { eps } => eps as f32,
-            }),
-        ),
+    let mut metadata = crate::hub::convert::hyperparameters(c, "billion-llm random weights");
+    let vocab: Vec<(&str, V)> = vec![
         ("tokenizer.ggml.model", V::String("llama".into())),
         ("tokenizer.ggml.tokens", V::Array(tokens)),
         (
@@ -103,12 +78,13 @@ pub fn write_random_gguf(
         ("tokenizer.ggml.bos_token_id", V::U32(1)),
         ("tokenizer.ggml.eos_token_id", V::U32(2)),
     ];
+    metadata.extend(vocab.into_iter().map(|(k, v)| (k.to_string(), v)));
     let part = path.with_extension("gguf.part");
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let mut f = std::io::BufWriter::new(std::fs::File::create(&part)?);
-    let md: Vec<(&str, &V)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let md: Vec<(&str, &V)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     gguf_file::write(&mut f, &md, &ts)?;
     drop(f);
