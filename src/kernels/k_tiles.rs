@@ -423,7 +423,7 @@ pub(super) fn k_tile_portable(
                     let mut halves = [0i32; 2];
                     for slot in 0..32 {
                         let (j, e) = (slot / 8, slot % 8);
-                        let q = weight(w, base, 8 * r + e, j);
+                        let q = weight(w.dtype, w.qs, base, 8 * r + e, j);
                         let sc = w.sub_scales[at * 128 + 16 * g + 2 * r + e / 4];
                         let sc = if w.dtype == GgmlDType::Q2K {
                             (sc as u8 & 0x0F) as i32
@@ -474,27 +474,27 @@ pub(super) fn k_tile_portable(
     magnitudes
 }
 
-/// The unsigned weight in slot `(j, e)` of tile lane `8r + e` in the group at `base`, read
-/// from the layout one bit field at a time.
-#[cfg(test)]
-fn weight(w: &KTileWeights, base: usize, lane: usize, j: usize) -> u8 {
+/// The unsigned weight in slot `(j, e)` of tile lane `8r + e` in the group of `dtype` that
+/// starts at `qs[base]`, read from the layout one bit field at a time: the reader the embedding
+/// lookup dequantizes with, and the plain reference the SIMD tiles are tested against.
+pub(super) fn weight(dtype: GgmlDType, qs: &[u8], base: usize, lane: usize, j: usize) -> u8 {
     // Where a plane of single bits keeps this lane's bit j (q5_K's fifth, q3_K's third).
     let (bit_byte, bit) = (lane % 32, 4 * (lane / 32) + j);
-    match w.dtype {
+    match dtype {
         GgmlDType::Q2K | GgmlDType::Q3K => {
-            let mut q = (w.qs[base + lane] >> (2 * j)) & 3;
-            if w.dtype == GgmlDType::Q3K {
-                q |= ((w.qs[base + 64 + bit_byte] >> bit) & 1) << 2;
+            let mut q = (qs[base + lane] >> (2 * j)) & 3;
+            if dtype == GgmlDType::Q3K {
+                q |= ((qs[base + 64 + bit_byte] >> bit) & 1) << 2;
             }
             q
         }
         _ => {
-            let mut q = (w.qs[base + 64 * (j / 2) + lane] >> (4 * (j % 2))) & 0x0F;
-            if w.dtype == GgmlDType::Q6K {
-                q |= ((w.qs[base + 128 + lane] >> (2 * j)) & 3) << 4;
+            let mut q = (qs[base + 64 * (j / 2) + lane] >> (4 * (j % 2))) & 0x0F;
+            if dtype == GgmlDType::Q6K {
+                q |= ((qs[base + 128 + lane] >> (2 * j)) & 3) << 4;
             }
-            if w.dtype == GgmlDType::Q5K {
-                q |= ((w.qs[base + 128 + bit_byte] >> bit) & 1) << 4;
+            if dtype == GgmlDType::Q5K {
+                q |= ((qs[base + 128 + bit_byte] >> bit) & 1) << 4;
             }
             q
         }

@@ -20,7 +20,7 @@
 //! high one, as the file packs them); `q4_K`'s `m` as pairs of groups per row; `d` and `dmin`
 //! per row in f16, as the file has them.
 
-use super::super::k_tiles::{group_bytes, two_bit};
+use super::super::k_tiles::{group_bytes, two_bit, weight};
 use super::super::q8::{k_slot, SUPER};
 use super::super::tiles::ROWS;
 use super::PackedMatrix;
@@ -230,25 +230,7 @@ impl PackedMatrix {
                 for v in 0..32 {
                     let slot = k_slot(v);
                     let (j, e) = (slot / 8, slot % 8);
-                    let q = if two_bit(dtype) {
-                        let mut q = (self.qs[base + 8 * lane + e] >> (2 * j)) & 3;
-                        if dtype == GgmlDType::Q3K {
-                            let (at_byte, bit) = fifth_bit(lane, e, j);
-                            q |= ((self.qs[base + 64 + at_byte] >> bit) & 1) << 2;
-                        }
-                        q
-                    } else {
-                        let mut q =
-                            (self.qs[base + 64 * (j / 2) + 8 * lane + e] >> (4 * (j % 2))) & 0x0F;
-                        if dtype == GgmlDType::Q6K {
-                            q |= ((self.qs[base + 128 + 8 * lane + e] >> (2 * j)) & 3) << 4;
-                        }
-                        if dtype == GgmlDType::Q5K {
-                            let (at_byte, bit) = fifth_bit(lane, e, j);
-                            q |= ((self.qs[base + 128 + at_byte] >> bit) & 1) << 4;
-                        }
-                        q
-                    };
+                    let q = weight(dtype, &self.qs, base, 8 * lane + e, j);
                     let sc = scales[v / 16];
                     out[b * SUPER + 32 * g + v] = match dtype {
                         GgmlDType::Q2K => {
