@@ -8,9 +8,6 @@
 //! `q3_K`'s `-4`) come out of the activations' group sums, `Σ m·Σqx`, scaled by `dmin·dx` (or
 //! `32·d·dx`, `4·d·dx`). Integer sums are exact, so results differ from GGML's only in the order
 //! of float additions.
-//!
-//! `q2_K` and `q3_K` have the AVX2 tile only (`PackedMatrix` gives them the AVX2 kernel on
-//! AVX-512 hosts as well): the VNNI tile reads nibbles.
 
 use super::q8::{Q8KRows, SUPER};
 #[cfg(target_arch = "x86_64")]
@@ -131,23 +128,24 @@ unsafe fn x_lane(q8: &Q8KRows, xb: usize, g: usize, j: usize) -> i64 {
 
 /// A tile of `ROWS` rows × `T` tokens with AVX-512 VNNI: per 32-value group, four `vpdpbusd`
 /// per token (lanes `2r` and `2r + 1` hold row `r`'s two halves), one `vpmulld` by the halves'
-/// scales, and per super-block one convert and FMA for all eight rows. Not for `q2_K` and `q3_K`,
-/// whose weights are not nibbles.
+/// scales, and per super-block one convert and FMA for all eight rows. Every K format: two-bit
+/// fields (`q2_K`, `q3_K`) or nibbles, with a plane of single bits (`q3_K`, `q5_K`) or of bit
+/// pairs (`q6_K`) on top.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn k_tile_vnni<const T: usize>((w, tile, q8, i, out): KTileArgs) {
-    // The nibble loads below would run past a two-bit format's shorter groups; `PackedMatrix`
-    // gives those formats the AVX2 kernel.
-    debug_assert!(!two_bit(w.dtype), "{:?} has no VNNI tile", w.dtype);
-    // SAFETY: the caller (`PackedMatrix::tile`) guarantees AVX-512 VNNI, a nibble format (see
-    // above), a tile of the matrix (rows are padded to whole tiles) and tokens `i..i + T` within
-    // `q8`, so every super-block `at` of `w` and `xb` of `q8` read below exists; prefetches never
-    // fault.
+    // SAFETY: the caller (`PackedMatrix::tile`) guarantees AVX-512 VNNI, a tile of the matrix
+    // (rows are padded to whole tiles) and tokens `i..i + T` within `q8`, so every super-block
+    // `at` of `w` and `xb` of `q8` read below exists; each load stays inside its group's
+    // `group_bytes` (64 for q2_K, 96 for q3_K: one vector and a half), and prefetches never fault.
     unsafe {
         use std::arch::x86_64::*;
         let n = w.blocks;
         let q6 = w.dtype == GgmlDType::Q6K;
         let q5 = w.dtype == GgmlDType::Q5K;
+        let q3 = w.dtype == GgmlDType::Q3K;
+        let q2 = w.dtype == GgmlDType::Q2K;
+        let two_bits = two_bit(w.dtype);
         let group = group_bytes(w.dtype);
         let low = _mm512_set1_epi8(0x0F);
         let three = _mm512_set1_epi8(3);
@@ -163,14 +161,43 @@ pub(super) unsafe fn k_tile_vnni<const T: usize>((w, tile, q8, i, out): KTileArg
                 for line in 0..group / 64 {
                     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(8 * group + 64 * line) as *const i8);
                 }
-                let p0 = _mm512_loadu_si512(p as *const __m512i);
-                let p1 = _mm512_loadu_si512(p.add(64) as *const __m512i);
-                let mut wq = [
-                    _mm512_and_si512(p0, low),
-                    _mm512_and_si512(_mm512_srli_epi16::<4>(p0), low),
-                    _mm512_and_si512(p1, low),
-                    _mm512_and_si512(_mm512_srli_epi16::<4>(p1), low),
-                ];
+                let mut wq = if two_bits {
+                    let b = _mm512_loadu_si512(p as *const __m512i);
+                    [
+                        _mm512_and_si512(b, three),
+                        _mm512_and_si512(_mm512_srli_epi16::<2>(b), three),
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(b), three),
+                        _mm512_and_si512(_mm512_srli_epi16::<6>(b), three),
+                    ]
+                } else {
+                    let p0 = _mm512_loadu_si512(p as *const __m512i);
+                    let p1 = _mm512_loadu_si512(p.add(64) as *const __m512i);
+                    [
+                        _mm512_and_si512(p0, low),
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(p0), low),
+                        _mm512_and_si512(p1, low),
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(p1), low),
+                    ]
+                };
+                if q3 {
+                    // The third bits, laid out as q5_K's fifth: the 32 bytes after the two-bit
+                    // vector, lanes 0..32 in their low nibbles and 32..64 in the high ones.
+                    let h = _mm256_loadu_si256(p.add(64) as *const __m256i);
+                    let h = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(h),
+                        _mm256_srli_epi16::<4>(h),
+                    );
+                    let bit = _mm512_set1_epi8(0x04);
+                    let top = [
+                        _mm512_slli_epi16::<2>(h),
+                        _mm512_slli_epi16::<1>(h),
+                        h,
+                        _mm512_srli_epi16::<1>(h),
+                    ];
+                    for (wq, top) in wq.iter_mut().zip(top) {
+                        *wq = _mm512_or_si512(*wq, _mm512_and_si512(top, bit));
+                    }
+                }
                 if q6 {
                     let h = _mm512_loadu_si512(p.add(128) as *const __m512i);
                     let top = [
@@ -202,9 +229,13 @@ pub(super) unsafe fn k_tile_vnni<const T: usize>((w, tile, q8, i, out): KTileArg
                         *wq = _mm512_or_si512(*wq, _mm512_and_si512(top, bit));
                     }
                 }
-                let scales = _mm512_cvtepi8_epi32(_mm_loadu_si128(
-                    w.sub_scales.as_ptr().add(at * 128 + 16 * g) as *const __m128i,
-                ));
+                let mut scale_bytes =
+                    _mm_loadu_si128(w.sub_scales.as_ptr().add(at * 128 + 16 * g) as *const __m128i);
+                if q2 {
+                    // q2_K's scale is the low nibble; its `m` (the high one) is an offset.
+                    scale_bytes = _mm_and_si128(scale_bytes, _mm_set1_epi8(0x0F));
+                }
+                let scales = _mm512_cvtepi8_epi32(scale_bytes);
                 for (t, isum) in isum.iter_mut().enumerate() {
                     let xb = (i + t) * n + b;
                     let mut dot = _mm512_setzero_si512();
@@ -249,8 +280,7 @@ pub(super) unsafe fn k_tile_vnni<const T: usize>((w, tile, q8, i, out): KTileArg
 
 /// A tile of `ROWS` rows × `T` tokens with AVX2: the VNNI kernel's scheme on 256-bit
 /// registers, four rows at a time; `vpmaddubsw` gives int16 pair sums and `vpmaddwd` against
-/// the halves' scales widens and scales them in one instruction. The one tile of every K
-/// format, `q2_K` and `q3_K` included.
+/// the halves' scales widens and scales them in one instruction.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn k_tile_avx2<const T: usize>((w, tile, q8, i, out): KTileArgs) {

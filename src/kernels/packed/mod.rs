@@ -25,7 +25,7 @@
 //! GGML's only in the order of float additions.
 
 use super::isa::Isa;
-use super::k_tiles::{group_bytes, k_tile_avx2, k_tile_vnni, two_bit, KTileWeights};
+use super::k_tiles::{group_bytes, k_tile_avx2, k_tile_vnni, KTileWeights};
 use super::q8::{quantize_rows, quantize_rows_k, Q8KRows, Q8Rows, BLOCK, SUPER};
 use super::simd;
 use super::tiles::{
@@ -210,8 +210,6 @@ impl PackedMatrix {
         if !Self::handles(dtype) {
             bail!("PackedMatrix holds q4_0, q4_1, q5_0, q5_1, q8_0 or q2_K to q6_K, not {dtype:?}");
         }
-        // q2_K and q3_K have the AVX2 tile only, which AVX-512 hosts run as well.
-        let isa = if two_bit(dtype) { Isa::Avx2 } else { isa };
         let k = Self::k_format(dtype);
         // The offsets `dmin·m` of q2_K, q4_K and q5_K; q4_K's and q5_K's `m` apart (q2_K's
         // sit beside its scales).
