@@ -41,6 +41,13 @@ pub struct QuantizeArgs {
 }
 
 pub fn quantize(args: &QuantizeArgs) -> Result<()> {
+    // Before any download: `quantize_model` checks again, just before writing.
+    if args.out.exists() {
+        bail!(
+            "{} already exists; choose another --out or delete it first",
+            args.out.display()
+        );
+    }
     let mut source: Box<dyn ModelSource> = match loader::ModelSource::resolve(&args.model)? {
         loader::ModelSource::Gguf(path) => Box::new(GgufFile::open(&path)?),
         loader::ModelSource::Folder(dir) => checkpoint(&HfFiles::from_folder(&dir)?)?,
