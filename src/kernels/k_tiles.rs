@@ -11,7 +11,7 @@
 
 use super::q8::{Q8KRows, SUPER};
 #[cfg(target_arch = "x86_64")]
-use super::simd::or_bit_plane;
+use super::simd::{or_bit_plane, or_bit_plane_512};
 use super::tiles::{Accumulators, ROWS};
 use candle_core::quantized::GgmlDType;
 use half::f16;
@@ -181,22 +181,9 @@ pub(super) unsafe fn k_tile_vnni<const T: usize>((w, tile, q8, i, out): KTileArg
                 };
                 if q3 {
                     // The third bits, laid out as q5_K's fifth: the 32 bytes after the two-bit
-                    // vector, lanes 0..32 in their low nibbles and 32..64 in the high ones.
-                    let h = _mm256_loadu_si256(p.add(64) as *const __m256i);
-                    let h = _mm512_inserti64x4::<1>(
-                        _mm512_castsi256_si512(h),
-                        _mm256_srli_epi16::<4>(h),
-                    );
-                    let bit = _mm512_set1_epi8(0x04);
-                    let top = [
-                        _mm512_slli_epi16::<2>(h),
-                        _mm512_slli_epi16::<1>(h),
-                        h,
-                        _mm512_srli_epi16::<1>(h),
-                    ];
-                    for (wq, top) in wq.iter_mut().zip(top) {
-                        *wq = _mm512_or_si512(*wq, _mm512_and_si512(top, bit));
-                    }
+                    // vector.
+                    let plane = _mm256_loadu_si256(p.add(64) as *const __m256i);
+                    or_bit_plane_512::<2>(&mut wq, plane);
                 }
                 if q6 {
                     let h = _mm512_loadu_si512(p.add(128) as *const __m512i);
@@ -211,23 +198,9 @@ pub(super) unsafe fn k_tile_vnni<const T: usize>((w, tile, q8, i, out): KTileArg
                     }
                 }
                 if q5 {
-                    // Lanes 0..32 keep their fifth bits in the low nibbles of the group's last
-                    // 32 bytes, lanes 32..64 in the high ones.
-                    let h = _mm256_loadu_si256(p.add(128) as *const __m256i);
-                    let h = _mm512_inserti64x4::<1>(
-                        _mm512_castsi256_si512(h),
-                        _mm256_srli_epi16::<4>(h),
-                    );
-                    let bit = _mm512_set1_epi8(0x10);
-                    let top = [
-                        _mm512_slli_epi16::<4>(h),
-                        _mm512_slli_epi16::<3>(h),
-                        _mm512_slli_epi16::<2>(h),
-                        _mm512_slli_epi16::<1>(h),
-                    ];
-                    for (wq, top) in wq.iter_mut().zip(top) {
-                        *wq = _mm512_or_si512(*wq, _mm512_and_si512(top, bit));
-                    }
+                    // The fifth bits: the group's last 32 bytes.
+                    let plane = _mm256_loadu_si256(p.add(128) as *const __m256i);
+                    or_bit_plane_512::<4>(&mut wq, plane);
                 }
                 let mut scale_bytes =
                     _mm_loadu_si128(w.sub_scales.as_ptr().add(at * 128 + 16 * g) as *const __m128i);

@@ -82,6 +82,44 @@ pub(crate) unsafe fn or_bit_plane<const TO: i32>(
     }
 }
 
+/// [`or_bit_plane`] for the AVX-512 tiles, whose 64-byte vectors hold all 64 lanes: lanes
+/// 0..32 take their bits from the plane's low nibbles, lanes 32..64 from its high ones.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn or_bit_plane_512<const TO: i32>(
+    wq: &mut [std::arch::x86_64::__m512i; 4],
+    plane: std::arch::x86_64::__m256i,
+) {
+    // SAFETY: the caller guarantees AVX-512F and BW (the function is inlined into its VNNI
+    // kernel); only register operations follow.
+    unsafe {
+        use std::arch::x86_64::*;
+        // The high nibbles shifted down are low nibbles too.
+        let h =
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(plane), _mm256_srli_epi16::<4>(plane));
+        // The 16-bit shifts carry bits across bytes; the mask keeps only bit TO of each.
+        let top = match TO {
+            4 => [
+                _mm512_slli_epi16::<4>(h),
+                _mm512_slli_epi16::<3>(h),
+                _mm512_slli_epi16::<2>(h),
+                _mm512_slli_epi16::<1>(h),
+            ],
+            2 => [
+                _mm512_slli_epi16::<2>(h),
+                _mm512_slli_epi16::<1>(h),
+                h,
+                _mm512_srli_epi16::<1>(h),
+            ],
+            _ => unreachable!("weight bits go to bit 2 or 4"),
+        };
+        let bit = _mm512_set1_epi8((1i32 << TO) as i8);
+        for (wq, top) in wq.iter_mut().zip(top) {
+            *wq = _mm512_or_si512(*wq, _mm512_and_si512(top, bit));
+        }
+    }
+}
+
 /// Values the AVX2 kernels read as f32 lanes: f32 itself, or f16, the KV cache of a quantized
 /// model (`Attention::cache_dtype`), widened eight at a time.
 pub(crate) trait Widen: WithDType {

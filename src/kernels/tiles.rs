@@ -125,23 +125,8 @@ pub(super) unsafe fn tile_vnni<const SHIFTED: bool, const T: usize>(
                     _mm512_and_si512(_mm512_srli_epi16(p1, 4), low),
                 ];
                 if !w.qh.is_empty() {
-                    // Lanes 0..32 keep their fifth bits in the low nibbles of the 32 bytes,
-                    // lanes 32..64 in the high ones: shifted down, they are low nibbles too.
-                    let h = _mm256_loadu_si256(w.qh.as_ptr().add(at * 32) as *const __m256i);
-                    let h = _mm512_inserti64x4::<1>(
-                        _mm512_castsi256_si512(h),
-                        _mm256_srli_epi16::<4>(h),
-                    );
-                    let bit = _mm512_set1_epi8(0x10);
-                    let top = [
-                        _mm512_slli_epi16::<4>(h),
-                        _mm512_slli_epi16::<3>(h),
-                        _mm512_slli_epi16::<2>(h),
-                        _mm512_slli_epi16::<1>(h),
-                    ];
-                    for (wq, top) in wq.iter_mut().zip(top) {
-                        *wq = _mm512_or_si512(*wq, _mm512_and_si512(top, bit));
-                    }
+                    let plane = _mm256_loadu_si256(w.qh.as_ptr().add(at * 32) as *const __m256i);
+                    super::simd::or_bit_plane_512::<4>(&mut wq, plane);
                 }
                 wq
             };
