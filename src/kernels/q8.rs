@@ -7,14 +7,25 @@ use half::f16;
 /// Values per block, on both sides of the quantized matmul.
 pub(super) const BLOCK: usize = 32;
 
-/// Activations quantized to int8 blocks, one row per token.
+/// Activations quantized to int8 blocks, block-major: block `b` of token `t` is entry
+/// `b · tokens + t` of every field ([`Q8Rows::at`]), so a micro-kernel finds one block of all
+/// its tokens side by side, at fixed offsets from one pointer.
 pub(super) struct Q8Rows {
+    pub tokens: usize,
+    /// 32 values per entry.
     pub qs: Vec<i8>,
     pub scales: Vec<f32>,
-    /// For q4_1: `dx · Σ qx` per block, what the offsets `m` multiply.
+    /// For q4_1 and q5_1: `dx · Σ qx` per block, what the offsets `m` multiply.
     pub sums: Vec<f32>,
     /// For shifted weights: `-shift · Σ qx` per block, the integer dot product's starting value.
     pub start: Vec<i32>,
+}
+
+impl Q8Rows {
+    /// The entry of block `block` of token `token`.
+    pub fn at(&self, token: usize, block: usize) -> usize {
+        block * self.tokens + token
+    }
 }
 
 /// `rows` rows of `cols` values → int8 blocks. With `q8_1` the sums are rounded to f16 as
@@ -27,32 +38,29 @@ pub(super) fn quantize_rows(
     shift: i32,
 ) -> Q8Rows {
     let blocks = cols / BLOCK;
-    let mut qs = vec![0i8; rows * cols];
-    let mut scales = vec![0f32; rows * blocks];
-    let mut sums = vec![0f32; if q8_1 { rows * blocks } else { 0 }];
-    let mut start = vec![0i32; if shift != 0 { rows * blocks } else { 0 }];
-    for (i, (src, dst)) in x[..rows * cols]
-        .chunks_exact(BLOCK)
-        .zip(qs.chunks_exact_mut(BLOCK))
-        .enumerate()
-    {
-        let (d, s) = quantize_block(src, dst);
-        if shift != 0 {
-            start[i] = -shift * s;
-        }
-        // The scale is kept in f16, as GGML's q8 blocks store it.
-        let d16 = f16::from_f32(d);
-        scales[i] = d16.to_f32();
-        if q8_1 {
-            sums[i] = (f16::from_f32(s as f32) * d16).to_f32();
+    let mut out = Q8Rows {
+        tokens: rows,
+        qs: vec![0i8; rows * cols],
+        scales: vec![0f32; rows * blocks],
+        sums: vec![0f32; if q8_1 { rows * blocks } else { 0 }],
+        start: vec![0i32; if shift != 0 { rows * blocks } else { 0 }],
+    };
+    for (t, row) in x[..rows * cols].chunks_exact(cols).enumerate() {
+        for (b, src) in row.chunks_exact(BLOCK).enumerate() {
+            let i = out.at(t, b);
+            let (d, s) = quantize_block(src, &mut out.qs[i * BLOCK..][..BLOCK]);
+            if shift != 0 {
+                out.start[i] = -shift * s;
+            }
+            // The scale is kept in f16, as GGML's q8 blocks store it.
+            let d16 = f16::from_f32(d);
+            out.scales[i] = d16.to_f32();
+            if q8_1 {
+                out.sums[i] = (f16::from_f32(s as f32) * d16).to_f32();
+            }
         }
     }
-    Q8Rows {
-        qs,
-        scales,
-        sums,
-        start,
-    }
+    out
 }
 
 /// One block of 32 activations → int8 values `round(v / d)` with `d = max|v| / 127`, rounding

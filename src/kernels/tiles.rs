@@ -19,6 +19,8 @@ pub(super) struct TileWeights<'a> {
     /// Blocks per row.
     pub blocks: usize,
     pub scales: &'a [f16],
+    /// q4_1's and q5_1's offsets `m`, laid out like `scales` (empty for other formats).
+    pub mins: &'a [f16],
     pub qs: &'a [u8],
     /// q5's fifth bits, 32 bytes per block (empty for other formats).
     pub qh: &'a [u8],
@@ -37,7 +39,7 @@ pub(super) type TileArgs<'a> = (
     &'a mut Accumulators,
 );
 
-/// Asks for the weights and scales 16 blocks of the tile ahead. Decode streams every weight
+/// Asks for the weights, scales and offsets 16 blocks of the tile ahead. Decode streams every weight
 /// once, so it is bound by memory bandwidth; without the hint a 5632 × 2048 q4_0 matrix
 /// streamed at 19 GB/s on 2 threads, with it at 26–28 GB/s (AVX-512 VNNI host, 4-row tiles).
 #[cfg(target_arch = "x86_64")]
@@ -65,6 +67,9 @@ fn prefetch_blocks<const KIND: u8>(w: &TileWeights, at: usize) {
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
         }
         _mm_prefetch::<_MM_HINT_T0>(scales);
+        if !w.mins.is_empty() {
+            _mm_prefetch::<_MM_HINT_T0>(w.mins.as_ptr().wrapping_add((at + 16) * ROWS) as *const i8);
+        }
     }
 }
 
@@ -74,13 +79,78 @@ pub(super) const NIBBLES: u8 = 0;
 pub(super) const NIBBLES_AND_BIT: u8 = 1;
 pub(super) const BYTES: u8 = 2;
 
-/// The eight activation bytes `8j..8j + 8` of block `xb`, as one 64-bit lane.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn x_lane(q8: &Q8Rows, xb: usize, j: usize) -> i64 {
-    // SAFETY: the caller guarantees that block `xb` is one of `q8`'s and `j < 4`, so the 8 bytes
-    // read are inside `q8.qs`.
-    unsafe { (q8.qs.as_ptr().add(xb * BLOCK + 8 * j) as *const i64).read_unaligned() }
+/// How an activation block's sum enters a tile, for the micro-kernels' `SUM`: not at all
+/// (`q8_0` on AVX2); as the integer sum's start `-shift·Σqx`, for weights stored unsigned
+/// (`q4_0`, `q5_0`, and `q8_0` on VNNI); or as the float offset `m·dx·Σqx` (`q4_1`, `q5_1`),
+/// one more FMA per block and token.
+pub(super) const NO_SUM: u8 = 0;
+pub(super) const SHIFT: u8 = 1;
+pub(super) const OFFSET: u8 = 2;
+
+/// One block of a tile's tokens: where the first token's entry of each field of [`Q8Rows`]
+/// lies, the other tokens' following it (the layout is block-major), so the kernels address
+/// every token from one pointer at fixed offsets.
+#[derive(Clone, Copy)]
+struct TokenBlocks {
+    qs: *const i8,
+    scales: *const f32,
+    sums: *const f32,
+    start: *const i32,
+}
+
+impl TokenBlocks {
+    /// Block `b` of tokens `i..`. Nothing is read here, and a field `q8` lacks (`sums` or
+    /// `start`) gives a pointer that is never read.
+    #[inline(always)]
+    fn new(q8: &Q8Rows, i: usize, b: usize) -> Self {
+        let x0 = q8.at(i, b);
+        Self {
+            qs: q8.qs.as_ptr().wrapping_add(x0 * BLOCK),
+            scales: q8.scales.as_ptr().wrapping_add(x0),
+            sums: q8.sums.as_ptr().wrapping_add(x0),
+            start: q8.start.as_ptr().wrapping_add(x0),
+        }
+    }
+
+    /// The eight activation bytes `8j..8j + 8` of token `t`, as one 64-bit lane.
+    ///
+    /// # Safety
+    /// Token `i + t` (of [`TokenBlocks::new`]) is one of the activations', and `j < 4`.
+    #[inline(always)]
+    unsafe fn lane(self, t: usize, j: usize) -> i64 {
+        // SAFETY: per the caller, the 8 bytes lie inside the entry of token `i + t`.
+        unsafe { (self.qs.add(t * BLOCK + 8 * j) as *const i64).read_unaligned() }
+    }
+
+    /// Token `t`'s scale `dx`.
+    ///
+    /// # Safety
+    /// As [`TokenBlocks::lane`]'s.
+    #[inline(always)]
+    unsafe fn scale(self, t: usize) -> f32 {
+        // SAFETY: per the caller, token `i + t` has an entry.
+        unsafe { *self.scales.add(t) }
+    }
+
+    /// Token `t`'s `dx · Σqx`.
+    ///
+    /// # Safety
+    /// As [`TokenBlocks::lane`]'s, and the activations have sums.
+    #[inline(always)]
+    unsafe fn sum(self, t: usize) -> f32 {
+        // SAFETY: per the caller, token `i + t` has a sum.
+        unsafe { *self.sums.add(t) }
+    }
+
+    /// Token `t`'s start `-shift · Σqx`.
+    ///
+    /// # Safety
+    /// As [`TokenBlocks::lane`]'s, and the activations have starts.
+    #[inline(always)]
+    unsafe fn start(self, t: usize) -> i32 {
+        // SAFETY: per the caller, token `i + t` has a start.
+        unsafe { *self.start.add(t) }
+    }
 }
 
 /// A tile of `ROWS` weight rows × `T` tokens with AVX-512 VNNI: per block, four `vpdpbusd`
@@ -89,12 +159,11 @@ unsafe fn x_lane(q8: &Q8Rows, xb: usize, j: usize) -> i64 {
 /// scale and add the block for all eight rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-pub(super) unsafe fn tile_vnni<const SHIFTED: bool, const T: usize>(
-    (w, tile, q8, i, out): TileArgs,
-) {
+unsafe fn tile_vnni<const SUM: u8, const T: usize>((w, tile, q8, i, out): TileArgs) {
     // SAFETY: the caller (`PackedMatrix::tile`) guarantees AVX-512 VNNI, a tile of the matrix
-    // (rows are padded to whole tiles) and tokens `i..i + T` within `q8`, so every block `at` of
-    // `w` and `xb` of `q8` read below exists.
+    // (rows are padded to whole tiles), tokens `i..i + T` within `q8`, and the starts (`SHIFT`)
+    // or the sums and `w.mins` (`OFFSET`), so every block `at` of `w` and every entry of `q8`
+    // read below exists.
     unsafe {
         use std::arch::x86_64::*;
         let n = w.blocks;
@@ -111,6 +180,18 @@ pub(super) unsafe fn tile_vnni<const SHIFTED: bool, const T: usize>(
                     w.scales.as_ptr().add(at * ROWS) as *const __m128i,
                 ))),
             );
+            // Row r's offset into lane 2r alone, as the two lanes are summed at the end.
+            let m = if SUM == OFFSET {
+                _mm512_maskz_permutexvar_ps(
+                    0x5555,
+                    pairs,
+                    _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(
+                        w.mins.as_ptr().add(at * ROWS) as *const __m128i,
+                    ))),
+                )
+            } else {
+                _mm512_setzero_ps()
+            };
             let wq: [__m512i; 4] = if w.dtype == GgmlDType::Q8_0 {
                 let p = w.qs.as_ptr().add(at * 256);
                 [0, 1, 2, 3].map(|j| _mm512_loadu_si512(p.add(64 * j) as *const __m512i))
@@ -130,18 +211,21 @@ pub(super) unsafe fn tile_vnni<const SHIFTED: bool, const T: usize>(
                 }
                 wq
             };
+            let x = TokenBlocks::new(q8, i, b);
             for (t, acc) in acc.iter_mut().enumerate() {
-                let xb = (i + t) * n + b;
-                let mut dot = if SHIFTED {
-                    _mm512_maskz_set1_epi32(0x5555, q8.start[xb])
+                let mut dot = if SUM == SHIFT {
+                    _mm512_maskz_set1_epi32(0x5555, x.start(t))
                 } else {
                     _mm512_setzero_si512()
                 };
                 for (j, wq) in wq.iter().enumerate() {
-                    dot = _mm512_dpbusd_epi32(dot, *wq, _mm512_set1_epi64(x_lane(q8, xb, j)));
+                    dot = _mm512_dpbusd_epi32(dot, *wq, _mm512_set1_epi64(x.lane(t, j)));
                 }
-                let scale = _mm512_mul_ps(d, _mm512_set1_ps(q8.scales[xb]));
+                let scale = _mm512_mul_ps(d, _mm512_set1_ps(x.scale(t)));
                 *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *acc);
+                if SUM == OFFSET {
+                    *acc = _mm512_fmadd_ps(m, _mm512_set1_ps(x.sum(t)), *acc);
+                }
             }
         }
         for (t, acc) in acc.iter().enumerate() {
@@ -158,12 +242,13 @@ pub(super) unsafe fn tile_vnni<const SHIFTED: bool, const T: usize>(
 /// registers, four rows at a time, with `vpmaddubsw` + `vpmaddwd` for the byte products.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn tile_avx2<const KIND: u8, const SHIFTED: bool, const T: usize>(
+unsafe fn tile_avx2<const KIND: u8, const SUM: u8, const T: usize>(
     (w, tile, q8, i, out): TileArgs,
 ) {
     // SAFETY: the caller (`PackedMatrix::tile`) guarantees AVX2, FMA and F16C, a tile of the
-    // matrix (rows are padded to whole tiles) and tokens `i..i + T` within `q8`, so every block
-    // `at` of `w` and `xb` of `q8` read below exists.
+    // matrix (rows are padded to whole tiles), tokens `i..i + T` within `q8`, and the starts
+    // (`SHIFT`) or the sums and `w.mins` (`OFFSET`), so every block `at` of `w` and every
+    // entry of `q8` read below exists.
     unsafe {
         use std::arch::x86_64::*;
         let n = w.blocks;
@@ -183,9 +268,21 @@ pub(super) unsafe fn tile_avx2<const KIND: u8, const SHIFTED: bool, const T: usi
             let d = _mm256_cvtph_ps(_mm_loadu_si128(
                 w.scales.as_ptr().add(at * ROWS) as *const __m128i
             ));
+            let m = if SUM == OFFSET {
+                _mm256_cvtph_ps(_mm_loadu_si128(
+                    w.mins.as_ptr().add(at * ROWS) as *const __m128i
+                ))
+            } else {
+                _mm256_setzero_ps()
+            };
             // Rows 4h..4h + 4 are the h-th half of every 64-byte vector.
             for h in 0..2 {
                 let dh = _mm256_permutevar8x32_ps(d, pairs[h]);
+                // Row r's offset into lane 2r alone, as the two lanes are summed at the end.
+                let mh = _mm256_blend_ps::<0x55>(
+                    _mm256_setzero_ps(),
+                    _mm256_permutevar8x32_ps(m, pairs[h]),
+                );
                 let wq: [__m256i; 4] = if q8_weights {
                     let p = w.qs.as_ptr().add(at * 256 + 32 * h);
                     [0, 1, 2, 3].map(|j| _mm256_loadu_si256(p.add(64 * j) as *const __m256i))
@@ -206,9 +303,9 @@ pub(super) unsafe fn tile_avx2<const KIND: u8, const SHIFTED: bool, const T: usi
                     }
                     wq
                 };
+                let xs = TokenBlocks::new(q8, i, b);
                 for (t, acc) in acc.iter_mut().enumerate() {
-                    let xb = (i + t) * n + b;
-                    let x = [0, 1, 2, 3].map(|j| _mm256_set1_epi64x(x_lane(q8, xb, j)));
+                    let x = [0, 1, 2, 3].map(|j| _mm256_set1_epi64x(xs.lane(t, j)));
                     let mut dot = if q8_weights {
                         // |q| times sign-adjusted x, as GGML does; the int16 pairs of one product
                         // can reach 2·127·128, so each goes to int32 on its own.
@@ -234,17 +331,20 @@ pub(super) unsafe fn tile_avx2<const KIND: u8, const SHIFTED: bool, const T: usi
                         );
                         _mm256_madd_epi16(_mm256_add_epi16(p01, p23), ones)
                     };
-                    if SHIFTED {
+                    if SUM == SHIFT {
                         dot = _mm256_add_epi32(
                             dot,
                             _mm256_blend_epi32::<0x55>(
                                 _mm256_setzero_si256(),
-                                _mm256_set1_epi32(q8.start[xb]),
+                                _mm256_set1_epi32(xs.start(t)),
                             ),
                         );
                     }
-                    let scale = _mm256_mul_ps(dh, _mm256_set1_ps(q8.scales[xb]));
+                    let scale = _mm256_mul_ps(dh, _mm256_set1_ps(xs.scale(t)));
                     acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[h]);
+                    if SUM == OFFSET {
+                        acc[h] = _mm256_fmadd_ps(mh, _mm256_set1_ps(xs.sum(t)), acc[h]);
+                    }
                 }
             }
         }
@@ -256,6 +356,41 @@ pub(super) unsafe fn tile_avx2<const KIND: u8, const SHIFTED: bool, const T: usi
                     out[t][4 * h + r] = lanes[2 * r] + lanes[2 * r + 1];
                 }
             }
+        }
+    }
+}
+
+/// [`tile_vnni`] for a tile of `tokens` (1, 2, 4 or 8) tokens.
+///
+/// # Safety
+/// As [`tile_vnni`]'s.
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn tile_vnni_tokens<const SUM: u8>(tokens: usize, args: TileArgs) {
+    // SAFETY: the caller guarantees what `tile_vnni` needs, for `tokens` tokens.
+    unsafe {
+        match tokens {
+            1 => tile_vnni::<SUM, 1>(args),
+            2 => tile_vnni::<SUM, 2>(args),
+            4 => tile_vnni::<SUM, 4>(args),
+            _ => tile_vnni::<SUM, 8>(args),
+        }
+    }
+}
+
+/// [`tile_avx2`] for a tile of `tokens` (1 or 2) tokens.
+///
+/// # Safety
+/// As [`tile_avx2`]'s.
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn tile_avx2_tokens<const KIND: u8, const SUM: u8>(
+    tokens: usize,
+    args: TileArgs,
+) {
+    // SAFETY: the caller guarantees what `tile_avx2` needs, for `tokens` tokens.
+    unsafe {
+        match tokens {
+            1 => tile_avx2::<KIND, SUM, 1>(args),
+            _ => tile_avx2::<KIND, SUM, 2>(args),
         }
     }
 }

@@ -7,7 +7,8 @@
 //! - the weights are repacked at load time into plain arrays (scales, offsets, unsigned nibbles
 //!   or bytes) with [`ROWS`] = 8 rows interleaved eight values at a time, so one 512-bit
 //!   register holds eight values of each of eight rows (see [`PackedMatrix`]);
-//! - the activations are quantized to int8 blocks once per matmul (GGML's q8_0 / q8_1);
+//! - the activations are quantized to int8 blocks once per matmul (GGML's q8_0 / q8_1), stored
+//!   block by block with the tokens side by side, so a tile reads its tokens from one pointer;
 //! - a micro-kernel multiplies a tile of 8 weight rows by a tile of tokens: one block of 8 rows
 //!   is four `vpdpbusd` per token, each against eight activation bytes broadcast to every row,
 //!   and the float work (convert, scale, accumulate) is done once per block for all 8 rows;
@@ -21,16 +22,15 @@
 //! nibble, or with q5's fifth bit OR-ed in from a plane of its own; for `q8_0` on VNNI,
 //! `q + 128`) and the shift comes back out in the integer sum: it starts from `-8·Σqx` (or
 //! `-16·Σqx`, `-128·Σqx`), computed once per activation block. The float offset `m` adds
-//! `m·dx·Σqx` per block after the loop. The integer sums are exact, so results differ from
+//! `m·dx·Σqx` per block, one FMA beside the scale's for all 8 rows. The integer sums are exact, so results differ from
 //! GGML's only in the order of float additions.
 
 use super::isa::Isa;
 use super::k_tiles::{group_bytes, k_tile_avx2, k_tile_vnni, KTileWeights};
 use super::q8::{quantize_rows, quantize_rows_k, Q8KRows, Q8Rows, BLOCK, SUPER};
-use super::simd;
 use super::tiles::{
-    tile_avx2, tile_vnni, Accumulators, TileWeights, BYTES, MAX_TOKENS, NIBBLES, NIBBLES_AND_BIT,
-    ROWS,
+    tile_avx2_tokens, tile_vnni_tokens, Accumulators, TileWeights, BYTES, MAX_TOKENS, NIBBLES,
+    NIBBLES_AND_BIT, NO_SUM, OFFSET, ROWS, SHIFT,
 };
 use anyhow::{bail, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -75,8 +75,8 @@ pub struct PackedMatrix {
     /// [`k_quants`]) ...
     sub_scales: Vec<i8>,
     sub_mins: Vec<i8>,
-    /// ... and for `q4_1` the offset `m`, row by row.
-    mins: Vec<f32>,
+    /// ... and for `q4_1` and `q5_1` the offset `m`, laid out like `scales`.
+    mins: Vec<f16>,
     /// What the unsigned weights were shifted by (8 for q4_0, 128 for q8_0 on VNNI), taken back
     /// out of every integer dot product; 0 when the bytes are the weights themselves.
     shift: i32,
@@ -241,7 +241,7 @@ impl PackedMatrix {
             dmins: vec![f16::ZERO; if dmins { n } else { 0 }],
             sub_scales: vec![0; if k { 16 * n } else { 0 }],
             sub_mins: vec![0; if k_mins { 8 * n } else { 0 }],
-            mins: vec![0f32; if Self::has_mins(dtype) { n } else { 0 }],
+            mins: vec![f16::ZERO; if Self::has_mins(dtype) { n } else { 0 }],
             shift,
             qs: vec![
                 0u8;
@@ -277,8 +277,7 @@ impl PackedMatrix {
                 let at = self.at(r, b);
                 self.scales[at * ROWS + r % ROWS] = f16::from_le_bytes([block[0], block[1]]);
                 if Self::has_mins(self.dtype) {
-                    self.mins[r * self.blocks + b] =
-                        f16::from_le_bytes([block[2], block[3]]).to_f32();
+                    self.mins[at * ROWS + r % ROWS] = f16::from_le_bytes([block[2], block[3]]);
                 }
                 // q5's fifth bits: a little-endian u32 before the nibbles, bit v for value v.
                 let high_bits = if Self::five_bits(self.dtype) {
@@ -326,7 +325,10 @@ impl PackedMatrix {
         for b in 0..self.blocks {
             let at = self.at(r, b);
             let d = self.scales[at * ROWS + r % ROWS].to_f32();
-            let m = self.mins.get(r * self.blocks + b).copied().unwrap_or(0.0);
+            let m = self
+                .mins
+                .get(at * ROWS + r % ROWS)
+                .map_or(0.0, |m| m.to_f32());
             for (v, y) in out[b * BLOCK..(b + 1) * BLOCK].iter_mut().enumerate() {
                 let (byte, nibble) = Self::place(self.dtype, r, v);
                 let q = if self.dtype == GgmlDType::Q8_0 {
@@ -392,10 +394,9 @@ impl PackedMatrix {
     pub fn size_in_bytes(&self) -> usize {
         self.qs.len()
             + self.qh.len()
-            + 2 * (self.scales.len() + self.dmins.len())
+            + 2 * (self.scales.len() + self.dmins.len() + self.mins.len())
             + self.sub_scales.len()
             + self.sub_mins.len()
-            + 4 * self.mins.len()
     }
 
     /// `x`: `(.., cols)` f32 on the CPU → `(.., rows)`.
@@ -456,63 +457,36 @@ impl PackedMatrix {
         };
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `with_isa` checked that the CPU has `self.isa`; rows are padded to whole
-        // tiles and `tokens_per_tile` keeps the tokens within `q8`.
+        // tiles and `tokens_per_tile` keeps the tokens within `q8`. `q8` is this matrix's
+        // `quantize_input`, so it has the starts of a shifted format and the sums of q4_1 and
+        // q5_1, whose `mins` `empty` allocated.
         unsafe {
             let weights = TileWeights {
                 dtype: self.dtype,
                 blocks: self.blocks,
                 scales: &self.scales,
+                mins: &self.mins,
                 qs: &self.qs,
                 qh: &self.qh,
             };
             let args = (&weights, tile, q8, i, &mut *acc);
-            match (self.isa, self.shift != 0, tokens) {
-                (Isa::Avx512Vnni, false, 1) => tile_vnni::<false, 1>(args),
-                (Isa::Avx512Vnni, false, 2) => tile_vnni::<false, 2>(args),
-                (Isa::Avx512Vnni, false, 4) => tile_vnni::<false, 4>(args),
-                (Isa::Avx512Vnni, false, _) => tile_vnni::<false, 8>(args),
-                (Isa::Avx512Vnni, true, 1) => tile_vnni::<true, 1>(args),
-                (Isa::Avx512Vnni, true, 2) => tile_vnni::<true, 2>(args),
-                (Isa::Avx512Vnni, true, 4) => tile_vnni::<true, 4>(args),
-                (Isa::Avx512Vnni, true, _) => tile_vnni::<true, 8>(args),
-                (Isa::Avx2, shifted, tokens) => {
-                    let kind = if self.dtype == GgmlDType::Q8_0 {
-                        BYTES
-                    } else if self.qh.is_empty() {
-                        NIBBLES
-                    } else {
-                        NIBBLES_AND_BIT
-                    };
-                    match (kind, shifted, tokens) {
-                        (NIBBLES, false, 1) => tile_avx2::<NIBBLES, false, 1>(args),
-                        (NIBBLES, false, _) => tile_avx2::<NIBBLES, false, 2>(args),
-                        (NIBBLES, true, 1) => tile_avx2::<NIBBLES, true, 1>(args),
-                        (NIBBLES, true, _) => tile_avx2::<NIBBLES, true, 2>(args),
-                        (NIBBLES_AND_BIT, false, 1) => tile_avx2::<NIBBLES_AND_BIT, false, 1>(args),
-                        (NIBBLES_AND_BIT, false, _) => tile_avx2::<NIBBLES_AND_BIT, false, 2>(args),
-                        (NIBBLES_AND_BIT, true, 1) => tile_avx2::<NIBBLES_AND_BIT, true, 1>(args),
-                        (NIBBLES_AND_BIT, true, _) => tile_avx2::<NIBBLES_AND_BIT, true, 2>(args),
-                        (_, false, 1) => tile_avx2::<BYTES, false, 1>(args),
-                        (_, false, _) => tile_avx2::<BYTES, false, 2>(args),
-                        (_, true, 1) => tile_avx2::<BYTES, true, 1>(args),
-                        (_, true, _) => tile_avx2::<BYTES, true, 2>(args),
-                    }
+            // How the activation sums enter follows from the format (and for q8_0 from the
+            // instruction set): `empty` sets `shift` and `mins` to match.
+            match (self.isa, self.dtype) {
+                (Isa::Avx512Vnni, GgmlDType::Q4_1 | GgmlDType::Q5_1) => {
+                    tile_vnni_tokens::<OFFSET>(tokens, args)
                 }
-            }
-        }
-        if !self.mins.is_empty() {
-            let n = self.blocks;
-            for (t, acc) in acc.iter_mut().enumerate().take(tokens) {
-                let sums = &q8.sums[(i + t) * n..][..n];
-                for (dr, a) in acc.iter_mut().enumerate() {
-                    let mins = &self.mins[(ROWS * tile + dr) * n..][..n];
-                    #[cfg(target_arch = "x86_64")]
-                    {
-                        // SAFETY: the CPU has AVX2, FMA and F16C (`Isa::available`, checked
-                        // in `with_isa`); both slices hold n values.
-                        *a += unsafe { simd::dot_avx2(mins, sums) };
-                    }
+                // q4_0, q5_0, and q8_0 (stored as q + 128 for VNNI).
+                (Isa::Avx512Vnni, _) => tile_vnni_tokens::<SHIFT>(tokens, args),
+                (Isa::Avx2, GgmlDType::Q4_0) => tile_avx2_tokens::<NIBBLES, SHIFT>(tokens, args),
+                (Isa::Avx2, GgmlDType::Q4_1) => tile_avx2_tokens::<NIBBLES, OFFSET>(tokens, args),
+                (Isa::Avx2, GgmlDType::Q5_0) => {
+                    tile_avx2_tokens::<NIBBLES_AND_BIT, SHIFT>(tokens, args)
                 }
+                (Isa::Avx2, GgmlDType::Q5_1) => {
+                    tile_avx2_tokens::<NIBBLES_AND_BIT, OFFSET>(tokens, args)
+                }
+                (Isa::Avx2, _) => tile_avx2_tokens::<BYTES, NO_SUM>(tokens, args),
             }
         }
     }
