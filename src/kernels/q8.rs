@@ -45,6 +45,9 @@ pub(super) fn quantize_rows(
         sums: vec![0f32; if q8_1 { rows * blocks } else { 0 }],
         start: vec![0i32; if shift != 0 { rows * blocks } else { 0 }],
     };
+    if cols == 0 {
+        return out;
+    }
     for (t, row) in x[..rows * cols].chunks_exact(cols).enumerate() {
         for (b, src) in row.chunks_exact(BLOCK).enumerate() {
             let i = out.at(t, b);

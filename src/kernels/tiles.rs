@@ -39,8 +39,8 @@ pub(super) type TileArgs<'a> = (
     &'a mut Accumulators,
 );
 
-/// Asks for the weights, scales and offsets 16 blocks of the tile ahead. Decode streams every weight
-/// once, so it is bound by memory bandwidth; without the hint a 5632 × 2048 q4_0 matrix
+/// Asks for the weights, scales and offsets 16 blocks of the tile ahead. Decode streams every
+/// weight once, so it is bound by memory bandwidth; without the hint a 5632 × 2048 q4_0 matrix
 /// streamed at 19 GB/s on 2 threads, with it at 26–28 GB/s (AVX-512 VNNI host, 4-row tiles).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
@@ -68,7 +68,8 @@ fn prefetch_blocks<const KIND: u8>(w: &TileWeights, at: usize) {
         }
         _mm_prefetch::<_MM_HINT_T0>(scales);
         if !w.mins.is_empty() {
-            _mm_prefetch::<_MM_HINT_T0>(w.mins.as_ptr().wrapping_add((at + 16) * ROWS) as *const i8);
+            let mins = w.mins.as_ptr().wrapping_add((at + 16) * ROWS) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(mins);
         }
     }
 }
@@ -160,10 +161,10 @@ impl TokenBlocks {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
 unsafe fn tile_vnni<const SUM: u8, const T: usize>((w, tile, q8, i, out): TileArgs) {
-    // SAFETY: the caller (`PackedMatrix::tile`) guarantees AVX-512 VNNI, a tile of the matrix
-    // (rows are padded to whole tiles), tokens `i..i + T` within `q8`, and the starts (`SHIFT`)
-    // or the sums and `w.mins` (`OFFSET`), so every block `at` of `w` and every entry of `q8`
-    // read below exists.
+    // SAFETY: the caller (`PackedMatrix::tile`, through `tile_vnni_tokens`) guarantees AVX-512
+    // VNNI, a tile of the matrix (rows are padded to whole tiles), tokens `i..i + T` within
+    // `q8`, and the starts (`SHIFT`) or the sums and `w.mins` (`OFFSET`), so every block `at`
+    // of `w` and every entry of `q8` read below exists.
     unsafe {
         use std::arch::x86_64::*;
         let n = w.blocks;
@@ -245,10 +246,10 @@ unsafe fn tile_vnni<const SUM: u8, const T: usize>((w, tile, q8, i, out): TileAr
 unsafe fn tile_avx2<const KIND: u8, const SUM: u8, const T: usize>(
     (w, tile, q8, i, out): TileArgs,
 ) {
-    // SAFETY: the caller (`PackedMatrix::tile`) guarantees AVX2, FMA and F16C, a tile of the
-    // matrix (rows are padded to whole tiles), tokens `i..i + T` within `q8`, and the starts
-    // (`SHIFT`) or the sums and `w.mins` (`OFFSET`), so every block `at` of `w` and every
-    // entry of `q8` read below exists.
+    // SAFETY: the caller (`PackedMatrix::tile`, through `tile_avx2_tokens`) guarantees AVX2,
+    // FMA and F16C, a tile of the matrix (rows are padded to whole tiles), tokens `i..i + T`
+    // within `q8`, and the starts (`SHIFT`) or the sums and `w.mins` (`OFFSET`), so every block
+    // `at` of `w` and every entry of `q8` read below exists.
     unsafe {
         use std::arch::x86_64::*;
         let n = w.blocks;

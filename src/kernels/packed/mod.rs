@@ -22,8 +22,8 @@
 //! nibble, or with q5's fifth bit OR-ed in from a plane of its own; for `q8_0` on VNNI,
 //! `q + 128`) and the shift comes back out in the integer sum: it starts from `-8·Σqx` (or
 //! `-16·Σqx`, `-128·Σqx`), computed once per activation block. The float offset `m` adds
-//! `m·dx·Σqx` per block, one FMA beside the scale's for all 8 rows. The integer sums are exact, so results differ from
-//! GGML's only in the order of float additions.
+//! `m·dx·Σqx` per block, one FMA beside the scale's for all 8 rows. The integer sums are
+//! exact, so results differ from GGML's only in the order of float additions.
 
 use super::isa::Isa;
 use super::k_tiles::{group_bytes, k_tile_avx2, k_tile_vnni, KTileWeights};
