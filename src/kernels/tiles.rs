@@ -276,6 +276,7 @@ unsafe fn tile_avx2<const KIND: u8, const SUM: u8, const T: usize>(
             } else {
                 _mm256_setzero_ps()
             };
+            let xs = TokenBlocks::new(q8, i, b);
             // Rows 4h..4h + 4 are the h-th half of every 64-byte vector.
             for h in 0..2 {
                 let dh = _mm256_permutevar8x32_ps(d, pairs[h]);
@@ -304,7 +305,6 @@ unsafe fn tile_avx2<const KIND: u8, const SUM: u8, const T: usize>(
                     }
                     wq
                 };
-                let xs = TokenBlocks::new(q8, i, b);
                 for (t, acc) in acc.iter_mut().enumerate() {
                     let x = [0, 1, 2, 3].map(|j| _mm256_set1_epi64x(xs.lane(t, j)));
                     let mut dot = if q8_weights {
