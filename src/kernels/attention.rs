@@ -7,6 +7,7 @@
 //! other devices.
 
 use super::isa;
+use super::pool;
 use super::simd::{self, Widen};
 use anyhow::Result;
 use candle_core::{DType, Tensor};
@@ -347,7 +348,6 @@ fn with_cache_rows<E: Widen, R>(
 /// `q`: `(batch, heads, 1, head_dim)`; `k`, `v`: `(batch, kv_heads, total, head_dim)` views of
 /// the cache (each head's rows contiguous). Returns `(batch, heads, head_dim)` as one row.
 fn attend_one_in<E: Widen>(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize) -> Result<Tensor> {
-    use rayon::prelude::*;
     let (b, nh, _, hd) = q.dims4()?;
     let total = k.dim(2)?;
     let q: Vec<f32> = q.flatten_all()?.to_vec1()?;
@@ -355,14 +355,12 @@ fn attend_one_in<E: Widen>(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize) ->
     let lens = vec![total; per_task];
     let mut out = vec![0f32; b * nh * hd];
     with_cache_rows::<E, _>(k, v, |keys, values| {
-        out.par_chunks_mut(per_task * hd)
-            .enumerate()
-            .for_each(|(task, ys)| {
-                let first = task * per_task;
-                let (batch, kv) = (first / nh, first % nh / groups);
-                let cache = (keys.head(batch, kv), values.head(batch, kv));
-                attend_rows(&q[first * hd..][..ys.len()], &lens, cache, ys);
-            });
+        pool::for_each_chunk_mut(&mut out, per_task * hd, |task, ys| {
+            let first = task * per_task;
+            let (batch, kv) = (first / nh, first % nh / groups);
+            let cache = (keys.head(batch, kv), values.head(batch, kv));
+            attend_rows(&q[first * hd..][..ys.len()], &lens, cache, ys);
+        });
         Ok(())
     })?;
     Ok(Tensor::from_vec(
@@ -380,7 +378,6 @@ fn attend_one_in<E: Widen>(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize) ->
 /// `q`: `(b, nh, seq, hd)`; `k`, `v` as for [`attend_one`]. Returns `(b, seq, nh * hd)`, ready
 /// for the output projection.
 fn attend_causal_in<E: Widen>(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize) -> Result<Tensor> {
-    use rayon::prelude::*;
     let (b, nh, seq, hd) = q.dims4()?;
     let (nkv, total) = (k.dim(1)?, k.dim(2)?);
     let past = total - seq;
@@ -392,28 +389,26 @@ fn attend_causal_in<E: Widen>(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize)
         .collect();
     // Each task's rows are (position, query head of the group), in that order.
     let ys: Vec<Vec<f32>> = with_cache_rows::<E, _>(k, v, |keys, values| {
-        Ok(tasks
-            .par_iter()
-            .map(|&(batch, kv, p0)| {
-                let positions = p0..(p0 + block).min(seq);
-                let rows = positions.len() * groups;
-                let (mut qs, mut lens) = (Vec::with_capacity(rows * hd), Vec::with_capacity(rows));
-                for p in positions {
-                    for h in kv * groups..(kv + 1) * groups {
-                        qs.extend_from_slice(&q[((batch * nh + h) * seq + p) * hd..][..hd]);
-                        lens.push(past + p + 1);
-                    }
+        Ok(pool::map_tasks(tasks.len(), |task| {
+            let (batch, kv, p0) = tasks[task];
+            let positions = p0..(p0 + block).min(seq);
+            let rows = positions.len() * groups;
+            let (mut qs, mut lens) = (Vec::with_capacity(rows * hd), Vec::with_capacity(rows));
+            for p in positions {
+                for h in kv * groups..(kv + 1) * groups {
+                    qs.extend_from_slice(&q[((batch * nh + h) * seq + p) * hd..][..hd]);
+                    lens.push(past + p + 1);
                 }
-                let mut ys = vec![0f32; rows * hd];
-                // A prompt's rows read each cached row many times: widening an f16 cache once
-                // per task costs less than widening at every read (2-3% of a 512-token prefill).
-                let seen = lens.iter().copied().max().unwrap_or(0) * hd;
-                let keys = E::widen(&keys.head(batch, kv)[..seen]);
-                let values = E::widen(&values.head(batch, kv)[..seen]);
-                attend_rows::<f32>(&qs, &lens, (&keys, &values), &mut ys);
-                ys
-            })
-            .collect())
+            }
+            let mut ys = vec![0f32; rows * hd];
+            // A prompt's rows read each cached row many times: widening an f16 cache once
+            // per task costs less than widening at every read (2-3% of a 512-token prefill).
+            let seen = lens.iter().copied().max().unwrap_or(0) * hd;
+            let keys = E::widen(&keys.head(batch, kv)[..seen]);
+            let values = E::widen(&values.head(batch, kv)[..seen]);
+            attend_rows::<f32>(&qs, &lens, (&keys, &values), &mut ys);
+            ys
+        }))
     })?;
     let mut out = vec![0f32; b * seq * nh * hd];
     for (&(batch, kv, p0), ys) in tasks.iter().zip(&ys) {

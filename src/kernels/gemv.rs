@@ -7,7 +7,6 @@
 use super::simd;
 use anyhow::{bail, Result};
 use candle_core::{Device, Storage, Tensor};
-use rayon::prelude::*;
 
 /// `w`: `(rows, cols)` contiguous f32 on the CPU; `x`: `cols` values → `rows` values.
 pub fn gemv(w: &Tensor, x: &[f32]) -> Result<Vec<f32>> {
@@ -22,7 +21,7 @@ pub fn gemv(w: &Tensor, x: &[f32]) -> Result<Vec<f32>> {
     let data = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + rows * cols];
     let mut out = vec![0f32; rows];
     let strip = rows.div_ceil(4 * rayon::current_num_threads()).max(16);
-    out.par_chunks_mut(strip).enumerate().for_each(|(s, dst)| {
+    super::pool::for_each_chunk_mut(&mut out, strip, |s, dst| {
         for (j, y) in dst.iter_mut().enumerate() {
             let r = s * strip + j;
             let row = &data[r * cols..(r + 1) * cols];

@@ -126,6 +126,25 @@ unsafe fn x_lane(q8: &Q8KRows, xb: usize, g: usize, j: usize) -> i64 {
     unsafe { (q8.qs.as_ptr().add(xb * SUPER + 32 * g + 8 * j) as *const i64).read_unaligned() }
 }
 
+/// [`k_tile_vnni`] for a tile of `tokens` tokens, any number from 1 to
+/// [`super::tiles::MAX_TOKENS`], each width its own copy (see `tile_vnni_tokens`).
+///
+/// # Safety
+/// As [`k_tile_vnni`]'s.
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn k_tile_vnni_tokens(tokens: usize, args: KTileArgs) {
+    macro_rules! widths {
+        ($($t:literal)*) => {
+            match tokens {
+                $($t => k_tile_vnni::<$t>(args),)*
+                _ => unreachable!("a K tile takes 1 to 8 tokens, not {tokens}"),
+            }
+        };
+    }
+    // SAFETY: the caller guarantees what `k_tile_vnni` needs, for `tokens` tokens.
+    unsafe { widths!(1 2 3 4 5 6 7 8) }
+}
+
 /// A tile of `ROWS` rows × `T` tokens with AVX-512 VNNI: per 32-value group, four `vpdpbusd`
 /// per token (lanes `2r` and `2r + 1` hold row `r`'s two halves), one `vpmulld` by the halves'
 /// scales, and per super-block one convert and FMA for all eight rows. Every K format: two-bit
@@ -133,7 +152,7 @@ unsafe fn x_lane(q8: &Q8KRows, xb: usize, g: usize, j: usize) -> i64 {
 /// pairs (`q6_K`) on top.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-pub(super) unsafe fn k_tile_vnni<const T: usize>((w, tile, q8, i, out): KTileArgs) {
+unsafe fn k_tile_vnni<const T: usize>((w, tile, q8, i, out): KTileArgs) {
     // SAFETY: the caller (`PackedMatrix::tile`) guarantees AVX-512 VNNI, a tile of the matrix
     // (rows are padded to whole tiles) and tokens `i..i + T` within `q8`, so every super-block
     // `at` of `w` and `xb` of `q8` read below exists; each load stays inside its group's

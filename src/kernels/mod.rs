@@ -17,11 +17,14 @@
 //! - [`backprop`]: training's norms, softmax, SwiGLU, rotary embeddings and loss, fused with
 //!   their backward passes
 //! - [`threads`]: running a whole job on a worker of a sized rayon pool
+//! - [`pool`]: the parallel loops of the kernels, on helpers that spin through a few-token
+//!   forward instead of sleeping between its loops
 //!
 //! The part uses nothing else of the crate (only candle, half and rayon), so `model` reads as
 //! plain tensor code that calls into it. Within the folder the files form no circle: `isa`
-//! and `simd` are used by the others, `q8`, `tiles` and `k_tiles` by `packed`. Every public function
-//! checks the CPU itself; the `unsafe` SIMD functions are private to the folder.
+//! and `simd` are used by the others, `q8`, `tiles` and `k_tiles` by `packed`, and `pool` by
+//! `packed`, `attention`, `gemv` and `swiglu`. Every public function checks the CPU itself; the
+//! `unsafe` SIMD functions are private to the folder.
 
 pub mod attention;
 pub mod backprop;
@@ -30,6 +33,7 @@ pub mod gemv;
 pub mod isa;
 mod k_tiles;
 pub mod packed;
+pub mod pool;
 mod q8;
 pub mod simd;
 pub mod swiglu;

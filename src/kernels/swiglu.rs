@@ -9,13 +9,11 @@ use candle_core::Tensor;
 /// `e^x`: candle's route is a SiLU pass with libm's `expf` per value, a second pass to
 /// multiply, and a tensor allocated for each (about 2% of a TinyLlama decode step).
 pub fn swiglu(g: &Tensor, u: &Tensor) -> Result<Tensor> {
-    use rayon::prelude::*;
     let mut h: Vec<f32> = g.flatten_all()?.to_vec1()?;
     let u: Vec<f32> = u.flatten_all()?.to_vec1()?;
     // A prompt's worth is split over the threads; a decode step's 5,632 values are not.
-    h.par_chunks_mut(1 << 14)
-        .zip(u.par_chunks(1 << 14))
-        .for_each(|(h, u)| swiglu_in_place(h, u));
+    const PIECE: usize = 1 << 14;
+    super::pool::for_each_chunk_mut(&mut h, PIECE, |i, h| swiglu_in_place(h, &u[i * PIECE..]));
     Ok(Tensor::from_vec(h, g.shape(), g.device())?)
 }
 

@@ -52,6 +52,10 @@ use weights::{WeightNames, WeightSource};
 use builder::Builder;
 pub use builder::WeightFormat;
 
+/// The most tokens a forward may have to run on the kernels' spinning helpers
+/// ([`Transformer::with_helpers`]): a verification of up to 15 drafts.
+const FEW_TOKENS: usize = 16;
+
 /// The largest absolute difference between two tensors of the same shape, as f32: how the
 /// tests (and notebooks) compare logits.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
@@ -137,6 +141,8 @@ pub struct Transformer {
     weight_bytes: usize,
     /// Quantized matrices on candle's slower matmul, counted by format.
     fallback: BTreeMap<&'static str, usize>,
+    /// Every matrix runs on the packed kernels ([`Linear::Packed`]).
+    packed: bool,
     /// Use ops that record gradients (LoRA training) instead of the inference kernels:
     /// [`crate::kernels::backprop`]'s for f32 on the CPU, candle's composed ones elsewhere.
     train: bool,
@@ -269,6 +275,7 @@ impl Transformer {
             dtype: format.dtype,
             weight_bytes: b.bytes,
             fallback: BTreeMap::new(),
+            packed: false,
             train: false,
         };
         let mut fallback = BTreeMap::new();
@@ -278,6 +285,10 @@ impl Transformer {
             }
         }
         model.fallback = fallback;
+        model.packed = model
+            .linears_mut()
+            .iter()
+            .all(|linear| matches!(linear.base, Linear::Packed { .. }));
         Ok(model)
     }
 
@@ -435,16 +446,32 @@ impl Transformer {
                 self.blocks.len()
             );
         }
-        let mut caches = std::mem::take(&mut self.caches);
-        let h = self.run_blocks(ids, layers, Some(&mut caches[..layers]));
-        self.caches = caches;
-        let h = h?;
-        let seq = h.dim(1)?;
-        Ok(self
-            .lm_head
-            .forward(&h.narrow(1, seq - 1, 1)?)?
-            .i((.., 0, ..))?
-            .to_dtype(DType::F32)?)
+        self.with_helpers(ids, |model| {
+            let mut caches = std::mem::take(&mut model.caches);
+            let h = model.run_blocks(ids, layers, Some(&mut caches[..layers]));
+            model.caches = caches;
+            let h = h?;
+            let seq = h.dim(1)?;
+            Ok(model
+                .lm_head
+                .forward(&h.narrow(1, seq - 1, 1)?)?
+                .i((.., 0, ..))?
+                .to_dtype(DType::F32)?)
+        })
+    }
+
+    /// Runs a forward `op` over `ids` with the kernels' spinning helpers
+    /// ([`crate::kernels::pool::with_helpers`]) where they pay: a few tokens (a decode step, a
+    /// speculative verification), whose forward is a chain of short parallel loops, on a model
+    /// whose matrices all run on the packed kernels. Elsewhere a loop of candle's (its matmul)
+    /// would find the helpers busy and run on one thread, and a prompt's long loops lose little
+    /// to waking rayon's workers.
+    fn with_helpers<R>(&mut self, ids: &Tensor, op: impl FnOnce(&mut Self) -> R) -> R {
+        if ids.elem_count() <= FEW_TOKENS && self.packed && !self.train {
+            crate::kernels::pool::with_helpers(|| op(self))
+        } else {
+            op(self)
+        }
     }
 
     /// Number of transformer blocks.
@@ -489,21 +516,25 @@ impl Transformer {
 
     /// Logits of **every** position, `(batch, seq, vocab)` in f32, continuing after the cache.
     pub fn forward(&mut self, ids: &Tensor) -> Result<Tensor> {
-        let h = self.hidden(ids, true)?;
-        Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
+        self.with_helpers(ids, |model| {
+            let h = model.hidden(ids, true)?;
+            Ok(model.lm_head.forward(&h)?.to_dtype(DType::F32)?)
+        })
     }
 
     /// Logits of the last position only, `(batch, vocab)`: generation needs no more, and
     /// skipping the output projection for the other positions saves work during prefill.
     pub fn forward_last(&mut self, ids: &Tensor) -> Result<Tensor> {
-        let h = self.hidden(ids, true)?;
-        let seq = h.dim(1)?;
-        let last = h.narrow(1, seq - 1, 1)?;
-        Ok(self
-            .lm_head
-            .forward(&last)?
-            .i((.., 0, ..))?
-            .to_dtype(DType::F32)?)
+        self.with_helpers(ids, |model| {
+            let h = model.hidden(ids, true)?;
+            let seq = h.dim(1)?;
+            let last = h.narrow(1, seq - 1, 1)?;
+            Ok(model
+                .lm_head
+                .forward(&last)?
+                .i((.., 0, ..))?
+                .to_dtype(DType::F32)?)
+        })
     }
 
     /// Logits at the given positions only, `(n, vocab)` in f32, without touching the KV cache.

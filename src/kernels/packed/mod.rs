@@ -26,7 +26,7 @@
 //! exact, so results differ from GGML's only in the order of float additions.
 
 use super::isa::Isa;
-use super::k_tiles::{group_bytes, k_tile_avx2, k_tile_vnni, KTileWeights};
+use super::k_tiles::{group_bytes, k_tile_avx2, k_tile_vnni_tokens, KTileWeights};
 use super::q8::{quantize_rows, quantize_rows_k, Q8KRows, Q8Rows, BLOCK, SUPER};
 use super::tiles::{
     tile_avx2_tokens, tile_vnni_tokens, Accumulators, TileWeights, BYTES, MAX_TOKENS, NIBBLES,
@@ -36,7 +36,6 @@ use anyhow::{bail, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use half::f16;
-use rayon::prelude::*;
 
 mod k_quants;
 
@@ -44,17 +43,14 @@ mod k_quants;
 const TOKEN_CHUNK: usize = 64;
 
 /// Tokens per micro-kernel tile for `remaining` tokens: as many accumulators as the registers
-/// hold (32 zmm, 16 ymm), and a smaller tile for the tail (a speculative verification of 5
-/// tokens is a tile of 4 and one of 1, not a tile of 8 with 3 unused).
+/// hold (32 zmm, 16 ymm). The VNNI tiles come in every width up to theirs, so a speculative
+/// verification of K + 1 tokens is one pass over the weights for K ≤ 7.
 fn tokens_per_tile(isa: Isa, remaining: usize) -> usize {
     let most = match isa {
         Isa::Avx512Vnni => MAX_TOKENS,
         Isa::Avx2 => 2,
     };
-    [8, 4, 2, 1]
-        .into_iter()
-        .find(|&t| t <= most && t <= remaining)
-        .unwrap_or(1)
+    remaining.clamp(1, most)
 }
 
 /// A `(rows, cols)` quantized matrix in the layout the kernel reads.
@@ -508,10 +504,7 @@ impl PackedMatrix {
         // tiles and `tokens_per_tile` keeps the tokens within `q8`.
         unsafe {
             match (self.isa, tokens) {
-                (Isa::Avx512Vnni, 1) => k_tile_vnni::<1>(args),
-                (Isa::Avx512Vnni, 2) => k_tile_vnni::<2>(args),
-                (Isa::Avx512Vnni, 4) => k_tile_vnni::<4>(args),
-                (Isa::Avx512Vnni, _) => k_tile_vnni::<8>(args),
+                (Isa::Avx512Vnni, _) => k_tile_vnni_tokens(tokens, args),
                 (Isa::Avx2, 1) => k_tile_avx2::<1>(args),
                 (Isa::Avx2, _) => k_tile_avx2::<2>(args),
             }
@@ -540,7 +533,14 @@ pub fn matmul_group(mats: &[&PackedMatrix], x: &[f32], m: usize) -> Option<Vec<V
     // Work split over strips of row tiles, a few per thread to balance the load without paying
     // for many hand-offs. Each strip writes its own columns of its matrix's output.
     let total: usize = mats.iter().map(|w| w.rows.div_ceil(ROWS)).sum();
-    let per_strip = total.div_ceil(4 * rayon::current_num_threads()).max(1);
+    let per_strip = total
+        .div_ceil(
+            std::env::var("STRIPS")
+                .map(|s| s.parse().unwrap())
+                .unwrap_or(4)
+                * rayon::current_num_threads(),
+        )
+        .max(1);
     let mut strips = Vec::new();
     for (j, (w, out)) in mats.iter().zip(&mut outs).enumerate() {
         let tiles = w.rows.div_ceil(ROWS);
@@ -553,7 +553,8 @@ pub fn matmul_group(mats: &[&PackedMatrix], x: &[f32], m: usize) -> Option<Vec<V
             ));
         }
     }
-    strips.par_iter().for_each(|(j, t0, t1, out)| {
+    super::pool::for_each_task(strips.len(), |s| {
+        let (j, t0, t1, out) = &strips[s];
         let w = mats[*j];
         for c0 in (0..m).step_by(TOKEN_CHUNK) {
             let c1 = (c0 + TOKEN_CHUNK).min(m);

@@ -205,6 +205,25 @@ fn a_group_equals_its_matrices_one_by_one() {
     }
 }
 
+/// Every tile width the kernels have (1 to 8 tokens on VNNI, 1 and 2 on AVX2), and counts past
+/// them that end in a narrower tile, on a format of each kind of weight and activation sum.
+#[test]
+fn every_tile_width_matches_dequantized_and_candle() {
+    for m in 1..=MAX_TOKENS + 3 {
+        for dtype in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q8_0,
+        ] {
+            check(dtype, 16, 64, m);
+        }
+    }
+    for m in 1..=MAX_TOKENS + 1 {
+        check(GgmlDType::Q4K, 16, 256, m);
+    }
+}
+
 #[test]
 fn q4_0_matches_dequantized_and_candle() {
     // Row counts off the 4-row tile, odd block counts, token counts off every tile.
