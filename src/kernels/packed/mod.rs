@@ -533,14 +533,7 @@ pub fn matmul_group(mats: &[&PackedMatrix], x: &[f32], m: usize) -> Option<Vec<V
     // Work split over strips of row tiles, a few per thread to balance the load without paying
     // for many hand-offs. Each strip writes its own columns of its matrix's output.
     let total: usize = mats.iter().map(|w| w.rows.div_ceil(ROWS)).sum();
-    let per_strip = total
-        .div_ceil(
-            std::env::var("STRIPS")
-                .map(|s| s.parse().unwrap())
-                .unwrap_or(4)
-                * rayon::current_num_threads(),
-        )
-        .max(1);
+    let per_strip = total.div_ceil(4 * rayon::current_num_threads()).max(1);
     let mut strips = Vec::new();
     for (j, (w, out)) in mats.iter().zip(&mut outs).enumerate() {
         let tiles = w.rows.div_ceil(ROWS);
