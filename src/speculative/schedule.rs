@@ -79,13 +79,14 @@ const PRIOR_SLOPE: f64 = 0.5;
 /// Running estimates of what a round costs and yields, and the K they favour.
 #[derive(Debug, Clone, Default)]
 pub struct CostModel {
-    /// Per draft position i, decayed counts of the rounds that reached it (drafted it with
-    /// every draft before it kept) and of those that kept it: their ratio is the acceptance
-    /// rate at i given that the round got there. A lookup's first draft is often wrong where
-    /// the following ones, once the copy is in step, are almost always right; one rate for
-    /// all positions would hide that.
-    reached: Vec<f64>,
-    kept: Vec<f64>,
+    /// The acceptance counts after a round that kept all its drafts (`[0]`) and after one
+    /// that rejected one (`[1]`). Drafts come right in stretches (a copied passage, then the
+    /// model's own words), so the last round's outcome tells much about the next: after a
+    /// clean round a lookup is likely still in step, after a rejection it has to find its
+    /// place again. Hugging Face's heuristic follows the same signal with its K ± 1.
+    counts: [PositionCounts; 2],
+    /// Which of `counts` the next round falls under.
+    after_rejection: usize,
     /// Decayed weighted sums for the least-squares line `seconds = a + b·K` through the timed
     /// verifications (K = 0 for a plain step): Σw, Σw·K, Σw·K², Σw·s, Σw·K·s.
     w: f64,
@@ -98,25 +99,50 @@ pub struct CostModel {
     drafted: f64,
 }
 
+/// Per draft position i, decayed counts of the rounds that reached it (drafted it with every
+/// draft before it kept) and of those that kept it: their ratio is the acceptance rate at i
+/// given that the round got there. A lookup's first draft is often wrong where the following
+/// ones, once the copy is in step, are almost always right; one rate for all positions would
+/// hide that.
+#[derive(Debug, Clone, Default)]
+struct PositionCounts {
+    reached: Vec<f64>,
+    kept: Vec<f64>,
+}
+
+impl PositionCounts {
+    /// Decayed (kept, reached) summed over the positions.
+    fn totals(&self) -> (f64, f64) {
+        (self.kept.iter().sum(), self.reached.iter().sum())
+    }
+}
+
 impl CostModel {
-    /// The acceptance rate over all positions so far, with one kept and one rejected draft
-    /// of prior.
+    /// The acceptance rate over all positions and rounds so far, with one kept and one
+    /// rejected draft of prior.
     pub fn acceptance(&self) -> f64 {
-        let kept: f64 = self.kept.iter().sum();
-        let reached: f64 = self.reached.iter().sum();
+        let (kept, reached) = self
+            .counts
+            .iter()
+            .map(PositionCounts::totals)
+            .fold((0.0, 0.0), |(k, r), (k1, r1)| (k + k1, r + r1));
         (kept + 1.0) / (reached + 2.0)
     }
 
-    /// The acceptance rate at draft position `i` given that the round reached it: the counts
-    /// there with one round's worth of prior at the rate over all positions, so that a
-    /// position seldom reached counts as an average one, not as a sure one (the end of a
-    /// copied passage is where long drafts fail).
+    /// The acceptance rate at draft position `i` of the next round, given that it gets there:
+    /// the counts there for the last round's outcome, with one round's worth of prior at that
+    /// outcome's rate over all positions (itself with two drafts' worth at [`Self::acceptance`]),
+    /// so that a position seldom reached counts as an average one, not as a sure one (the end
+    /// of a copied passage is where long drafts fail).
     pub fn acceptance_at(&self, i: usize) -> f64 {
+        let counts = &self.counts[self.after_rejection];
+        let (all_kept, all_reached) = counts.totals();
+        let rate = (all_kept + 2.0 * self.acceptance()) / (all_reached + 2.0);
         let (kept, reached) = (
-            self.kept.get(i).copied().unwrap_or(0.0),
-            self.reached.get(i).copied().unwrap_or(0.0),
+            counts.kept.get(i).copied().unwrap_or(0.0),
+            counts.reached.get(i).copied().unwrap_or(0.0),
         );
-        (kept + self.acceptance()) / (reached + 1.0)
+        (kept + rate) / (reached + 1.0)
     }
 
     /// Records a round's outcome: the first `accepted` of `drafted` drafts kept.
@@ -124,15 +150,17 @@ impl CostModel {
         if drafted == 0 {
             return;
         }
+        let counts = &mut self.counts[self.after_rejection];
         let reached = (accepted + 1).min(drafted);
-        if self.reached.len() < drafted {
-            self.reached.resize(drafted, 0.0);
-            self.kept.resize(drafted, 0.0);
+        if counts.reached.len() < drafted {
+            counts.reached.resize(drafted, 0.0);
+            counts.kept.resize(drafted, 0.0);
         }
-        for i in 0..self.reached.len() {
-            self.reached[i] = DECAY * self.reached[i] + f64::from(u8::from(i < reached));
-            self.kept[i] = DECAY * self.kept[i] + f64::from(u8::from(i < accepted));
+        for i in 0..counts.reached.len() {
+            counts.reached[i] = DECAY * counts.reached[i] + f64::from(u8::from(i < reached));
+            counts.kept[i] = DECAY * counts.kept[i] + f64::from(u8::from(i < accepted));
         }
+        self.after_rejection = usize::from(accepted < drafted);
     }
 
     /// New tokens a round drafting `k` yields on average: the target's own token, plus draft
@@ -252,9 +280,14 @@ mod tests {
             m.record_verification(k, 0.004 * (1.0 + slope * k as f64));
             m.record_drafting(k, draft_step * k as f64);
         }
-        // Rounds of 8 drafts, each kept with probability alpha, in expectation.
-        m.reached = (0..8).map(|i| 1000.0 * alpha.powi(i)).collect();
-        m.kept = m.reached.iter().map(|r| r * alpha).collect();
+        // Rounds of 8 drafts, each kept with probability alpha, in expectation, whatever the
+        // round before did.
+        let reached: Vec<f64> = (0..8).map(|i| 1000.0 * alpha.powi(i)).collect();
+        let kept = reached.iter().map(|r| r * alpha).collect();
+        m.counts = [0, 1].map(|_| PositionCounts {
+            reached: reached.clone(),
+            kept: Vec::clone(&kept),
+        });
         m
     }
 
@@ -280,20 +313,30 @@ mod tests {
             m.record_acceptance(4, 3);
         }
         assert!((m.acceptance() - 0.75).abs() < 0.02, "{}", m.acceptance());
-        // A lookup's pattern: the first draft often wrong, the rest right once it is kept.
+        // A lookup's pattern: the first draft often wrong, the rest right once it is kept,
+        // with rejections and clean rounds in runs (here 5 of each).
         let mut m = CostModel::default();
         for round in 0..200 {
-            m.record_acceptance(4, if round % 2 == 0 { 0 } else { 4 });
+            m.record_acceptance(4, if round % 10 < 5 { 0 } else { 4 });
         }
-        assert!(
-            (m.acceptance_at(0) - 0.5).abs() < 0.1,
-            "{}",
-            m.acceptance_at(0)
-        );
+        // The last round kept everything: the next most likely does too ...
+        assert!(m.acceptance_at(0) > 0.7, "{}", m.acceptance_at(0));
         assert!(m.acceptance_at(1) > 0.85, "{}", m.acceptance_at(1));
-        // A position never reached counts at the rate over all positions.
-        assert!((m.acceptance_at(6) - m.acceptance()).abs() < 1e-12);
-        assert!((m.expected_tokens(2) - (1.0 + 0.5 + 0.5)).abs() < 0.2);
+        let after_clean = m.expected_tokens(4);
+        // ... while after a rejection the first draft is likely wrong again.
+        m.record_acceptance(4, 0);
+        assert!(m.acceptance_at(0) < 0.3, "{}", m.acceptance_at(0));
+        assert!(m.expected_tokens(4) < after_clean - 1.0);
+        // A position never reached counts at the rate of its rounds over all positions.
+        let mut m = CostModel::default();
+        for _ in 0..200 {
+            m.record_acceptance(2, 1);
+        }
+        let (kept, reached) = m.counts[1].totals();
+        let rate = (kept + 2.0 * m.acceptance()) / (reached + 2.0);
+        assert!((m.acceptance_at(6) - rate).abs() < 1e-12);
+        assert!(m.acceptance_at(0) > 0.9, "{}", m.acceptance_at(0));
+        assert!(m.acceptance_at(1) < 0.1, "{}", m.acceptance_at(1));
         // Cheap verification (a GPU) and a good drafter: the longest K.
         assert_eq!(fed(0.05, 0.9, 0.0).best_k(8, 1), 8);
         // Verification as dear as on this CPU: a shorter K, still above 0 at high acceptance.
