@@ -401,12 +401,17 @@ fn attend_causal_in<E: Widen>(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize)
                 }
             }
             let mut ys = vec![0f32; rows * hd];
-            // A prompt's rows read each cached row many times: widening an f16 cache once
-            // per task costs less than widening at every read (2-3% of a 512-token prefill).
             let seen = lens.iter().copied().max().unwrap_or(0) * hd;
-            let keys = E::widen(&keys.head(batch, kv)[..seen]);
-            let values = E::widen(&values.head(batch, kv)[..seen]);
-            attend_rows::<f32>(&qs, &lens, (&keys, &values), &mut ys);
+            let (keys, values) = (
+                &keys.head(batch, kv)[..seen],
+                &values.head(batch, kv)[..seen],
+            );
+            if rows >= WIDEN_ROWS {
+                let (keys, values) = (E::widen(keys), E::widen(values));
+                attend_rows::<f32>(&qs, &lens, (&keys, &values), &mut ys);
+            } else {
+                attend_rows::<E>(&qs, &lens, (keys, values), &mut ys);
+            }
             ys
         }))
     })?;
@@ -423,6 +428,15 @@ fn attend_causal_in<E: Widen>(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize)
         &candle_core::Device::Cpu,
     )?)
 }
+
+/// Query rows from which a task of [`attend_causal`] widens an f16 cache to f32 once, instead of
+/// converting each cached row as it reads it (once per pair of query rows). A prompt's tasks
+/// read each cached row for a hundred rows and more, and widening pays (2-3% of a 512-token
+/// prefill); a speculative verification's tasks have a few positions of a few heads, and the
+/// copy costs more than it saves (SmolLM2-135M after 250 tokens, 36 rows per task: 32 tokens
+/// take 41.5–43.2 ms read in place, 43.1–45.1 ms widened; 144 rows per task: 128 tokens take
+/// 139–140 ms widened, 142–150 ms in place; AVX-512 VNNI host, 2 threads).
+const WIDEN_ROWS: usize = 64;
 
 /// Positions per task of [`attend_causal`]: few enough that there are 4 tasks per thread (the
 /// later positions' rows are longer, so tasks differ in cost), and that a task's scores

@@ -137,12 +137,12 @@ pub(super) unsafe fn k_tile_vnni_tokens(tokens: usize, args: KTileArgs) {
         ($($t:literal)*) => {
             match tokens {
                 $($t => k_tile_vnni::<$t>(args),)*
-                _ => unreachable!("a K tile takes 1 to 8 tokens, not {tokens}"),
+                _ => unreachable!("a K tile takes 1 to 9 tokens, not {tokens}"),
             }
         };
     }
     // SAFETY: the caller guarantees what `k_tile_vnni` needs, for `tokens` tokens.
-    unsafe { widths!(1 2 3 4 5 6 7 8) }
+    unsafe { widths!(1 2 3 4 5 6 7 8 9) }
 }
 
 /// A tile of `ROWS` rows × `T` tokens with AVX-512 VNNI: per 32-value group, four `vpdpbusd`

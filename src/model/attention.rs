@@ -241,12 +241,15 @@ mod tests {
         let dev = candle_core::Device::Cpu;
         // (batch, heads, kv heads, head size, cached positions before, new positions): GQA groups
         // of 8, 3 and 1, head sizes of the AVX2 path (64) and of the plain one (20), a batch of 2.
-        // The f16 cache against the matmuls on its values widened to f32.
+        // The f16 cache against the matmuls on its values widened to f32, both where the kernel
+        // widens it (many query rows per task) and where it reads it in place (a speculative
+        // verification's 9 positions after 250).
         for (b, nh, nkv, hd, past, seq, dtype) in [
             (1, 32, 4, 64, 13, 21, DType::F32),
             (1, 9, 3, 64, 0, 40, DType::F32),
             (2, 4, 4, 20, 5, 3, DType::F32),
             (1, 32, 4, 64, 13, 21, DType::F16),
+            (1, 9, 3, 64, 250, 9, DType::F16),
             (2, 4, 4, 20, 5, 3, DType::F16),
         ] {
             let total = past + seq;

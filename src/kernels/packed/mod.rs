@@ -30,7 +30,7 @@ use super::k_tiles::{group_bytes, k_tile_avx2, k_tile_vnni_tokens, KTileWeights}
 use super::q8::{quantize_rows, quantize_rows_k, Q8KRows, Q8Rows, BLOCK, SUPER};
 use super::tiles::{
     tile_avx2_tokens, tile_vnni_tokens, Accumulators, TileWeights, BYTES, MAX_TOKENS, NIBBLES,
-    NIBBLES_AND_BIT, NO_SUM, OFFSET, ROWS, SHIFT,
+    NIBBLES_AND_BIT, NO_SUM, OFFSET, ROWS, SHIFT, STEP_TOKENS,
 };
 use anyhow::{bail, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -43,14 +43,15 @@ mod k_quants;
 const TOKEN_CHUNK: usize = 64;
 
 /// Tokens per micro-kernel tile for `remaining` tokens: as many accumulators as the registers
-/// hold (32 zmm, 16 ymm). The VNNI tiles come in every width up to theirs, so a speculative
-/// verification of K + 1 tokens is one pass over the weights for K ≤ 7.
+/// hold (32 zmm, 16 ymm). The VNNI tiles come in every width up to [`MAX_TOKENS`], so a
+/// speculative verification of K + 1 tokens is one pass over the weights for K ≤ 8; a longer run
+/// goes [`STEP_TOKENS`] at a time.
 fn tokens_per_tile(isa: Isa, remaining: usize) -> usize {
-    let most = match isa {
-        Isa::Avx512Vnni => MAX_TOKENS,
-        Isa::Avx2 => 2,
-    };
-    remaining.clamp(1, most)
+    match isa {
+        Isa::Avx512Vnni if remaining <= MAX_TOKENS => remaining.max(1),
+        Isa::Avx512Vnni => STEP_TOKENS,
+        Isa::Avx2 => remaining.clamp(1, 2),
+    }
 }
 
 /// A `(rows, cols)` quantized matrix in the layout the kernel reads.
