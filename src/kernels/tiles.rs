@@ -20,6 +20,13 @@ pub(super) const MAX_TOKENS: usize = 9;
 /// registers but cost more per token: SmolLM2-135M's matrices times 64 tokens took 40–42 ms in
 /// tiles of 8 and 45–47 ms in tiles of 12 (AVX-512 VNNI host, 2 threads).
 pub(super) const STEP_TOKENS: usize = 8;
+/// The most tokens an AVX2 tile takes: two accumulators per token (one per half of the rows)
+/// beside four weight registers fill most of the 16 ymm registers at 4 tokens. Against tiles of
+/// 2, tiles of 4 cut SmolLM2-135M's matrices times 64 tokens from 130–134 ms to 100–101 ms and
+/// times 9 tokens from 20.7–21.8 ms to 16.9–19.5 ms (tiles of 3: 17.4–19.0 ms), and a Gemma 3
+/// 270M q4_K_M forward over 9 tokens from 54 ms to 47 ms (AVX2 kernels forced on an AVX-512
+/// VNNI host, 2 threads).
+pub(super) const AVX2_TOKENS: usize = 4;
 
 /// What the micro-kernels read of a packed matrix (see `PackedMatrix`'s fields for the layout).
 pub(super) struct TileWeights<'a> {
@@ -391,7 +398,7 @@ pub(super) unsafe fn tile_vnni_tokens<const SUM: u8>(tokens: usize, args: TileAr
     unsafe { widths!(1 2 3 4 5 6 7 8 9) }
 }
 
-/// [`tile_avx2`] for a tile of `tokens` (1 or 2) tokens.
+/// [`tile_avx2`] for a tile of `tokens` (1 to [`AVX2_TOKENS`]) tokens.
 ///
 /// # Safety
 /// As [`tile_avx2`]'s.
@@ -404,7 +411,10 @@ pub(super) unsafe fn tile_avx2_tokens<const KIND: u8, const SUM: u8>(
     unsafe {
         match tokens {
             1 => tile_avx2::<KIND, SUM, 1>(args),
-            _ => tile_avx2::<KIND, SUM, 2>(args),
+            2 => tile_avx2::<KIND, SUM, 2>(args),
+            3 => tile_avx2::<KIND, SUM, 3>(args),
+            4 => tile_avx2::<KIND, SUM, 4>(args),
+            _ => unreachable!("an AVX2 tile takes 1 to 4 tokens, not {tokens}"),
         }
     }
 }

@@ -29,8 +29,8 @@ use super::isa::Isa;
 use super::k_tiles::{group_bytes, k_tile_avx2, k_tile_vnni_tokens, KTileWeights};
 use super::q8::{quantize_rows, quantize_rows_k, Q8KRows, Q8Rows, BLOCK, SUPER};
 use super::tiles::{
-    tile_avx2_tokens, tile_vnni_tokens, Accumulators, TileWeights, BYTES, MAX_TOKENS, NIBBLES,
-    NIBBLES_AND_BIT, NO_SUM, OFFSET, ROWS, SHIFT, STEP_TOKENS,
+    tile_avx2_tokens, tile_vnni_tokens, Accumulators, TileWeights, AVX2_TOKENS, BYTES, MAX_TOKENS,
+    NIBBLES, NIBBLES_AND_BIT, NO_SUM, OFFSET, ROWS, SHIFT, STEP_TOKENS,
 };
 use anyhow::{bail, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -45,12 +45,12 @@ const TOKEN_CHUNK: usize = 64;
 /// Tokens per micro-kernel tile for `remaining` tokens: as many accumulators as the registers
 /// hold (32 zmm, 16 ymm). The VNNI tiles come in every width up to [`MAX_TOKENS`], so a
 /// speculative verification of K + 1 tokens is one pass over the weights for K ≤ 8; a longer run
-/// goes [`STEP_TOKENS`] at a time.
+/// goes [`STEP_TOKENS`] at a time. AVX2 tiles take up to [`AVX2_TOKENS`].
 fn tokens_per_tile(isa: Isa, remaining: usize) -> usize {
     match isa {
         Isa::Avx512Vnni if remaining <= MAX_TOKENS => remaining.max(1),
         Isa::Avx512Vnni => STEP_TOKENS,
-        Isa::Avx2 => remaining.clamp(1, 2),
+        Isa::Avx2 => remaining.clamp(1, AVX2_TOKENS),
     }
 }
 
@@ -507,7 +507,10 @@ impl PackedMatrix {
             match (self.isa, tokens) {
                 (Isa::Avx512Vnni, _) => k_tile_vnni_tokens(tokens, args),
                 (Isa::Avx2, 1) => k_tile_avx2::<1>(args),
-                (Isa::Avx2, _) => k_tile_avx2::<2>(args),
+                (Isa::Avx2, 2) => k_tile_avx2::<2>(args),
+                (Isa::Avx2, 3) => k_tile_avx2::<3>(args),
+                (Isa::Avx2, 4) => k_tile_avx2::<4>(args),
+                (Isa::Avx2, _) => unreachable!("an AVX2 K tile takes 1 to 4 tokens, not {tokens}"),
             }
         }
     }

@@ -205,7 +205,7 @@ fn a_group_equals_its_matrices_one_by_one() {
     }
 }
 
-/// Every tile width the kernels have (1 to 9 tokens on VNNI, 1 and 2 on AVX2), and counts past
+/// Every tile width the kernels have (1 to 9 tokens on VNNI, 1 to 4 on AVX2), and counts past
 /// them that end in a narrower tile, on a format of each kind of weight and activation sum.
 #[test]
 fn every_tile_width_matches_dequantized_and_candle() {
