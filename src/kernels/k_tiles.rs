@@ -270,12 +270,30 @@ unsafe fn k_tile_vnni<const T: usize>((w, tile, q8, i, out): KTileArgs) {
     }
 }
 
+/// [`k_tile_avx2`] for a tile of `tokens` tokens, 1 to [`super::tiles::AVX2_TOKENS`].
+///
+/// # Safety
+/// As [`k_tile_avx2`]'s.
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn k_tile_avx2_tokens(tokens: usize, args: KTileArgs) {
+    // SAFETY: the caller guarantees what `k_tile_avx2` needs, for `tokens` tokens.
+    unsafe {
+        match tokens {
+            1 => k_tile_avx2::<1>(args),
+            2 => k_tile_avx2::<2>(args),
+            3 => k_tile_avx2::<3>(args),
+            4 => k_tile_avx2::<4>(args),
+            _ => unreachable!("an AVX2 K tile takes 1 to 4 tokens, not {tokens}"),
+        }
+    }
+}
+
 /// A tile of `ROWS` rows × `T` tokens with AVX2: the VNNI kernel's scheme on 256-bit
 /// registers, four rows at a time; `vpmaddubsw` gives int16 pair sums and `vpmaddwd` against
 /// the halves' scales widens and scales them in one instruction.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn k_tile_avx2<const T: usize>((w, tile, q8, i, out): KTileArgs) {
+unsafe fn k_tile_avx2<const T: usize>((w, tile, q8, i, out): KTileArgs) {
     // SAFETY: the caller (`PackedMatrix::tile`) guarantees AVX2, FMA and F16C, a tile of the
     // matrix (rows are padded to whole tiles) and tokens `i..i + T` within `q8`, so every
     // super-block `at` of `w` and `xb` of `q8` read below exists; prefetches never fault.

@@ -450,14 +450,18 @@ impl Transformer {
             let mut caches = std::mem::take(&mut model.caches);
             let h = model.run_blocks(ids, layers, Some(&mut caches[..layers]));
             model.caches = caches;
-            let h = h?;
-            let seq = h.dim(1)?;
-            Ok(model
-                .lm_head
-                .forward(&h.narrow(1, seq - 1, 1)?)?
-                .i((.., 0, ..))?
-                .to_dtype(DType::F32)?)
+            model.last_logits(&h?)
         })
+    }
+
+    /// The head's logits of the last position of hidden states `h`, `(batch, vocab)` in f32.
+    fn last_logits(&self, h: &Tensor) -> Result<Tensor> {
+        let seq = h.dim(1)?;
+        Ok(self
+            .lm_head
+            .forward(&h.narrow(1, seq - 1, 1)?)?
+            .i((.., 0, ..))?
+            .to_dtype(DType::F32)?)
     }
 
     /// Runs a forward `op` over `ids` with the kernels' spinning helpers
@@ -527,13 +531,7 @@ impl Transformer {
     pub fn forward_last(&mut self, ids: &Tensor) -> Result<Tensor> {
         self.with_helpers(ids, |model| {
             let h = model.hidden(ids, true)?;
-            let seq = h.dim(1)?;
-            let last = h.narrow(1, seq - 1, 1)?;
-            Ok(model
-                .lm_head
-                .forward(&last)?
-                .i((.., 0, ..))?
-                .to_dtype(DType::F32)?)
+            model.last_logits(&h)
         })
     }
 

@@ -283,10 +283,10 @@ mod tests {
         // Rounds of 8 drafts, each kept with probability alpha, in expectation, whatever the
         // round before did.
         let reached: Vec<f64> = (0..8).map(|i| 1000.0 * alpha.powi(i)).collect();
-        let kept = reached.iter().map(|r| r * alpha).collect();
+        let kept: Vec<f64> = reached.iter().map(|r| r * alpha).collect();
         m.counts = [0, 1].map(|_| PositionCounts {
             reached: reached.clone(),
-            kept: Vec::clone(&kept),
+            kept: kept.clone(),
         });
         m
     }

@@ -26,7 +26,7 @@
 //! exact, so results differ from GGML's only in the order of float additions.
 
 use super::isa::Isa;
-use super::k_tiles::{group_bytes, k_tile_avx2, k_tile_vnni_tokens, KTileWeights};
+use super::k_tiles::{group_bytes, k_tile_avx2_tokens, k_tile_vnni_tokens, KTileWeights};
 use super::q8::{quantize_rows, quantize_rows_k, Q8KRows, Q8Rows, BLOCK, SUPER};
 use super::tiles::{
     tile_avx2_tokens, tile_vnni_tokens, Accumulators, TileWeights, AVX2_TOKENS, BYTES, MAX_TOKENS,
@@ -504,13 +504,9 @@ impl PackedMatrix {
         // SAFETY: `with_isa` checked that the CPU has `self.isa`; rows are padded to whole
         // tiles and `tokens_per_tile` keeps the tokens within `q8`.
         unsafe {
-            match (self.isa, tokens) {
-                (Isa::Avx512Vnni, _) => k_tile_vnni_tokens(tokens, args),
-                (Isa::Avx2, 1) => k_tile_avx2::<1>(args),
-                (Isa::Avx2, 2) => k_tile_avx2::<2>(args),
-                (Isa::Avx2, 3) => k_tile_avx2::<3>(args),
-                (Isa::Avx2, 4) => k_tile_avx2::<4>(args),
-                (Isa::Avx2, _) => unreachable!("an AVX2 K tile takes 1 to 4 tokens, not {tokens}"),
+            match self.isa {
+                Isa::Avx512Vnni => k_tile_vnni_tokens(tokens, args),
+                Isa::Avx2 => k_tile_avx2_tokens(tokens, args),
             }
         }
     }
