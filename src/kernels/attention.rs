@@ -38,6 +38,12 @@ pub fn attend_causal(q: &Tensor, k: &Tensor, v: &Tensor, groups: usize) -> Resul
 fn attend_rows<E: Widen>(qs: &[f32], lens: &[usize], (keys, values): (&[E], &[E]), ys: &mut [f32]) {
     let hd = ys.len() / lens.len().max(1);
     #[cfg(target_arch = "x86_64")]
+    if isa::Isa::detect() == Some(isa::Isa::Avx512Vnni) && hd.is_multiple_of(16) {
+        // SAFETY: the CPU has AVX-512F (and AVX2, FMA, F16C); the rows are whole multiples of
+        // 16 values.
+        return unsafe { attend_rows_avx512(qs, lens, (keys, values), hd, ys) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if isa::simd() && hd.is_multiple_of(8) {
         // SAFETY: the CPU has AVX2, FMA and F16C; the rows are whole multiples of 8 values.
         return unsafe { attend_rows_avx2(qs, lens, (keys, values), hd, ys) };
@@ -226,6 +232,164 @@ unsafe fn weighted_sums_avx2<E: Widen, const R: usize, const W: usize>(
             d += 8 * width;
         }
     }
+}
+
+/// [`attend_rows_avx2`] on 512-bit registers: each FMA covers 16 values of a row, half as
+/// many as with AVX2, and the value pass's 16 accumulators (4 rows × 64 values) stay in the 32
+/// registers, where AVX2's 16 spill. A speculative verification's attention over a long context
+/// is its largest cost after the matmuls.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn attend_rows_avx512<E: Widen>(
+    qs: &[f32],
+    lens: &[usize],
+    (keys, values): (&[E], &[E]),
+    hd: usize,
+    ys: &mut [f32],
+) {
+    // SAFETY: the caller guarantees AVX-512F, AVX2, FMA and F16C, and that `keys` and `values`
+    // hold `max(lens)` rows of `hd` values (a multiple of 16) and `qs`, `ys` one row per entry
+    // of `lens`: every pointer below stays inside them.
+    unsafe {
+        use std::arch::x86_64::*;
+        let longest = lens.iter().copied().max().unwrap_or(0);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut scores = vec![0f32; lens.len() * longest];
+        let q = |r: usize| qs[r * hd..(r + 1) * hd].as_ptr();
+        let vscale = _mm256_set1_ps(scale);
+        let mut j = 0;
+        while j + 8 <= longest {
+            let block = keys[j * hd..(j + 8) * hd].as_ptr();
+            let mut r = 0;
+            while r < lens.len() {
+                let pair = r + 1 < lens.len() && lens[r].min(lens[r + 1]) >= j + 8;
+                if pair {
+                    // Two rows by four keys: each key vector loaded serves both rows.
+                    for half in [0, 4] {
+                        let mut acc = [_mm512_setzero_ps(); 8];
+                        for d in (0..hd).step_by(16) {
+                            let qa = _mm512_loadu_ps(q(r).add(d));
+                            let qb = _mm512_loadu_ps(q(r + 1).add(d));
+                            for p in 0..4 {
+                                let k = E::load16(block.add((half + p) * hd + d));
+                                acc[p] = _mm512_fmadd_ps(qa, k, acc[p]);
+                                acc[4 + p] = _mm512_fmadd_ps(qb, k, acc[4 + p]);
+                            }
+                        }
+                        let s = _mm256_mul_ps(sum_lanes8(acc.map(|a| fold16(a))), vscale);
+                        let at = r * longest + j + half;
+                        _mm_storeu_ps(scores[at..][..4].as_mut_ptr(), _mm256_castps256_ps128(s));
+                        let at = at + longest;
+                        _mm_storeu_ps(
+                            scores[at..][..4].as_mut_ptr(),
+                            _mm256_extractf128_ps::<1>(s),
+                        );
+                    }
+                    r += 2;
+                    continue;
+                }
+                if lens[r] >= j + 8 {
+                    let mut acc = [_mm512_setzero_ps(); 8];
+                    for d in (0..hd).step_by(16) {
+                        let qv = _mm512_loadu_ps(q(r).add(d));
+                        for (p, acc) in acc.iter_mut().enumerate() {
+                            *acc = _mm512_fmadd_ps(qv, E::load16(block.add(p * hd + d)), *acc);
+                        }
+                    }
+                    let s = _mm256_mul_ps(sum_lanes8(acc.map(|a| fold16(a))), vscale);
+                    _mm256_storeu_ps(scores[r * longest + j..][..8].as_mut_ptr(), s);
+                }
+                r += 1;
+            }
+            j += 8;
+        }
+        for ((q, row), &len) in qs
+            .chunks_exact(hd)
+            .zip(scores.chunks_exact_mut(longest))
+            .zip(lens)
+        {
+            for (jj, score) in row.iter_mut().enumerate().take(len).skip(len / 8 * 8) {
+                *score = simd::dot_avx2(q, &keys[jj * hd..][..hd]) * scale;
+            }
+        }
+        let inv: Vec<f32> = scores
+            .chunks_exact_mut(longest)
+            .zip(lens)
+            .map(|(row, &len)| 1.0 / exp_in_place_avx2(&mut row[..len]))
+            .collect();
+        let out = ys.as_mut_ptr();
+        let mut r = 0;
+        while r < lens.len() {
+            let rows = if lens.len() - r >= 4 { 4 } else { 1 };
+            let n = lens[r..r + rows].iter().copied().max().unwrap_or(0);
+            let p = |i: usize| &scores[(r + i) * longest..][..n];
+            let y = |i: usize| out.add((r + i) * hd);
+            if rows == 4 {
+                let (p, y) = ([p(0), p(1), p(2), p(3)], [y(0), y(1), y(2), y(3)]);
+                weighted_sums_avx512::<E, 4, 4>(p, (values, hd), &inv[r..r + 4], y);
+            } else {
+                weighted_sums_avx512::<E, 1, 4>([p(0)], (values, hd), &inv[r..r + 1], [y(0)]);
+            }
+            r += rows;
+        }
+    }
+}
+
+/// [`weighted_sums_avx2`] on 512-bit registers, `16W` output values at a time.
+///
+/// # Safety
+/// AVX-512F; `values` holds `p[r].len()` rows of `hd` (a multiple of 16) values, each `y[r]`
+/// room for `hd`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn weighted_sums_avx512<E: Widen, const R: usize, const W: usize>(
+    p: [&[f32]; R],
+    (values, hd): (&[E], usize),
+    inv: &[f32],
+    y: [*mut f32; R],
+) {
+    // SAFETY: the caller guarantees AVX-512F and the ranges described above: each load reads
+    // within `p` and `values`, each store within `y`.
+    unsafe {
+        use std::arch::x86_64::*;
+        let n = p[0].len();
+        let mut d = 0;
+        while d < hd {
+            let width = if d + 16 * W <= hd { W } else { 1 };
+            let mut acc = [[_mm512_setzero_ps(); W]; R];
+            for j in 0..n {
+                let v = values[j * hd + d..].as_ptr();
+                let vs: [__m512; W] = std::array::from_fn(|k| {
+                    if k < width {
+                        E::load16(v.add(16 * k))
+                    } else {
+                        _mm512_setzero_ps()
+                    }
+                });
+                for (acc, p) in acc.iter_mut().zip(&p) {
+                    let w = _mm512_set1_ps(*p.get_unchecked(j));
+                    for (a, v) in acc.iter_mut().zip(&vs) {
+                        *a = _mm512_fmadd_ps(w, *v, *a);
+                    }
+                }
+            }
+            for ((acc, &y), &inv) in acc.iter().zip(&y).zip(inv) {
+                for (k, a) in acc.iter().enumerate().take(width) {
+                    _mm512_storeu_ps(y.add(d + 16 * k), _mm512_mul_ps(*a, _mm512_set1_ps(inv)));
+                }
+            }
+            d += 16 * width;
+        }
+    }
+}
+
+/// The two 256-bit halves of `v` added: 8 lanes with the same sum as its 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f")]
+unsafe fn fold16(v: std::arch::x86_64::__m512) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    _mm256_add_ps(_mm512_castps512_ps256(v), high)
 }
 
 /// Lane `p` of the result is the sum of the 8 lanes of `v[p]`.
@@ -526,6 +690,72 @@ mod tests {
                         assert!(
                             (*a as f64 - b).abs() < 1e-5,
                             "{dtype:?} hd {hd} head {h}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Both instruction sets' kernels on the same rows, whichever the host would choose: rows of
+    /// different lengths (pairs, a 4-row value pass and single rows, partial blocks of 8 keys),
+    /// head sizes of one and of several 64-value passes, caches in f32 and f16.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_and_avx512_kernels_match_softmax_attention() {
+        let mut seed = 11u32;
+        let mut rand = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1 << 24) as f32 * 4.0 - 2.0
+        };
+        let lens = [259, 260, 261, 262, 263, 264, 265, 3, 250];
+        let total = 265;
+        for hd in [64, 80, 256] {
+            let qs: Vec<f32> = (0..lens.len() * hd).map(|_| rand()).collect();
+            let keys: Vec<f32> = (0..total * hd).map(|_| rand()).collect();
+            let values: Vec<f32> = (0..total * hd).map(|_| rand()).collect();
+            let halves = |x: &[f32]| x.iter().map(|&v| f16::from_f32(v)).collect::<Vec<_>>();
+            let (keys16, values16) = (halves(&keys), halves(&values));
+            let widened = |x: &[f16]| x.iter().map(|v| v.to_f32()).collect::<Vec<_>>();
+            let (keys_w, values_w) = (widened(&keys16), widened(&values16));
+            let want = |k: &[f32], v: &[f32]| -> Vec<f64> {
+                (0..lens.len())
+                    .flat_map(|r| {
+                        let n = lens[r] * hd;
+                        naive(&qs[r * hd..][..hd], &k[..n], &v[..n])
+                    })
+                    .collect()
+            };
+            let (want32, want16) = (want(&keys, &values), want(&keys_w, &values_w));
+            let mut runs: Vec<(&str, Vec<f32>, Vec<f32>)> = Vec::new();
+            let mut run = |name, f: &dyn Fn(&mut [f32], &mut [f32])| {
+                let (mut y32, mut y16) = (vec![0f32; qs.len()], vec![0f32; qs.len()]);
+                f(&mut y32, &mut y16);
+                runs.push((name, y32, y16));
+            };
+            if isa::Isa::Avx2.available() {
+                // SAFETY: the CPU has AVX2, FMA and F16C; the cache holds the longest row's
+                // keys and values, and `qs`, `y32`, `y16` one row of `hd` per length.
+                run("AVX2", &|y32, y16| unsafe {
+                    attend_rows_avx2::<f32>(&qs, &lens, (&keys, &values), hd, y32);
+                    attend_rows_avx2::<f16>(&qs, &lens, (&keys16, &values16), hd, y16);
+                });
+            }
+            if isa::Isa::Avx512Vnni.available() && hd % 16 == 0 {
+                // SAFETY: as above, with AVX-512F and `hd` a multiple of 16.
+                run("AVX-512", &|y32, y16| unsafe {
+                    attend_rows_avx512::<f32>(&qs, &lens, (&keys, &values), hd, y32);
+                    attend_rows_avx512::<f16>(&qs, &lens, (&keys16, &values16), hd, y16);
+                });
+            }
+            for (name, y32, y16) in &runs {
+                for (got, want) in [(y32, &want32), (y16, &want16)] {
+                    for (i, (a, b)) in got.iter().zip(want.iter()).enumerate() {
+                        assert!(
+                            (*a as f64 - b).abs() < 1e-5,
+                            "{name} hd {hd} row {} value {}: {a} vs {b}",
+                            i / hd,
+                            i % hd
                         );
                     }
                 }

@@ -263,7 +263,7 @@ unsafe fn k_tile_vnni<const T: usize>((w, tile, q8, i, out): KTileArgs) {
             _mm512_storeu_ps(lanes.as_mut_ptr(), acc[t]);
             let mut off = [0f32; 8];
             _mm256_storeu_ps(off.as_mut_ptr(), offsets[t]);
-            for (r, o) in out[t].iter_mut().enumerate() {
+            for (r, o) in out[t].iter_mut().take(ROWS).enumerate() {
                 *o = lanes[2 * r] + lanes[2 * r + 1] - off[r];
             }
         }
@@ -449,7 +449,7 @@ pub(super) fn k_tile_portable(
     let n = w.blocks;
     let group = group_bytes(w.dtype);
     for (t, out) in out.iter_mut().enumerate().take(tokens) {
-        for (r, o) in out.iter_mut().enumerate() {
+        for (r, o) in out.iter_mut().take(ROWS).enumerate() {
             let mut total = 0f32;
             let mut magnitude = 0f32;
             for b in 0..n {

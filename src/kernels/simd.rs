@@ -120,6 +120,37 @@ pub(crate) unsafe fn or_bit_plane_512<const TO: i32>(
     }
 }
 
+/// q5's fifth bits for the wide VNNI tiles: byte `L` of the 64-byte `plane` holds, in bit `j`,
+/// the fifth bit of lane `L` of `wq[j]`; each goes to bit 4 of its byte.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn or_bit_plane_wide(
+    wq: &mut [std::arch::x86_64::__m512i; 8],
+    plane: std::arch::x86_64::__m512i,
+) {
+    // SAFETY: the caller guarantees AVX-512F and BW (the function is inlined into its VNNI
+    // kernel); only register operations follow.
+    unsafe {
+        use std::arch::x86_64::*;
+        // The 16-bit shifts carry bits across bytes; the mask keeps only bit 4 of each.
+        let top = [
+            _mm512_slli_epi16::<4>(plane),
+            _mm512_slli_epi16::<3>(plane),
+            _mm512_slli_epi16::<2>(plane),
+            _mm512_slli_epi16::<1>(plane),
+            plane,
+            _mm512_srli_epi16::<1>(plane),
+            _mm512_srli_epi16::<2>(plane),
+            _mm512_srli_epi16::<3>(plane),
+        ];
+        let bit = _mm512_set1_epi8(0x10);
+        for (wq, top) in wq.iter_mut().zip(top) {
+            // wq | (top & bit) in one instruction: 0xF0 | (0xCC & 0xAA).
+            *wq = _mm512_ternarylogic_epi32::<0xF8>(*wq, top, bit);
+        }
+    }
+}
+
 /// Values the AVX2 kernels read as f32 lanes: f32 itself, or f16, the KV cache of a quantized
 /// model (`Attention::cache_dtype`), widened eight at a time.
 pub(crate) trait Widen: WithDType {
@@ -132,6 +163,13 @@ pub(crate) trait Widen: WithDType {
     /// AVX2 and F16C; `p` points at 8 readable elements.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+
+    /// Sixteen elements from `p` as f32 lanes.
+    ///
+    /// # Safety
+    /// AVX-512F; `p` points at 16 readable elements.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
 }
 
 impl Widen for f32 {
@@ -143,6 +181,13 @@ impl Widen for f32 {
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         // SAFETY: `p` points at 8 readable f32 values (this method's contract).
         unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        // SAFETY: the CPU has AVX-512F and `p` points at 16 readable f32 values (this method's
+        // contract).
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
     }
 }
 
@@ -160,6 +205,14 @@ impl Widen for f16 {
         // SAFETY: the CPU has F16C and `p` points at 8 readable f16 values (this method's
         // contract).
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: the CPU has AVX-512F and `p` points at 16 readable f16 values (this method's
+        // contract).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
     }
 }
 

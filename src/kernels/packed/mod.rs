@@ -5,13 +5,16 @@
 //! Why our own: candle 0.11 multiplies these formats one block at a time, has no SIMD kernel
 //! for `q4_1`, and treats a prefill like many separate vector products. Here:
 //! - the weights are repacked at load time into plain arrays (scales, offsets, unsigned nibbles
-//!   or bytes) with [`ROWS`] = 8 rows interleaved eight values at a time, so one 512-bit
-//!   register holds eight values of each of eight rows (see [`PackedMatrix`]);
+//!   or bytes) with the rows of a tile interleaved, so one 64-byte register holds a few values
+//!   of every row of the tile: for AVX-512 VNNI, [`WIDE_ROWS`] = 16 rows four values at a time;
+//!   for AVX2 (and the K formats), [`ROWS`] = 8 rows eight values at a time (see
+//!   [`PackedMatrix`]);
 //! - the activations are quantized to int8 blocks once per matmul (GGML's q8_0 / q8_1), stored
 //!   block by block with the tokens side by side, so a tile reads its tokens from one pointer;
-//! - a micro-kernel multiplies a tile of 8 weight rows by a tile of tokens: one block of 8 rows
-//!   is four `vpdpbusd` per token, each against eight activation bytes broadcast to every row,
-//!   and the float work (convert, scale, accumulate) is done once per block for all 8 rows;
+//! - a micro-kernel multiplies a tile of weight rows by a tile of tokens: on VNNI one block of
+//!   16 rows is eight `vpdpbusd` per token, each against four activation bytes broadcast to
+//!   every row, and the float work (convert, scale, accumulate) is done once per block for all
+//!   16 rows, one row per lane;
 //! - the instruction set is chosen at run time ([`Isa`]): AVX-512 VNNI's `vpdpbusd` (64 byte
 //!   products summed into 16 lanes in one instruction) where the CPU has it, AVX2's
 //!   `vpmaddubsw` + `vpmaddwd` otherwise, so one binary is right and fast on both kinds of host.
@@ -22,7 +25,7 @@
 //! nibble, or with q5's fifth bit OR-ed in from a plane of its own; for `q8_0` on VNNI,
 //! `q + 128`) and the shift comes back out in the integer sum: it starts from `-8·Σqx` (or
 //! `-16·Σqx`, `-128·Σqx`), computed once per activation block. The float offset `m` adds
-//! `m·dx·Σqx` per block, one FMA beside the scale's for all 8 rows. The integer sums are
+//! `m·dx·Σqx` per block, one FMA beside the scale's for all the tile's rows. The integer sums are
 //! exact, so results differ from GGML's only in the order of float additions.
 
 use super::isa::Isa;
@@ -30,7 +33,7 @@ use super::k_tiles::{group_bytes, k_tile_avx2_tokens, k_tile_vnni_tokens, KTileW
 use super::q8::{quantize_rows, quantize_rows_k, Q8KRows, Q8Rows, BLOCK, SUPER};
 use super::tiles::{
     tile_avx2_tokens, tile_vnni_tokens, Accumulators, TileWeights, AVX2_TOKENS, BYTES, MAX_TOKENS,
-    NIBBLES, NIBBLES_AND_BIT, NO_SUM, OFFSET, ROWS, SHIFT, STEP_TOKENS,
+    NIBBLES, NIBBLES_AND_BIT, NO_SUM, OFFSET, ROWS, SHIFT, STEP_TOKENS, WIDE_ROWS,
 };
 use anyhow::{bail, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -63,6 +66,9 @@ pub struct PackedMatrix {
     isa: Isa,
     /// Blocks per row (of 32 values, or of 256 for the K formats).
     blocks: usize,
+    /// Rows per tile: [`WIDE_ROWS`] for the 32-value formats on AVX-512 VNNI, [`ROWS`]
+    /// otherwise (see [`PackedMatrix::tile_rows`]).
+    tile_rows: usize,
     /// Per block, tile after tile, block after block, the tile's 8 rows side by side: the
     /// scale `d` (in f16, as the file has it) ...
     scales: Vec<f16>,
@@ -77,16 +83,18 @@ pub struct PackedMatrix {
     /// What the unsigned weights were shifted by (8 for q4_0, 128 for q8_0 on VNNI), taken back
     /// out of every integer dot product; 0 when the bytes are the weights themselves.
     shift: i32,
-    /// Per block of a tile of 8 rows, in the order of [`PackedMatrix::at`]: q8, four 64-byte
-    /// vectors, vector `j` holding values `8j..8j + 8` of row 0, then of row 1, … row 7; q4,
-    /// two 64-byte vectors, byte `8r + e` of vector `h` holding value `16h + e` of row `r` in
-    /// its low nibble and value `16h + 8 + e` in its high one (so masking and shifting one
-    /// vector gives two of q8's).
+    /// Per block of a tile, in the order of [`PackedMatrix::at`], with `g` = 64 / tile rows
+    /// values of a row side by side (8 in a tile of 8 rows, 4 in a tile of 16): q8, 32/g
+    /// 64-byte vectors, vector `j` holding values `gj..gj + g` of row 0, then of row 1, …; q4,
+    /// half as many, byte `gr + e` of vector `h` holding value `2gh + e` of row `r` in its low
+    /// nibble and value `2gh + g + e` in its high one (so masking and shifting one vector gives
+    /// two of q8's).
     qs: Vec<u8>,
-    /// For q5, per block of a tile, the fifth bits of its 256 values in 32 bytes: lane
-    /// `L = 8r + e` of the 64-byte vectors above keeps the fifth bits of its four values (of
-    /// vectors `j` = 0..4 of q8's order) in bits `j` of byte `L % 32`'s nibble `L / 32`, so one
-    /// 32-byte load and a shift give every lane its bits.
+    /// For q5, per block of a tile, the fifth bits of its values, 4 bytes per row. In a tile of
+    /// 8 rows, lane `L = 8r + e` of the 64-byte vectors above keeps the fifth bits of its four
+    /// values (of vectors `j` = 0..4 of q8's order) in bits `j` of byte `L % 32`'s nibble
+    /// `L / 32`, so one 32-byte load and a shift give every lane its bits; in a tile of 16,
+    /// byte `L = 4r + e` keeps those of its eight values (vectors `j` = 0..8) in bits `j`.
     qh: Vec<u8>,
 }
 
@@ -220,7 +228,8 @@ impl PackedMatrix {
             );
         }
         let blocks = cols / block;
-        let n = rows.next_multiple_of(ROWS) * blocks;
+        let tile_rows = Self::tile_rows(dtype, isa);
+        let n = rows.next_multiple_of(tile_rows) * blocks;
         // AVX2's vpsignb takes signed q8_0 bytes as they are; VNNI wants them unsigned.
         let shift = match dtype {
             GgmlDType::Q4_0 => 8,
@@ -234,6 +243,7 @@ impl PackedMatrix {
             dtype,
             isa,
             blocks,
+            tile_rows,
             scales: vec![f16::ZERO; n],
             dmins: vec![f16::ZERO; if dmins { n } else { 0 }],
             sub_scales: vec![0; if k { 16 * n } else { 0 }],
@@ -272,9 +282,10 @@ impl PackedMatrix {
             let r = r0 + dr;
             for (b, block) in row.chunks_exact(block_bytes).enumerate() {
                 let at = self.at(r, b);
-                self.scales[at * ROWS + r % ROWS] = f16::from_le_bytes([block[0], block[1]]);
+                let lane = at * self.tile_rows + r % self.tile_rows;
+                self.scales[lane] = f16::from_le_bytes([block[0], block[1]]);
                 if Self::has_mins(self.dtype) {
-                    self.mins[at * ROWS + r % ROWS] = f16::from_le_bytes([block[2], block[3]]);
+                    self.mins[lane] = f16::from_le_bytes([block[2], block[3]]);
                 }
                 // q5's fifth bits: a little-endian u32 before the nibbles, bit v for value v.
                 let high_bits = if Self::five_bits(self.dtype) {
@@ -290,20 +301,21 @@ impl PackedMatrix {
                         16
                     }..];
                 for v in 0..BLOCK {
-                    let (byte, nibble) = Self::place(self.dtype, r, v);
+                    let (byte, nibble) = self.place(r, v);
                     if self.dtype == GgmlDType::Q8_0 {
                         // q + 128 is q's byte with the sign bit flipped.
                         let q = quants[v];
-                        self.qs[at * 256 + byte] = if self.shift == 128 { q ^ 0x80 } else { q };
+                        self.qs[at * 32 * self.tile_rows + byte] =
+                            if self.shift == 128 { q ^ 0x80 } else { q };
                     } else {
                         // GGML packs value j in the low nibble of byte j and value j + 16 in
                         // its high nibble.
                         let q = (quants[v % 16] >> (4 * (v / 16))) & 0x0F;
-                        let dst = &mut self.qs[at * 128 + byte];
+                        let dst = &mut self.qs[at * 16 * self.tile_rows + byte];
                         *dst = (*dst & !(0x0F << nibble)) | (q << nibble);
                         if Self::five_bits(self.dtype) {
-                            let (byte, bit) = Self::place_high_bit(r, v);
-                            let dst = &mut self.qh[at * 32 + byte];
+                            let (byte, bit) = self.place_high_bit(r, v);
+                            let dst = &mut self.qh[at * 4 * self.tile_rows + byte];
                             *dst = (*dst & !(1 << bit)) | ((((high_bits >> v) & 1) as u8) << bit);
                         }
                     }
@@ -321,25 +333,23 @@ impl PackedMatrix {
         }
         for b in 0..self.blocks {
             let at = self.at(r, b);
-            let d = self.scales[at * ROWS + r % ROWS].to_f32();
-            let m = self
-                .mins
-                .get(at * ROWS + r % ROWS)
-                .map_or(0.0, |m| m.to_f32());
+            let lane = at * self.tile_rows + r % self.tile_rows;
+            let d = self.scales[lane].to_f32();
+            let m = self.mins.get(lane).map_or(0.0, |m| m.to_f32());
             for (v, y) in out[b * BLOCK..(b + 1) * BLOCK].iter_mut().enumerate() {
-                let (byte, nibble) = Self::place(self.dtype, r, v);
+                let (byte, nibble) = self.place(r, v);
                 let q = if self.dtype == GgmlDType::Q8_0 {
-                    let u = self.qs[at * 256 + byte];
+                    let u = self.qs[at * 32 * self.tile_rows + byte];
                     if self.shift == 0 {
                         u as i8 as i32
                     } else {
                         u as i32 - self.shift
                     }
                 } else {
-                    let mut q = (self.qs[at * 128 + byte] >> nibble) & 0x0F;
+                    let mut q = (self.qs[at * 16 * self.tile_rows + byte] >> nibble) & 0x0F;
                     if Self::five_bits(self.dtype) {
-                        let (byte, bit) = Self::place_high_bit(r, v);
-                        q |= ((self.qh[at * 32 + byte] >> bit) & 1) << 4;
+                        let (byte, bit) = self.place_high_bit(r, v);
+                        q |= ((self.qh[at * 4 * self.tile_rows + byte] >> bit) & 1) << 4;
                     }
                     q as i32 - self.shift
                 };
@@ -353,22 +363,38 @@ impl PackedMatrix {
         }
     }
 
-    /// Which block of the layout holds block `b` of row `r`: the blocks of a tile of [`ROWS`]
-    /// rows are stored together, and a tile's blocks one after another, so a tile reads its
+    /// Rows per tile for `dtype` on `isa`: the VNNI kernel of the 32-value formats takes 16 rows
+    /// of four values per register ([`WIDE_ROWS`]); the AVX2 kernels and the K formats' take
+    /// 8 rows of eight ([`ROWS`]).
+    fn tile_rows(dtype: GgmlDType, isa: Isa) -> usize {
+        if isa == Isa::Avx512Vnni && !Self::k_format(dtype) {
+            WIDE_ROWS
+        } else {
+            ROWS
+        }
+    }
+
+    /// Which block of the layout holds block `b` of row `r`: the blocks of a tile of
+    /// [`PackedMatrix::tile_rows`] rows are stored together, and a tile's blocks one after another, so a tile reads its
     /// weights as one sequential stream, the pattern prefetchers serve best (TinyLlama's shape
     /// decodes at 31 tokens/s so, at 20 with the rows stored one after another).
     fn at(&self, r: usize, b: usize) -> usize {
-        (r / ROWS) * self.blocks + b
+        (r / self.tile_rows) * self.blocks + b
     }
 
     /// Where value `v` (0..32) of a row-`r` block lies within its layout block: the byte, and
     /// for q4 the nibble's shift (0 or 4). See [`PackedMatrix::qs`].
-    fn place(dtype: GgmlDType, r: usize, v: usize) -> (usize, u8) {
-        let lane = 8 * (r % ROWS) + v % 8;
-        if dtype == GgmlDType::Q8_0 {
-            (64 * (v / 8) + lane, 0)
+    fn place(&self, r: usize, v: usize) -> (usize, u8) {
+        // Values per row in one 64-byte vector: 8 of 8 rows, or 4 of 16.
+        let per_row = 64 / self.tile_rows;
+        let lane = per_row * (r % self.tile_rows) + v % per_row;
+        if self.dtype == GgmlDType::Q8_0 {
+            (64 * (v / per_row) + lane, 0)
         } else {
-            (64 * (v / 16) + lane, 4 * ((v / 8) % 2) as u8)
+            (
+                64 * (v / (2 * per_row)) + lane,
+                4 * ((v / per_row) % 2) as u8,
+            )
         }
     }
 
@@ -379,7 +405,10 @@ impl PackedMatrix {
 
     /// Where the fifth bit of value `v` (0..32) of a row-`r` block lies within the layout
     /// block's 32 bytes of them (see [`PackedMatrix::qh`]): the byte and the bit.
-    fn place_high_bit(r: usize, v: usize) -> (usize, u8) {
+    fn place_high_bit(&self, r: usize, v: usize) -> (usize, u8) {
+        if self.tile_rows == WIDE_ROWS {
+            return (4 * (r % WIDE_ROWS) + v % 4, (v / 4) as u8);
+        }
         let lane = 8 * (r % ROWS) + v % 8;
         (lane % 32, (4 * (lane / 32) + v / 8) as u8)
     }
@@ -532,11 +561,11 @@ pub fn matmul_group(mats: &[&PackedMatrix], x: &[f32], m: usize) -> Option<Vec<V
     let mut outs: Vec<Vec<f32>> = mats.iter().map(|w| vec![0f32; m * w.rows]).collect();
     // Work split over strips of row tiles, a few per thread to balance the load without paying
     // for many hand-offs. Each strip writes its own columns of its matrix's output.
-    let total: usize = mats.iter().map(|w| w.rows.div_ceil(ROWS)).sum();
+    let total: usize = mats.iter().map(|w| w.rows.div_ceil(w.tile_rows)).sum();
     let per_strip = total.div_ceil(4 * rayon::current_num_threads()).max(1);
     let mut strips = Vec::new();
     for (j, (w, out)) in mats.iter().zip(&mut outs).enumerate() {
-        let tiles = w.rows.div_ceil(ROWS);
+        let tiles = w.rows.div_ceil(w.tile_rows);
         for t0 in (0..tiles).step_by(per_strip) {
             strips.push((
                 j,
@@ -555,11 +584,11 @@ pub fn matmul_group(mats: &[&PackedMatrix], x: &[f32], m: usize) -> Option<Vec<V
                 let mut i = c0;
                 while i < c1 {
                     let tokens = tokens_per_tile(w.isa, c1 - i);
-                    let mut acc = [[0f32; ROWS]; MAX_TOKENS];
+                    let mut acc = [[0f32; WIDE_ROWS]; MAX_TOKENS];
                     w.tile(t, &q8, i, tokens, &mut acc);
                     for (dt, row) in acc.iter().enumerate().take(tokens) {
-                        for (dr, &v) in row.iter().enumerate() {
-                            let r = t * ROWS + dr;
+                        for (dr, &v) in row.iter().take(w.tile_rows).enumerate() {
+                            let r = t * w.tile_rows + dr;
                             if r < w.rows {
                                 // SAFETY: strips own disjoint sets of rows `r` of their
                                 // matrix, so no two tasks write the same element, and

@@ -214,9 +214,11 @@ fn every_tile_width_matches_dequantized_and_candle() {
             GgmlDType::Q4_0,
             GgmlDType::Q4_1,
             GgmlDType::Q5_0,
+            GgmlDType::Q5_1,
             GgmlDType::Q8_0,
         ] {
-            check(dtype, 16, 64, m);
+            // 24 rows: a whole 16-row tile and a padded one, three 8-row tiles.
+            check(dtype, 24, 64, m);
         }
     }
     for m in 1..=MAX_TOKENS + 1 {
@@ -352,10 +354,10 @@ fn k_tiles_equal_the_plain_arithmetic() {
                 qs: &w.qs,
             };
             for tile in 0..n / ROWS {
-                let mut acc = [[0f32; ROWS]; MAX_TOKENS];
+                let mut acc = [[0f32; WIDE_ROWS]; MAX_TOKENS];
                 let magnitudes = k_tile_portable((&weights, tile, &q8, 0, &mut acc), m);
                 for (t, row) in acc.iter().enumerate().take(m) {
-                    for (dr, &expected) in row.iter().enumerate() {
+                    for (dr, &expected) in row.iter().take(ROWS).enumerate() {
                         let ours = got[t * n + tile * ROWS + dr];
                         let rounding = 8.0 * f32::EPSILON * magnitudes[t][dr];
                         assert!(
