@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Short 6's measurements on this machine, one command after another (nothing else should run):
-# 1. speculative-bench: the real SmolLM2-135M GGUF decoding four requests (an edit, a rewrite,
-#    a code change, an open question) with prompt lookup at K = 1, 2, 4, 8, Hugging Face's
-#    adaptive K and K chosen by measured cost, and with its own first 24 layers at K = 1 and
-#    by cost; plain and speculative decoding take turns, 5 pairs each
+# 1. speculative-bench: the real SmolLM2-135M GGUF decoding four kinds of request (edits,
+#    rewrites, code changes, open questions; three prompts each, pooled) with prompt lookup at
+#    K = 1, 2, 4, 8, Hugging Face's adaptive K and K chosen by measured cost, and with its own
+#    first 24 layers at K = 1 and by cost; plain and speculative decoding take turns, 5 pairs
+#    each (about 15 minutes on 2 cores)
 #    -> results/speculative-bench-<timestamp>.json
 # 2. speculative-costs on SmolLM2 (drafting for itself: v(K), the cost of verifying K + 1
 #    tokens in target steps) and on TinyLlama drafting for Llama 2 7B (their real configs with
