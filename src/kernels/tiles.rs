@@ -1,7 +1,7 @@
 //! The quantized matmul's micro-kernels: a tile of weight rows ([`WIDE_ROWS`] with AVX-512
-//! VNNI, [`ROWS`] with AVX2) times up to [`MAX_TOKENS`] tokens, one per instruction set. The layout they read
-//! and the loop that hands them tiles are [`super::packed`]'s; the int8 activations are
-//! [`super::q8`]'s.
+//! VNNI, [`ROWS`] with AVX2) times up to [`MAX_TOKENS`] tokens, one per instruction set. The
+//! layout they read and the loop that hands them tiles are [`super::packed`]'s; the int8
+//! activations are [`super::q8`]'s.
 
 use super::q8::{Q8Rows, BLOCK};
 use candle_core::quantized::GgmlDType;
@@ -64,18 +64,19 @@ pub(super) type TileArgs<'a> = (
     &'a mut Accumulators,
 );
 
-/// Asks for the weights, scales and offsets of a wide tile 8 blocks ahead (as many bytes ahead
-/// as [`prefetch_blocks`] asks for 8-row tiles). Decode streams every weight once, so it is
-/// bound by memory bandwidth; without the hint a 5632 × 2048 q4_0 matrix streamed at 19 GB/s on
-/// 2 threads, with it at 26–28 GB/s (AVX-512 VNNI host, 4-row tiles).
+/// Asks for the weights, scales and offsets of a tile's block 128 row-blocks ahead of block
+/// `at` (16 blocks of an 8-row tile, 8 of a 16-row one), in a tile of `rows` rows whose blocks
+/// hold `bytes` of weights each. Decode streams every weight once, so it is bound by memory
+/// bandwidth; without the hint a 5632 × 2048 q4_0 matrix streamed at 19 GB/s on 2 threads, with
+/// it at 26–28 GB/s (AVX-512 VNNI host, 4-row tiles).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn prefetch_wide(w: &TileWeights, at: usize) {
+fn prefetch(w: &TileWeights, at: usize, (rows, bytes): (usize, usize)) {
     use std::arch::x86_64::*;
-    let bytes = if w.dtype == GgmlDType::Q8_0 { 512 } else { 256 };
+    let at = at + 128 / rows;
     // A prefetch never faults, so running past the end of the matrix is harmless.
-    let ahead = w.qs.as_ptr().wrapping_add((at + 8) * bytes) as *const i8;
-    let scales = w.scales.as_ptr().wrapping_add((at + 8) * WIDE_ROWS) as *const i8;
+    let ahead = w.qs.as_ptr().wrapping_add(at * bytes) as *const i8;
+    let scales = w.scales.as_ptr().wrapping_add(at * rows) as *const i8;
     // SAFETY: prefetching has no effect on memory or program state.
     unsafe {
         for line in 0..bytes / 64 {
@@ -83,30 +84,7 @@ fn prefetch_wide(w: &TileWeights, at: usize) {
         }
         _mm_prefetch::<_MM_HINT_T0>(scales);
         if !w.mins.is_empty() {
-            let mins = w.mins.as_ptr().wrapping_add((at + 8) * WIDE_ROWS) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(mins);
-        }
-    }
-}
-
-/// Asks for the weights, scales and offsets of an 8-row tile 16 blocks ahead (see
-/// [`prefetch_wide`]).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn prefetch_blocks<const KIND: u8>(w: &TileWeights, at: usize) {
-    use std::arch::x86_64::*;
-    let bytes = if KIND == BYTES { 256 } else { 128 };
-    // A prefetch never faults, so running past the end of the matrix is harmless.
-    let ahead = w.qs.as_ptr().wrapping_add((at + 16) * bytes) as *const i8;
-    let scales = w.scales.as_ptr().wrapping_add((at + 16) * ROWS) as *const i8;
-    // SAFETY: prefetching has no effect on memory or program state.
-    unsafe {
-        for line in 0..bytes / 64 {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-        }
-        _mm_prefetch::<_MM_HINT_T0>(scales);
-        if !w.mins.is_empty() {
-            let mins = w.mins.as_ptr().wrapping_add((at + 16) * ROWS) as *const i8;
+            let mins = w.mins.as_ptr().wrapping_add(at * rows) as *const i8;
             _mm_prefetch::<_MM_HINT_T0>(mins);
         }
     }
@@ -222,7 +200,8 @@ unsafe fn tile_vnni<const SUM: u8, const T: usize>((w, tile, q8, i, out): TileAr
         let mut acc = [_mm512_setzero_ps(); T];
         for b in 0..n {
             let at = tile * n + b;
-            prefetch_wide(w, at);
+            let bytes = if w.dtype == GgmlDType::Q8_0 { 32 } else { 16 } * WIDE_ROWS;
+            prefetch(w, at, (WIDE_ROWS, bytes));
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(
                 w.scales.as_ptr().add(at * WIDE_ROWS) as *const __m256i
             ));
@@ -301,7 +280,7 @@ unsafe fn tile_avx2<const KIND: u8, const SUM: u8, const T: usize>(
         let mut acc = [[_mm256_setzero_ps(); 2]; T];
         for b in 0..n {
             let at = tile * n + b;
-            prefetch_blocks::<KIND>(w, at);
+            prefetch(w, at, (ROWS, if q8_weights { 256 } else { 128 }));
             let d = _mm256_cvtph_ps(_mm_loadu_si128(
                 w.scales.as_ptr().add(at * ROWS) as *const __m128i
             ));

@@ -69,7 +69,7 @@ pub struct PackedMatrix {
     /// Rows per tile: [`WIDE_ROWS`] for the 32-value formats on AVX-512 VNNI, [`ROWS`]
     /// otherwise (see [`PackedMatrix::tile_rows`]).
     tile_rows: usize,
-    /// Per block, tile after tile, block after block, the tile's 8 rows side by side: the
+    /// Per block, tile after tile, block after block, the tile's rows side by side: the
     /// scale `d` (in f16, as the file has it) ...
     scales: Vec<f16>,
     /// ... for `q4_K` and `q5_K` the offset scale `dmin`, alike ...
@@ -475,7 +475,7 @@ impl PackedMatrix {
         }
     }
 
-    /// Rows `ROWS·tile..` times tokens `i..i + tokens` into `acc[token][row]`.
+    /// Rows `tile_rows·tile..` times tokens `i..i + tokens` into `acc[token][row]`.
     fn tile(&self, tile: usize, x: &Activations, i: usize, tokens: usize, acc: &mut Accumulators) {
         let q8 = match x {
             Activations::Q8(q8) => q8,
