@@ -274,15 +274,27 @@ impl SpeculativeBench {
         )
         .with_note(format!(
             "Speedup: the median over {} pairs of turns of decode speed with the drafter over \
-             plain decoding of the same prompt, the two taking turns in one process (greedy, \
+             plain decoding of the same prompt{}, the two taking turns in one process (greedy, \
              so both write the same tokens), with the lowest and highest ratio. Up to {} new \
-             tokens per request. Measured on {}; {}.",
+             tokens per prompt. Measured on {}; {}.",
             self.record.repetitions,
+            self.pooling(),
             self.record.max_new_tokens,
             self.machine(),
             self.file_name()
         ))
         .with_decimals(2))
+    }
+
+    /// How a task's prompts are pooled, for the table's note: nothing when each has one.
+    fn pooling(&self) -> String {
+        let most = self.record.tasks.iter().map(|t| 1 + t.variants.len()).max();
+        match most {
+            Some(n) if n > 1 => {
+                format!("s (each task's {n} prompts together: their tokens over their seconds)")
+            }
+            _ => String::new(),
+        }
     }
 
     /// The runs of one drafter with the schedule `by cost` on tasks that are (or are not)
