@@ -684,9 +684,10 @@ mod tests {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1 << 24) as f32 * 4.0 - 2.0
         };
-        // Head sizes of the AVX2 path (64, 256) and of the plain one (20); contexts with and
-        // without a partial block of 8 positions; GQA groups of 1, 3 and 8; caches in f32 and
-        // in f16 (whose rounding is then part of the input the f64 attention gets).
+        // Head sizes of the SIMD paths (64, 256: AVX-512 where the host has it, else AVX2) and
+        // of the plain one (20); contexts with and without a partial block of 8 positions; GQA
+        // groups of 1, 3 and 8; caches in f32 and in f16 (whose rounding is then part of the
+        // input the f64 attention gets).
         for dtype in [DType::F32, DType::F16] {
             for (hd, total, nh, nkv) in [
                 (64, 37, 32, 4),

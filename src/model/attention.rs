@@ -240,7 +240,7 @@ mod tests {
     fn causal_attention_matches_the_masked_matmul_route() {
         let dev = candle_core::Device::Cpu;
         // (batch, heads, kv heads, head size, cached positions before, new positions): GQA groups
-        // of 8, 3 and 1, head sizes of the AVX2 path (64) and of the plain one (20), a batch of 2.
+        // of 8, 3 and 1, head sizes of the SIMD paths (64) and of the plain one (20), a batch of 2.
         // The f16 cache against the matmuls on its values widened to f32, both where the kernel
         // widens it (many query rows per task) and where it reads it in place (a speculative
         // verification's 9 positions after 250).
