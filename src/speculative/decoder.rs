@@ -130,12 +130,21 @@ impl SpeculativeDecoder<'_> {
             }
             // Drafting more than will be kept is wasted work, and the verification must fit
             // in the target's context (which then holds the context and the drafts).
-            let want = k
-                .min(remaining - 1)
-                .min(limit.saturating_sub(context.len()));
+            let room = (remaining - 1).min(limit.saturating_sub(context.len()));
+            // A free drafter under the cost schedule offers all it has first, and K is chosen
+            // once it says how it found its proposal (a lookup in step with its source is
+            // right far more often than one guessing past a substitution).
+            let choose_after = free && matches!(self.schedule, KSchedule::Cost { .. });
+            let want = k.min(room);
             // A free drafter is asked even at K = 0: whether its guess matches the token the
             // plain step decides keeps the acceptance estimate current.
-            let ask = if want == 0 && free { 1 } else { want };
+            let ask = if choose_after {
+                self.schedule.max().min(room).max(1)
+            } else if want == 0 && free {
+                1
+            } else {
+                want
+            };
             let drafting = Instant::now();
             let mut proposals = if ask > 0 {
                 self.drafter
@@ -144,7 +153,16 @@ impl SpeculativeDecoder<'_> {
                 Vec::new()
             };
             costs.record_drafting(proposals.len(), drafting.elapsed().as_secs_f64());
-            let guess = (want == 0).then(|| proposals.pop()).flatten();
+            if let Some(situation) = self.drafter.situation() {
+                costs.set_situation(situation);
+            }
+            let want = if choose_after {
+                costs.best_k(self.schedule.max(), k).min(room)
+            } else {
+                want
+            };
+            let guess = (want == 0).then(|| proposals.first().cloned()).flatten();
+            proposals.truncate(want);
             let base = context.len() - 1;
             let mut input = vec![*context.last().unwrap()];
             input.extend(proposals.iter().map(|p| p.token));

@@ -38,6 +38,13 @@ pub trait Drafter {
     fn drafts_for_free(&self) -> bool {
         false
     }
+
+    /// How the last `draft` came by its proposal, for a drafter whose proposals are right at
+    /// rates that differ with how they were found (prompt lookup's [`Lead`]): the cost
+    /// schedule keeps each situation's acceptance apart. `None`: all proposals are alike.
+    fn situation(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Tokens whose keys and values a drafter's cache holds, so that each round feeds only what
@@ -214,6 +221,11 @@ impl Drafter for LayerSkip {
 /// 3. else, after a substitution, the last token is looked for a few tokens around the cursor
 ///    (the source may have lost or gained a token there), and failing that the cursor skips
 ///    the substituted token and proposes from the next.
+///
+/// Which of these found the proposal is its [`Lead`], and the cost schedule keeps each lead's
+/// acceptance apart: a proposal in step with its source is almost always right, a skip past a
+/// substitution seldom (once the answer has left the source, every token is a
+/// "substitution").
 #[derive(Debug, Clone)]
 pub struct PromptLookup {
     pub max_ngram: usize,
@@ -221,6 +233,20 @@ pub struct PromptLookup {
     /// chance, and each failed proposal costs a wider verification.
     pub min_ngram: usize,
     cursor: Option<Cursor>,
+    lead: Option<Lead>,
+}
+
+/// How prompt lookup found its last proposal (the steps of [`PromptLookup`]'s doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lead {
+    /// The tokens decided since the last round followed the source: it goes on.
+    InStep,
+    /// The context's last tokens recur earlier: what followed them there.
+    Match,
+    /// After a substitution, the last token recurs a few tokens from the cursor.
+    Resync,
+    /// After a substitution and no match: the source past the replaced token.
+    Skip,
 }
 
 /// Where the copied text continues: `context[next]` is the token the source predicts next,
@@ -246,7 +272,13 @@ impl PromptLookup {
             max_ngram,
             min_ngram,
             cursor: None,
+            lead: None,
         }
+    }
+
+    /// How the last proposal was found; `None` when there was none.
+    pub fn lead(&self) -> Option<Lead> {
+        self.lead
     }
 
     /// The tokens that followed the latest earlier match of the longest suffix that recurs.
@@ -288,22 +320,27 @@ impl PromptLookup {
                 c.seen = len;
             }
         }
-        let from = match self.cursor {
-            Some(c) if in_step => Some(c.next),
-            _ => self.ngram_match(context).or_else(|| {
-                let c = self.cursor?;
-                let last = *context.last()?;
-                let near =
-                    c.next.saturating_sub(RESYNC_WINDOW)..(c.next + RESYNC_WINDOW).min(len - 1);
-                near.filter(|&j| context[j] == last)
-                    .min_by_key(|&j| j.abs_diff(c.next))
-                    .map_or(Some(c.next), |j| Some(j + 1))
-            }),
+        let found = match self.cursor {
+            Some(c) if in_step => Some((c.next, Lead::InStep)),
+            _ => self
+                .ngram_match(context)
+                .map(|from| (from, Lead::Match))
+                .or_else(|| {
+                    let c = self.cursor?;
+                    let last = *context.last()?;
+                    let near =
+                        c.next.saturating_sub(RESYNC_WINDOW)..(c.next + RESYNC_WINDOW).min(len - 1);
+                    near.filter(|&j| context[j] == last)
+                        .min_by_key(|&j| j.abs_diff(c.next))
+                        .map_or(Some((c.next, Lead::Skip)), |j| Some((j + 1, Lead::Resync)))
+                }),
         };
-        let Some(from) = from.filter(|&f| f < len) else {
+        let Some((from, lead)) = found.filter(|&(f, _)| f < len) else {
             self.cursor = None;
+            self.lead = None;
             return &[];
         };
+        self.lead = Some(lead);
         self.cursor = Some(Cursor {
             next: from,
             seen: len,
@@ -336,10 +373,15 @@ impl Drafter for PromptLookup {
 
     fn reset(&mut self) {
         self.cursor = None;
+        self.lead = None;
     }
 
     fn drafts_for_free(&self) -> bool {
         true
+    }
+
+    fn situation(&self) -> Option<usize> {
+        self.lead.map(|lead| lead as usize)
     }
 }
 
@@ -374,11 +416,15 @@ mod tests {
     fn lookup_keeps_drafting_after_a_substituted_token() {
         let mut l = PromptLookup::default();
         assert_eq!(l.propose(&answer(&[1, 2]), 3), &[3, 4, 5]);
+        assert_eq!(l.lead(), Some(Lead::Match));
         // 3 was accepted, then the target wrote 9 where the source has 4: "3 9" occurs
         // nowhere, but the source goes on after the replaced token.
         assert_eq!(l.propose(&answer(&[1, 2, 3, 9]), 3), &[5, 6, 7]);
+        assert_eq!(l.lead(), Some(Lead::Skip));
         // Back in step: the cursor moves on with the answer.
         assert_eq!(l.propose(&answer(&[1, 2, 3, 9, 5, 6]), 3), &[7, 8, 0]);
+        assert_eq!(l.lead(), Some(Lead::InStep));
+        assert_eq!(l.situation(), Some(Lead::InStep as usize));
     }
 
     #[test]
@@ -389,9 +435,11 @@ mod tests {
         assert_eq!(l.propose(&answer(&[1, 2, 3, 99]), 2), &[5, 6]);
         // ... and when 4 comes, finds it just behind itself.
         assert_eq!(l.propose(&answer(&[1, 2, 3, 99, 4]), 2), &[5, 6]);
+        assert_eq!(l.lead(), Some(Lead::Resync));
         // A new generation starts from scratch.
         l.reset();
         assert!(l.propose(&answer(&[7]), 2).is_empty());
+        assert_eq!(l.lead(), None);
     }
 
     #[test]

@@ -33,6 +33,6 @@ mod schedule;
 
 pub use costs::{measure_costs, CostSettings, CostedModel, CostsRecord, StepCosts, VerifyCost};
 pub use decoder::{expected_speedup, SameRun, SpeculativeDecoder, SpeculativeOutput};
-pub use drafter::{DraftModel, Drafter, LayerSkip, PromptLookup, Proposal};
+pub use drafter::{DraftModel, Drafter, LayerSkip, Lead, PromptLookup, Proposal};
 pub use pairing::{check_same_vocab_size, check_same_vocabulary, DRAFT_PAIRS};
 pub use schedule::{CostModel, KSchedule};

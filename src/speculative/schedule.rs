@@ -79,14 +79,18 @@ const PRIOR_SLOPE: f64 = 0.5;
 /// Running estimates of what a round costs and yields, and the K they favour.
 #[derive(Debug, Clone, Default)]
 pub struct CostModel {
-    /// The acceptance counts after a round that kept all its drafts (`[0]`) and after one
-    /// that rejected one (`[1]`). Drafts come right in stretches (a copied passage, then the
-    /// model's own words), so the last round's outcome tells much about the next: after a
-    /// clean round a lookup is likely still in step, after a rejection it has to find its
-    /// place again. Hugging Face's heuristic follows the same signal with its K ± 1.
-    counts: [PositionCounts; 2],
+    /// Acceptance counts by situation. Drafts come right in stretches (a copied passage, then
+    /// the model's own words), so what a round starts from tells much about its drafts. By
+    /// default the situation is the last round's outcome: `[0]` after a round that kept all
+    /// its drafts, `[1]` after a rejection (after a clean round a lookup is likely still in
+    /// step, after a rejection it has to find its place again; Hugging Face's heuristic
+    /// follows the same signal with its K ± 1). A drafter that knows how it came by its
+    /// proposal names the situation itself instead ([`Self::set_situation`]).
+    counts: Vec<PositionCounts>,
     /// Which of `counts` the next round falls under.
-    after_rejection: usize,
+    situation: usize,
+    /// Whether the drafter names the situations (else they follow the last round's outcome).
+    named: bool,
     /// Decayed weighted sums for the least-squares line `seconds = a + b·K` through the timed
     /// verifications (K = 0 for a plain step): Σw, Σw·K, Σw·K², Σw·s, Σw·K·s.
     w: f64,
@@ -130,12 +134,14 @@ impl CostModel {
     }
 
     /// The acceptance rate at draft position `i` of the next round, given that it gets there:
-    /// the counts there for the last round's outcome, with one round's worth of prior at that
-    /// outcome's rate over all positions (itself with two drafts' worth at [`Self::acceptance`]),
+    /// the counts there in the round's situation, with one round's worth of prior at that
+    /// situation's rate over all positions (itself with two drafts' worth at
+    /// [`Self::acceptance`]),
     /// so that a position seldom reached counts as an average one, not as a sure one (the end
     /// of a copied passage is where long drafts fail).
     pub fn acceptance_at(&self, i: usize) -> f64 {
-        let counts = &self.counts[self.after_rejection];
+        let none = PositionCounts::default();
+        let counts = self.counts.get(self.situation).unwrap_or(&none);
         let (all_kept, all_reached) = counts.totals();
         let rate = (all_kept + 2.0 * self.acceptance()) / (all_reached + 2.0);
         let (kept, reached) = (
@@ -150,7 +156,11 @@ impl CostModel {
         if drafted == 0 {
             return;
         }
-        let counts = &mut self.counts[self.after_rejection];
+        if self.counts.len() <= self.situation {
+            self.counts
+                .resize(self.situation + 1, PositionCounts::default());
+        }
+        let counts = &mut self.counts[self.situation];
         let reached = (accepted + 1).min(drafted);
         if counts.reached.len() < drafted {
             counts.reached.resize(drafted, 0.0);
@@ -160,7 +170,17 @@ impl CostModel {
             counts.reached[i] = DECAY * counts.reached[i] + f64::from(u8::from(i < reached));
             counts.kept[i] = DECAY * counts.kept[i] + f64::from(u8::from(i < accepted));
         }
-        self.after_rejection = usize::from(accepted < drafted);
+        if !self.named {
+            self.situation = usize::from(accepted < drafted);
+        }
+    }
+
+    /// The situation of the next round as the drafter names it (prompt lookup: in step with
+    /// its source, a fresh match, a guess past a substitution): from now on the acceptance is
+    /// counted, and K chosen, per named situation rather than after the last round's outcome.
+    pub fn set_situation(&mut self, situation: usize) {
+        self.named = true;
+        self.situation = situation;
     }
 
     /// New tokens a round drafting `k` yields on average: the target's own token, plus draft
@@ -284,10 +304,7 @@ mod tests {
         // round before did.
         let reached: Vec<f64> = (0..8).map(|i| 1000.0 * alpha.powi(i)).collect();
         let kept: Vec<f64> = reached.iter().map(|r| r * alpha).collect();
-        m.counts = [0, 1].map(|_| PositionCounts {
-            reached: reached.clone(),
-            kept: kept.clone(),
-        });
+        m.counts = vec![PositionCounts { reached, kept }; 2];
         m
     }
 
@@ -303,6 +320,30 @@ mod tests {
         let (a, b) = one.verification_line().unwrap();
         assert!((a + 4.0 * b - 0.003).abs() < 1e-12 && (b / a - PRIOR_SLOPE).abs() < 1e-12);
         assert_eq!(CostModel::default().best_k(8, 3), 3, "nothing measured yet");
+    }
+
+    /// A drafter that names its situations gets each one's acceptance: rounds in step with
+    /// the source draft long, guesses none, whatever the last round did.
+    #[test]
+    fn named_situations_keep_their_own_acceptance() {
+        let mut m = fed(0.5, 0.5, 0.0);
+        m.counts.clear();
+        for round in 0..200 {
+            let (situation, accepted) = if round % 3 == 0 { (1, 0) } else { (0, 8) };
+            m.set_situation(situation);
+            m.record_acceptance(8, accepted);
+        }
+        m.set_situation(0);
+        assert!(m.acceptance_at(0) > 0.95, "{}", m.acceptance_at(0));
+        assert_eq!(m.best_k(8, 1), 8);
+        m.set_situation(1);
+        assert!(m.acceptance_at(0) < 0.05, "{}", m.acceptance_at(0));
+        assert_eq!(m.best_k(8, 1), 0);
+        // A rejection does not move a named situation (unnamed, the next round would fall
+        // under "after a rejection").
+        m.set_situation(0);
+        m.record_acceptance(8, 0);
+        assert!(m.acceptance_at(0) > 0.8, "{}", m.acceptance_at(0));
     }
 
     #[test]

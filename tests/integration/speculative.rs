@@ -395,6 +395,76 @@ fn a_target_drafting_for_itself_is_always_accepted() {
     }
 }
 
+/// A free drafter that knows the target's greedy answer and, in some rounds, names a
+/// situation in which it proposes wrong tokens; which rounds follows the context's length, not
+/// the last round's outcome.
+struct TwoMinded {
+    answer: Vec<u32>,
+    prompt_len: usize,
+    situation: usize,
+}
+
+impl Drafter for TwoMinded {
+    fn describe(&self) -> String {
+        "right in situation 0, wrong in situation 1".to_string()
+    }
+
+    fn draft(
+        &mut self,
+        _target: &mut Transformer,
+        context: &[u32],
+        k: usize,
+        _sampler: &mut Sampler,
+    ) -> anyhow::Result<Vec<billion_llm::speculative::Proposal>> {
+        // The context holds the prompt and the decided tokens; the next draft is answer[at].
+        let at = context.len() - self.prompt_len;
+        self.situation = usize::from(at % 7 < 3);
+        let right = self.answer.iter().skip(at).take(k).copied();
+        Ok(right
+            .map(|t| billion_llm::speculative::Proposal {
+                token: if self.situation == 0 { t } else { t ^ 1 },
+                q: None,
+            })
+            .collect())
+    }
+
+    fn drafts_for_free(&self) -> bool {
+        true
+    }
+
+    fn situation(&self) -> Option<usize> {
+        Some(self.situation)
+    }
+}
+
+/// The cost schedule keeps acceptance apart per situation a free drafter names, and chooses K
+/// after seeing the proposal's: the right situation drafts long, the wrong one not at all.
+/// Judged by the last round's outcome instead, both situations look alike (each round's
+/// situation is independent of the last) and every K loses either tokens or time.
+#[test]
+fn the_cost_schedule_chooses_k_by_the_drafters_situation() {
+    let mut target = reference("llama", false);
+    let greedy = SamplingParams::default();
+    let n = 160;
+    let answer = plain(&mut target, &PROMPT, n + 8, greedy);
+    let mut drafter = TwoMinded {
+        answer: answer.clone(),
+        prompt_len: PROMPT.len(),
+        situation: 0,
+    };
+    let schedule = KSchedule::Cost { max: 8 };
+    let out = speculative(&mut target, &mut drafter, schedule, &PROMPT, n, greedy);
+    assert_eq!(out.tokens, answer[..n]);
+    let rejected = out.drafted - out.accepted;
+    assert!(
+        rejected <= 8 && out.accepted >= n / 3,
+        "{} of {} drafts kept, rounds by K {:?}",
+        out.accepted,
+        out.drafted,
+        out.rounds_by_k
+    );
+}
+
 /// A draft whose context is shorter than the target's (TinyLlama's 2,048 under Llama 2's
 /// 4,096) drafts while it can, then lets the target decode alone: no error, the same tokens.
 #[test]
