@@ -136,9 +136,8 @@ impl CostModel {
     /// The acceptance rate at draft position `i` of the next round, given that it gets there:
     /// the counts there in the round's situation, with one round's worth of prior at that
     /// situation's rate over all positions (itself with two drafts' worth at
-    /// [`Self::acceptance`]),
-    /// so that a position seldom reached counts as an average one, not as a sure one (the end
-    /// of a copied passage is where long drafts fail).
+    /// [`Self::acceptance`]), so that a position seldom reached counts as an average one, not
+    /// as a sure one (the end of a copied passage is where long drafts fail).
     pub fn acceptance_at(&self, i: usize) -> f64 {
         let none = PositionCounts::default();
         let counts = self.counts.get(self.situation).unwrap_or(&none);

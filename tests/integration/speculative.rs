@@ -13,7 +13,7 @@ use billion_llm::model::weights::SafetensorsWeights;
 use billion_llm::model::{Transformer, WeightFormat};
 use billion_llm::speculative::{
     check_same_vocab_size, check_same_vocabulary, DraftModel, Drafter, KSchedule, LayerSkip,
-    PromptLookup, SpeculativeDecoder,
+    PromptLookup, Proposal, SpeculativeDecoder,
 };
 use candle_core::{DType, Device, IndexOp, Tensor};
 use std::path::PathBuf;
@@ -395,9 +395,9 @@ fn a_target_drafting_for_itself_is_always_accepted() {
     }
 }
 
-/// A free drafter that knows the target's greedy answer and, in some rounds, names a
-/// situation in which it proposes wrong tokens; which rounds follows the context's length, not
-/// the last round's outcome.
+/// A free drafter that knows the target's greedy answer and, in three rounds of seven (by the
+/// context's length, not by the last round's outcome), names a situation in which it proposes
+/// wrong tokens.
 struct TwoMinded {
     answer: Vec<u32>,
     prompt_len: usize,
@@ -415,13 +415,13 @@ impl Drafter for TwoMinded {
         context: &[u32],
         k: usize,
         _sampler: &mut Sampler,
-    ) -> anyhow::Result<Vec<billion_llm::speculative::Proposal>> {
+    ) -> anyhow::Result<Vec<Proposal>> {
         // The context holds the prompt and the decided tokens; the next draft is answer[at].
         let at = context.len() - self.prompt_len;
         self.situation = usize::from(at % 7 < 3);
         let right = self.answer.iter().skip(at).take(k).copied();
         Ok(right
-            .map(|t| billion_llm::speculative::Proposal {
+            .map(|t| Proposal {
                 token: if self.situation == 0 { t } else { t ^ 1 },
                 q: None,
             })
@@ -439,8 +439,8 @@ impl Drafter for TwoMinded {
 
 /// The cost schedule keeps acceptance apart per situation a free drafter names, and chooses K
 /// after seeing the proposal's: the right situation drafts long, the wrong one not at all.
-/// Judged by the last round's outcome instead, both situations look alike (each round's
-/// situation is independent of the last) and every K loses either tokens or time.
+/// Judged by the last round's outcome instead, the two situations mix (it does not tell which
+/// comes next), and every K loses either tokens or time.
 #[test]
 fn the_cost_schedule_chooses_k_by_the_drafters_situation() {
     let mut target = reference("llama", false);
