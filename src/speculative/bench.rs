@@ -184,6 +184,10 @@ pub struct BenchRun {
     pub rounds_by_k: Vec<usize>,
     pub drafted_at: Vec<usize>,
     pub accepted_at: Vec<usize>,
+    /// Per situation the drafter named (prompt lookup's `Lead` as a number): rounds whose
+    /// first proposal was checked, and those where it was right (absent from older files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_right_by_situation: Vec<(usize, usize)>,
     pub speculative_tokens_per_s: Measured,
     pub plain_tokens_per_s: Measured,
     /// Speculative over plain decode speed, one ratio per pair of turns.
@@ -234,6 +238,19 @@ impl BenchRun {
             rounds_by_k: added(|o| &o.rounds_by_k),
             drafted_at: added(|o| &o.drafted_at),
             accepted_at: added(|o| &o.accepted_at),
+            first_right_by_situation: {
+                let mut total: Vec<(usize, usize)> = Vec::new();
+                for out in outs {
+                    for (i, &(checked, right)) in out.first_right_by_situation.iter().enumerate() {
+                        if total.len() <= i {
+                            total.resize(i + 1, (0, 0));
+                        }
+                        total[i].0 += checked;
+                        total[i].1 += right;
+                    }
+                }
+                total
+            },
             speculative_tokens_per_s: Measured::new(speeds.iter().map(|s| s.0).collect()),
             plain_tokens_per_s: Measured::new(speeds.iter().map(|s| s.1).collect()),
             speedup: Measured::new(speeds.iter().map(|s| s.0 / s.1.max(1e-9)).collect()),
@@ -388,6 +405,7 @@ mod tests {
             drafted_at: vec![drafted],
             accepted_at: vec![accepted],
             rounds_by_k: k,
+            first_right_by_situation: vec![(drafted, accepted.min(1))],
             prefill_s: 0.0,
             decode_s: 1.0,
             stopped_at_eos: true,
@@ -399,10 +417,11 @@ mod tests {
     /// prompts' tokens one after another.
     #[test]
     fn a_task_pools_its_prompts() {
-        let outs = [
+        let mut outs = [
             output(vec![1, 2, 3, 4, 5], (4, 3), vec![1, 1]),
             output(vec![6, 7, 8], (2, 0), vec![2, 0, 1]),
         ];
+        outs[1].first_right_by_situation = vec![(1, 1), (3, 0)];
         let plain = [vec![1, 2, 3, 4, 5], vec![6, 9, 8]];
         let run = BenchRun::new(
             "edit",
@@ -423,6 +442,7 @@ mod tests {
         // (4 + 2) tokens after each prompt's first, over 5 rounds.
         assert!((run.tokens_per_round - 6.0 / 5.0).abs() < 1e-12);
         assert_eq!(run.first_difference, Some(6));
+        assert_eq!(run.first_right_by_situation, vec![(5, 2), (3, 0)]);
         assert_eq!(run.speedup.runs, vec![2.0, 1.5]);
         // 4 steps in 1 s and 2 in 3 s: 1.5 steps per second, not the mean of 4 and 0.67.
         assert!((pooled_speed([(4, 1.0), (2, 3.0)].into_iter()) - 1.5).abs() < 1e-12);

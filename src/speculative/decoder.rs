@@ -29,6 +29,10 @@ pub struct SpeculativeOutput {
     pub accepted_at: Vec<usize>,
     /// Rounds by how many drafts they verified (index 0: plain steps).
     pub rounds_by_k: Vec<usize>,
+    /// Per situation the drafter named ([`Drafter::situation`], prompt lookup's
+    /// [`super::Lead`] as a number): the rounds whose first proposal was checked (verified, or
+    /// compared with the plain step's token as a K = 0 guess), and those where it was right.
+    pub first_right_by_situation: Vec<(usize, usize)>,
     pub prefill_s: f64,
     /// Seconds after the first token: drafting and verifying.
     pub decode_s: f64,
@@ -92,6 +96,7 @@ impl SpeculativeDecoder<'_> {
             drafted_at: Vec::new(),
             accepted_at: Vec::new(),
             rounds_by_k: Vec::new(),
+            first_right_by_situation: Vec::new(),
             prefill_s: 0.0,
             decode_s: 0.0,
             stopped_at_eos: false,
@@ -153,7 +158,8 @@ impl SpeculativeDecoder<'_> {
                 Vec::new()
             };
             costs.record_drafting(proposals.len(), drafting.elapsed().as_secs_f64());
-            if let Some(situation) = self.drafter.situation() {
+            let situation = self.drafter.situation().filter(|_| !proposals.is_empty());
+            if let Some(situation) = situation {
                 costs.set_situation(situation);
             }
             let want = if choose_after {
@@ -191,9 +197,21 @@ impl SpeculativeDecoder<'_> {
                 out.drafted_at[i] += 1;
                 out.accepted_at[i] += usize::from(i < accepted);
             }
+            let first_right = match &guess {
+                Some(g) => g.token == next,
+                None => accepted > 0,
+            };
             match guess {
-                Some(g) => costs.record_acceptance(1, usize::from(g.token == next)),
+                Some(_) => costs.record_acceptance(1, usize::from(first_right)),
                 None => costs.record_acceptance(proposals.len(), accepted),
+            }
+            if let Some(situation) = situation {
+                let by = &mut out.first_right_by_situation;
+                if by.len() <= situation {
+                    by.resize(situation + 1, (0, 0));
+                }
+                by[situation].0 += 1;
+                by[situation].1 += usize::from(first_right);
             }
             decided.extend(proposals[..accepted].iter().map(|p| (p.token, true)));
             decided.push((next, false));

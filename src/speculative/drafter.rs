@@ -249,6 +249,21 @@ pub enum Lead {
     Skip,
 }
 
+impl Lead {
+    /// Every lead, in the order of their numbers (`lead as usize`).
+    pub const ALL: [Lead; 4] = [Lead::InStep, Lead::Match, Lead::Resync, Lead::Skip];
+
+    /// What the lead is, for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Lead::InStep => "in step with the text it copies",
+            Lead::Match => "a fresh match of the last tokens",
+            Lead::Resync => "a re-synchronisation after an inserted token",
+            Lead::Skip => "a guess past a substituted token",
+        }
+    }
+}
+
 /// Where the copied text continues: `context[next]` is the token the source predicts next,
 /// as of a context of `seen` tokens.
 #[derive(Debug, Clone, Copy)]
@@ -425,6 +440,10 @@ mod tests {
         assert_eq!(l.propose(&answer(&[1, 2, 3, 9, 5, 6]), 3), &[7, 8, 0]);
         assert_eq!(l.lead(), Some(Lead::InStep));
         assert_eq!(l.situation(), Some(Lead::InStep as usize));
+        assert!(Lead::ALL
+            .iter()
+            .enumerate()
+            .all(|(i, &lead)| lead as usize == i));
     }
 
     #[test]

@@ -397,11 +397,12 @@ fn a_target_drafting_for_itself_is_always_accepted() {
 
 /// A free drafter that knows the target's greedy answer and, in three rounds of seven (by the
 /// context's length, not by the last round's outcome), names a situation in which it proposes
-/// wrong tokens.
+/// wrong tokens. It remembers how many tokens each round asked for.
 struct TwoMinded {
     answer: Vec<u32>,
     prompt_len: usize,
     situation: usize,
+    asked: Vec<usize>,
 }
 
 impl Drafter for TwoMinded {
@@ -416,6 +417,7 @@ impl Drafter for TwoMinded {
         k: usize,
         _sampler: &mut Sampler,
     ) -> anyhow::Result<Vec<Proposal>> {
+        self.asked.push(k);
         // The context holds the prompt and the decided tokens; the next draft is answer[at].
         let at = context.len() - self.prompt_len;
         self.situation = usize::from(at % 7 < 3);
@@ -437,12 +439,13 @@ impl Drafter for TwoMinded {
     }
 }
 
-/// The cost schedule keeps acceptance apart per situation a free drafter names, and chooses K
-/// after seeing the proposal's: the right situation drafts long, the wrong one not at all.
-/// Judged by the last round's outcome instead, the two situations mix (it does not tell which
-/// comes next), and every K loses either tokens or time.
+/// Under the cost schedule a free drafter is asked for the most K first (K is chosen once it
+/// has named its situation), and every round's first proposal is counted under the situation
+/// it was made in. Which K each situation then gets rests on measured times, too noisy on a
+/// busy machine for a test here (the tiny model's extra draft can cost nothing measurable);
+/// the cost model's own test checks it with fed costs.
 #[test]
-fn the_cost_schedule_chooses_k_by_the_drafters_situation() {
+fn a_free_drafter_offers_the_most_k_and_is_counted_by_its_situation() {
     let mut target = reference("llama", false);
     let greedy = SamplingParams::default();
     let n = 160;
@@ -451,18 +454,18 @@ fn the_cost_schedule_chooses_k_by_the_drafters_situation() {
         answer: answer.clone(),
         prompt_len: PROMPT.len(),
         situation: 0,
+        asked: Vec::new(),
     };
     let schedule = KSchedule::Cost { max: 8 };
     let out = speculative(&mut target, &mut drafter, schedule, &PROMPT, n, greedy);
     assert_eq!(out.tokens, answer[..n]);
-    let rejected = out.drafted - out.accepted;
-    assert!(
-        rejected <= 8 && out.accepted >= n / 3,
-        "{} of {} drafts kept, rounds by K {:?}",
-        out.accepted,
-        out.drafted,
-        out.rounds_by_k
-    );
+    // Eight every round, but for the last few, which have less room before the end.
+    let short = drafter.asked.iter().filter(|&&k| k < 8).count();
+    assert!(short <= 8, "asked for {:?}", drafter.asked);
+    let by = &out.first_right_by_situation;
+    assert!(by.len() == 2 && by[0].0 > 0 && by[0].1 == by[0].0, "{by:?}");
+    assert!(by[1].0 > 0 && by[1].1 == 0, "{by:?}");
+    assert_eq!(by[0].0 + by[1].0, out.rounds);
 }
 
 /// A draft whose context is shorter than the target's (TinyLlama's 2,048 under Llama 2's

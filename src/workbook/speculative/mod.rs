@@ -10,8 +10,8 @@ use crate::model::generation::{generate, GenerateOptions, SamplingParams};
 use crate::report::{escape_html, evcxr_print, BarChart, Chart, LineChart, Table};
 use crate::speculative::bench::{model_file_name, short_tasks, BenchRecord, BenchRun};
 use crate::speculative::{
-    expected_speedup, CostsRecord, Drafter, KSchedule, PromptLookup, SameRun, SpeculativeDecoder,
-    VerifyCost,
+    expected_speedup, CostsRecord, Drafter, KSchedule, Lead, PromptLookup, SameRun,
+    SpeculativeDecoder, VerifyCost,
 };
 use anyhow::Result;
 use polars::prelude::{Column, DataFrame};
@@ -368,12 +368,49 @@ impl SpeculativeBench {
                 open.join(", ")
             ));
         }
+        out.push_str(&self.leads_sentence());
         out.push_str(&format!(
             "Measured on {} ({}).\n",
             self.machine(),
             self.file_name()
         ));
         out
+    }
+
+    /// How often prompt lookup's first proposal was right by its [`Lead`], K by cost, all
+    /// requests together; nothing for a file without these counts.
+    fn leads_sentence(&self) -> String {
+        let mut total: Vec<(usize, usize)> = Vec::new();
+        let runs = [true, false].map(|grounded| self.by_cost("prompt lookup", grounded));
+        for run in runs.iter().flatten() {
+            for (i, &(checked, right)) in run.first_right_by_situation.iter().enumerate() {
+                if total.len() <= i {
+                    total.resize(i + 1, (0, 0));
+                }
+                total[i].0 += checked;
+                total[i].1 += right;
+            }
+        }
+        let parts: Vec<String> = Lead::ALL
+            .iter()
+            .zip(&total)
+            .filter(|(_, &(checked, _))| checked > 0)
+            .map(|(lead, &(checked, right))| {
+                format!(
+                    "{} {:.0}% ({checked} rounds)",
+                    lead.describe(),
+                    100.0 * right as f64 / checked as f64
+                )
+            })
+            .collect();
+        if parts.is_empty() {
+            return String::new();
+        }
+        format!(
+            "How often prompt lookup's first proposal was right, by how it was found (K by cost, \
+             all requests together): {}. ",
+            parts.join(", ")
+        )
     }
 }
 

@@ -33,6 +33,7 @@ fn run(task: &str, drafter: &str, schedule: KSchedule, speedups: &[f64]) -> Benc
         rounds_by_k: vec![1, 3],
         drafted_at: vec![4, 2],
         accepted_at: vec![3, 1],
+        first_right_by_situation: vec![(10, 9), (0, 0), (4, 1), (20, 1)],
         speculative_tokens_per_s: m.clone(),
         plain_tokens_per_s: m,
         speedup: Measured::new(speedups.to_vec()),
@@ -99,6 +100,14 @@ fn bench_charts_and_table_come_from_the_runs() {
         "{summary}"
     );
     assert!(summary.contains("edit 1.30×") && summary.contains("prompt lookup on open 1.00×"));
+    // Lookup by cost on edit and open: two runs' counts, leads never taken left out.
+    assert!(
+        summary.contains(
+            "in step with the text it copies 90% (20 rounds), a re-synchronisation after an \
+             inserted token 25% (8 rounds), a guess past a substituted token 5% (40 rounds). "
+        ),
+        "{summary}"
+    );
 }
 
 /// The Short's file is picked by its model and requests, not by being the newest.
@@ -203,6 +212,7 @@ fn drafted_pieces_are_highlighted_and_escaped() {
             drafted_at: vec![1],
             accepted_at: vec![1],
             rounds_by_k: vec![0, 1],
+            first_right_by_situation: Vec::new(),
             prefill_s: 0.1,
             decode_s: 0.1,
             stopped_at_eos: false,
