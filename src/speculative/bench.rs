@@ -238,19 +238,9 @@ impl BenchRun {
             rounds_by_k: added(|o| &o.rounds_by_k),
             drafted_at: added(|o| &o.drafted_at),
             accepted_at: added(|o| &o.accepted_at),
-            first_right_by_situation: {
-                let mut total: Vec<(usize, usize)> = Vec::new();
-                for out in outs {
-                    for (i, &(checked, right)) in out.first_right_by_situation.iter().enumerate() {
-                        if total.len() <= i {
-                            total.resize(i + 1, (0, 0));
-                        }
-                        total[i].0 += checked;
-                        total[i].1 += right;
-                    }
-                }
-                total
-            },
+            first_right_by_situation: pooled_by_situation(
+                outs.iter().map(|o| o.first_right_by_situation.as_slice()),
+            ),
             speculative_tokens_per_s: Measured::new(speeds.iter().map(|s| s.0).collect()),
             plain_tokens_per_s: Measured::new(speeds.iter().map(|s| s.1).collect()),
             speedup: Measured::new(speeds.iter().map(|s| s.0 / s.1.max(1e-9)).collect()),
@@ -263,6 +253,23 @@ impl BenchRun {
                 .or((tokens.len() != plain.len()).then(|| tokens.len().min(plain.len()))),
         }
     }
+}
+
+/// Per-situation counts (checked, right) of several runs added up, whatever their lengths.
+pub fn pooled_by_situation<'a>(
+    counts: impl Iterator<Item = &'a [(usize, usize)]>,
+) -> Vec<(usize, usize)> {
+    let mut total: Vec<(usize, usize)> = Vec::new();
+    for run in counts {
+        for (i, &(checked, right)) in run.iter().enumerate() {
+            if total.len() <= i {
+                total.resize(i + 1, (0, 0));
+            }
+            total[i].0 += checked;
+            total[i].1 += right;
+        }
+    }
+    total
 }
 
 /// Decode speed over several generations: their steps after the first token over their

@@ -8,7 +8,9 @@ use super::read_results;
 use crate::hub::loader::LoadedModel;
 use crate::model::generation::{generate, GenerateOptions, SamplingParams};
 use crate::report::{escape_html, evcxr_print, BarChart, Chart, LineChart, Table};
-use crate::speculative::bench::{model_file_name, short_tasks, BenchRecord, BenchRun};
+use crate::speculative::bench::{
+    model_file_name, pooled_by_situation, short_tasks, BenchRecord, BenchRun,
+};
 use crate::speculative::{
     expected_speedup, CostsRecord, Drafter, KSchedule, Lead, PromptLookup, SameRun,
     SpeculativeDecoder, VerifyCost,
@@ -380,17 +382,12 @@ impl SpeculativeBench {
     /// How often prompt lookup's first proposal was right by its [`Lead`], K by cost, all
     /// requests together; nothing for a file without these counts.
     fn leads_sentence(&self) -> String {
-        let mut total: Vec<(usize, usize)> = Vec::new();
         let runs = [true, false].map(|grounded| self.by_cost("prompt lookup", grounded));
-        for run in runs.iter().flatten() {
-            for (i, &(checked, right)) in run.first_right_by_situation.iter().enumerate() {
-                if total.len() <= i {
-                    total.resize(i + 1, (0, 0));
-                }
-                total[i].0 += checked;
-                total[i].1 += right;
-            }
-        }
+        let total = pooled_by_situation(
+            runs.iter()
+                .flatten()
+                .map(|r| r.first_right_by_situation.as_slice()),
+        );
         let parts: Vec<String> = Lead::ALL
             .iter()
             .zip(&total)
