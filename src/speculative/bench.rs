@@ -209,18 +209,8 @@ impl BenchRun {
         speeds: &[(f64, f64)],
     ) -> Self {
         let sum = |f: fn(&SpeculativeOutput) -> usize| outs.iter().map(f).sum::<usize>();
-        // Per-position counts added up, whatever their lengths.
         let added = |f: fn(&SpeculativeOutput) -> &Vec<usize>| {
-            let mut total: Vec<usize> = Vec::new();
-            for out in outs {
-                for (i, &n) in f(out).iter().enumerate() {
-                    if total.len() <= i {
-                        total.push(0);
-                    }
-                    total[i] += n;
-                }
-            }
-            total
+            added_up(outs.iter().map(|o| f(o).as_slice()), |t, n| *t += n)
         };
         let tokens: Vec<u32> = outs.iter().flat_map(|o| o.tokens.iter().copied()).collect();
         let plain: Vec<u32> = plain_tokens.iter().flatten().copied().collect();
@@ -238,8 +228,9 @@ impl BenchRun {
             rounds_by_k: added(|o| &o.rounds_by_k),
             drafted_at: added(|o| &o.drafted_at),
             accepted_at: added(|o| &o.accepted_at),
-            first_right_by_situation: pooled_by_situation(
+            first_right_by_situation: added_up(
                 outs.iter().map(|o| o.first_right_by_situation.as_slice()),
+                add_pair,
             ),
             speculative_tokens_per_s: Measured::new(speeds.iter().map(|s| s.0).collect()),
             plain_tokens_per_s: Measured::new(speeds.iter().map(|s| s.1).collect()),
@@ -255,21 +246,28 @@ impl BenchRun {
     }
 }
 
-/// Per-situation counts (checked, right) of several runs added up, whatever their lengths.
-pub fn pooled_by_situation<'a>(
-    counts: impl Iterator<Item = &'a [(usize, usize)]>,
-) -> Vec<(usize, usize)> {
-    let mut total: Vec<(usize, usize)> = Vec::new();
-    for run in counts {
-        for (i, &(checked, right)) in run.iter().enumerate() {
+/// Several runs' counts per index (per draft position, per situation) added up, whatever their
+/// lengths; `add` adds one count into another.
+pub fn added_up<'a, T: Copy + Default + 'a>(
+    runs: impl Iterator<Item = &'a [T]>,
+    add: impl Fn(&mut T, T),
+) -> Vec<T> {
+    let mut total: Vec<T> = Vec::new();
+    for run in runs {
+        for (i, &n) in run.iter().enumerate() {
             if total.len() <= i {
-                total.resize(i + 1, (0, 0));
+                total.resize(i + 1, T::default());
             }
-            total[i].0 += checked;
-            total[i].1 += right;
+            add(&mut total[i], n);
         }
     }
     total
+}
+
+/// Adds (checked, right) counts of a situation.
+pub fn add_pair(total: &mut (usize, usize), n: (usize, usize)) {
+    total.0 += n.0;
+    total.1 += n.1;
 }
 
 /// Decode speed over several generations: their steps after the first token over their

@@ -9,7 +9,7 @@ use crate::hub::loader::LoadedModel;
 use crate::model::generation::{generate, GenerateOptions, SamplingParams};
 use crate::report::{escape_html, evcxr_print, BarChart, Chart, LineChart, Table};
 use crate::speculative::bench::{
-    model_file_name, pooled_by_situation, short_tasks, BenchRecord, BenchRun,
+    add_pair, added_up, model_file_name, short_tasks, BenchRecord, BenchRun,
 };
 use crate::speculative::{
     expected_speedup, CostsRecord, Drafter, KSchedule, Lead, PromptLookup, SameRun,
@@ -383,10 +383,11 @@ impl SpeculativeBench {
     /// requests together; nothing for a file without these counts.
     fn leads_sentence(&self) -> String {
         let runs = [true, false].map(|grounded| self.by_cost("prompt lookup", grounded));
-        let total = pooled_by_situation(
+        let total = added_up(
             runs.iter()
                 .flatten()
                 .map(|r| r.first_right_by_situation.as_slice()),
+            add_pair,
         );
         let parts: Vec<String> = Lead::ALL
             .iter()
