@@ -4,7 +4,8 @@
 #    rewrites, code changes, open questions; three prompts each, pooled) with prompt lookup at
 #    K = 1, 2, 4, 8, Hugging Face's adaptive K and K chosen by measured cost, and with its own
 #    first 24 layers at K = 1 and by cost; plain and speculative decoding take turns, 5 pairs
-#    each (about 15 minutes on 2 cores)
+#    each (about 15 minutes on 2 cores); then prompt lookup's ceiling per request, K chosen in
+#    hindsight over the plain greedy answers, priced with forward times timed first
 #    -> results/speculative-bench-<timestamp>.json
 # 2. speculative-costs on SmolLM2 (drafting for itself: v(K), the cost of verifying K + 1
 #    tokens in target steps) and on TinyLlama drafting for Llama 2 7B (their real configs with

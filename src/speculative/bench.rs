@@ -15,11 +15,14 @@
 //! description under another (1.0×).
 
 use super::job::make_drafter;
-use super::{KSchedule, SpeculativeDecoder, SpeculativeOutput};
+use super::{
+    hindsight_rounds, hindsight_speedup, measure_forwards, Drafter, KSchedule, SpeculativeDecoder,
+    SpeculativeOutput,
+};
 use crate::eval::results::{write_json_atomic, RunHeader};
 use crate::eval::speed::Measured;
 use crate::hub::loader::{load, LoadOptions};
-use crate::model::generation::{generate, GenerateOptions, SamplingParams};
+use crate::model::generation::{generate, GenerateOptions, Sampler, SamplingParams};
 use crate::model::Transformer;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -164,6 +167,36 @@ pub struct BenchRecord {
     pub repetitions: usize,
     pub tasks: Vec<BenchTask>,
     pub runs: Vec<BenchRun>,
+    /// The target's forward over 1, 2, … tokens after [`FORWARD_CONTEXT`] tokens (entry
+    /// `m - 1`: `m` tokens), timed before the runs: the costs of the hindsight ceilings
+    /// (absent from older files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_s: Vec<Measured>,
+    /// Per task and free drafter (prompt lookup), the speedup with K chosen in hindsight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hindsight: Vec<HindsightRun>,
+}
+
+/// Tokens in the cache when the forwards of `forward_s` are timed: about a request's prompt
+/// and half its answer.
+pub const FORWARD_CONTEXT: usize = 256;
+
+/// What a free drafter could give on a task if every round drafted exactly the proposals the
+/// target keeps ([`hindsight_speedup`], with the record's `forward_s`): an upper bound of
+/// every K schedule's speedup there, drafting and sampling taken as free.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HindsightRun {
+    pub task: String,
+    /// The drafter as `--draft` names it, and as it describes itself.
+    pub draft: String,
+    pub drafter: String,
+    /// The most drafts a round may keep: the largest K of the drafter's schedules.
+    pub max_k: usize,
+    /// New tokens of the task's plain greedy answers together.
+    pub new_tokens: usize,
+    /// Rounds by the drafts they keep (index 0: plain steps).
+    pub rounds_by_kept: Vec<usize>,
+    pub speedup: f64,
 }
 
 /// One task × drafter × schedule, over the repetitions.
@@ -277,10 +310,61 @@ fn pooled_speed(steps_and_seconds: impl Iterator<Item = (usize, f64)>) -> f64 {
     steps as f64 / f64::max(seconds, 1e-9)
 }
 
+/// The hindsight ceiling of a free drafter over plain greedy answers: per answer, the rounds
+/// from the prompt's forward on (the first token is the prompt's), pooled.
+fn hindsight_run(
+    (task, draft): (&str, &str),
+    drafter: &mut dyn Drafter,
+    target: &mut Transformer,
+    prompts_and_answers: &[(&[u32], &[u32])],
+    max_k: usize,
+    forward_s: &[f64],
+) -> Result<Option<HindsightRun>> {
+    let mut sampler = Sampler::new(SamplingParams::default())?;
+    let mut rounds = Vec::new();
+    for (prompt, answer) in prompts_and_answers {
+        let Some((&first, rest)) = answer.split_first() else {
+            continue;
+        };
+        drafter.reset();
+        let context: Vec<u32> = prompt.iter().copied().chain([first]).collect();
+        rounds.extend(hindsight_rounds(&context, rest, max_k, |c, k| {
+            let proposals = drafter.draft(target, c, k, &mut sampler)?;
+            Ok(proposals.into_iter().map(|p| p.token).collect())
+        })?);
+    }
+    let Some(speedup) = hindsight_speedup(&rounds, forward_s) else {
+        return Ok(None);
+    };
+    let mut rounds_by_kept = vec![0; max_k + 1];
+    for &kept in &rounds {
+        rounds_by_kept[kept] += 1;
+    }
+    Ok(Some(HindsightRun {
+        task: task.to_string(),
+        draft: draft.to_string(),
+        drafter: drafter.describe(),
+        max_k,
+        new_tokens: prompts_and_answers.iter().map(|(_, a)| a.len()).sum(),
+        rounds_by_kept,
+        speedup,
+    }))
+}
+
 /// Runs the benchmark and writes its results file; returns the file's path.
 pub fn run_bench(job: &BenchJob) -> Result<PathBuf> {
     let mut target = load(&job.target, &LoadOptions::default())
         .with_context(|| format!("loading the target {}", job.target))?;
+    let most_k = |schedules: &[KSchedule]| schedules.iter().map(|s| s.max()).max().unwrap_or(1);
+    let widest = job
+        .drafters
+        .iter()
+        .map(|(_, s)| most_k(s))
+        .max()
+        .unwrap_or(1);
+    let forward_s = measure_forwards(&mut target.model, widest + 1, FORWARD_CONTEXT, (2, 9))?;
+    let forward_medians: Vec<f64> = forward_s.iter().map(|m| m.median).collect();
+    let mut hindsight = Vec::new();
     let greedy = SamplingParams::default();
     let plain_opts = GenerateOptions {
         max_new_tokens: job.max_new_tokens,
@@ -297,6 +381,8 @@ pub fn run_bench(job: &BenchJob) -> Result<PathBuf> {
             .with_context(|| format!("the {} request", task.name))?;
         for (draft, schedules) in &job.drafters {
             let mut drafter = make_drafter(draft, &target, &job.target)?;
+            // The plain greedy answers (the same every run), for the hindsight ceiling.
+            let mut answers = None;
             for &schedule in schedules {
                 let mut speeds = Vec::with_capacity(job.repetitions);
                 let mut last = None;
@@ -362,6 +448,34 @@ pub fn run_bench(job: &BenchJob) -> Result<PathBuf> {
                     run.speedup.runs.iter().cloned().fold(0.0, f64::max),
                 );
                 runs.push(run);
+                answers = Some(plain_tokens);
+            }
+            if let (true, Some(answers)) = (drafter.drafts_for_free(), &answers) {
+                let pairs: Vec<(&[u32], &[u32])> = prompts
+                    .iter()
+                    .zip(answers)
+                    .map(|(p, a)| (p.as_slice(), a.as_slice()))
+                    .collect();
+                let ceiling = hindsight_run(
+                    (&task.name, draft),
+                    drafter.as_mut(),
+                    &mut target.model,
+                    &pairs,
+                    most_k(schedules),
+                    &forward_medians,
+                )?;
+                if let Some(h) = ceiling {
+                    eprintln!(
+                        "{:8} {:28} K in hindsight: at most {:.2}× ({} rounds, {:.0}% plain steps)",
+                        h.task,
+                        h.drafter,
+                        h.speedup,
+                        h.rounds_by_kept.iter().sum::<usize>(),
+                        100.0 * h.rounds_by_kept[0] as f64
+                            / h.rounds_by_kept.iter().sum::<usize>().max(1) as f64
+                    );
+                    hindsight.push(h);
+                }
             }
         }
     }
@@ -372,6 +486,8 @@ pub fn run_bench(job: &BenchJob) -> Result<PathBuf> {
         repetitions: job.repetitions,
         tasks: job.tasks.clone(),
         runs,
+        forward_s,
+        hindsight,
     };
     let path = job
         .results_dir

@@ -147,39 +147,21 @@ pub fn measure_costs(
     if settings.ks.contains(&0) || settings.runs == 0 || settings.context_tokens == 0 {
         bail!("K, the number of runs and the context length must all be at least 1");
     }
-    let n = settings.context_tokens;
-    let ids = prompt_ids(n + max_k + 1, vocab);
-    let device = target.device().clone();
-    let input = |ids: &[u32]| -> Result<Tensor> { Ok(Tensor::new(ids, &device)?.unsqueeze(0)?) };
-    for model in [&mut *target, &mut *draft] {
-        model.reset_cache();
-        model.forward_last(&input(&ids[..n])?)?;
-    }
-    // One forward after the context, its logits read back as the decoder reads them, then the
-    // cache rolled back to the context.
-    let time = |model: &mut Transformer, tokens: usize, all_rows: bool| -> Result<f64> {
-        let x = input(&ids[n..n + tokens])?;
-        let start = Instant::now();
-        let logits = if all_rows {
-            model.forward(&x)?.flatten_all()?
-        } else {
-            model.forward_last(&x)?.flatten_all()?
-        };
-        logits.to_vec1::<f32>()?;
-        let seconds = start.elapsed().as_secs_f64();
-        model.truncate_cache(n);
-        Ok(seconds)
-    };
+    let timer = ForwardTimer::new(
+        &mut [&mut *target, &mut *draft],
+        settings.context_tokens,
+        max_k + 1,
+    )?;
     let mut target_steps = Vec::new();
     let mut draft_steps = Vec::new();
     let mut verifies = vec![Vec::new(); settings.ks.len()];
     for round in 0..settings.warmup + settings.runs {
         let timed = round >= settings.warmup;
-        let t = time(target, 1, false)?;
-        let d = time(draft, 1, false)?;
+        let t = timer.time(target, 1, false)?;
+        let d = timer.time(draft, 1, false)?;
         let mut v = Vec::with_capacity(settings.ks.len());
         for &k in &settings.ks {
-            v.push(time(target, k + 1, true)?);
+            v.push(timer.time(target, k + 1, true)?);
         }
         if timed {
             target_steps.push(t);
@@ -213,6 +195,78 @@ pub fn measure_costs(
         draft_token_s,
         verify,
     })
+}
+
+/// The time of a forward of the target alone over 1, 2, … `most` tokens after
+/// `context_tokens` (entry `m - 1`: `m` tokens): the cost table of
+/// [`super::hindsight_speedup`]. A one-token forward reads the last position's logits, as a
+/// plain step does; a wider one every position's, as a verification does. Interleaved rounds,
+/// medians over `runs` after `warmup`.
+pub fn measure_forwards(
+    target: &mut Transformer,
+    most: usize,
+    context_tokens: usize,
+    (warmup, runs): (usize, usize),
+) -> Result<Vec<Measured>> {
+    if most == 0 || runs == 0 || context_tokens == 0 {
+        bail!("time at least one forward, once, after at least one token of context");
+    }
+    let timer = ForwardTimer::new(&mut [&mut *target], context_tokens, most)?;
+    let mut times = vec![Vec::new(); most];
+    for round in 0..warmup + runs {
+        for (m, runs) in (1..=most).zip(&mut times) {
+            let seconds = timer.time(target, m, m > 1)?;
+            if round >= warmup {
+                runs.push(seconds);
+            }
+        }
+    }
+    target.reset_cache();
+    Ok(times.into_iter().map(Measured::new).collect())
+}
+
+/// Forwards of a few tokens after a fixed context, all models' caches holding the same
+/// context first.
+struct ForwardTimer {
+    ids: Vec<u32>,
+    context: usize,
+}
+
+impl ForwardTimer {
+    /// Resets `models` and fills their caches with `context` tokens; forwards of up to `most`
+    /// tokens follow.
+    fn new(models: &mut [&mut Transformer], context: usize, most: usize) -> Result<Self> {
+        let vocab = models.first().map_or(1, |m| m.config().vocab_size);
+        let timer = Self {
+            ids: prompt_ids(context + most, vocab),
+            context,
+        };
+        for model in models.iter_mut() {
+            model.reset_cache();
+            model.forward_last(&timer.input(model, 0..context)?)?;
+        }
+        Ok(timer)
+    }
+
+    fn input(&self, model: &Transformer, range: std::ops::Range<usize>) -> Result<Tensor> {
+        Ok(Tensor::new(&self.ids[range], model.device())?.unsqueeze(0)?)
+    }
+
+    /// One forward over `tokens` after the context, its logits read back as the decoder reads
+    /// them (every position's, or the last one's), then the cache rolled back to the context.
+    fn time(&self, model: &mut Transformer, tokens: usize, all_rows: bool) -> Result<f64> {
+        let x = self.input(model, self.context..self.context + tokens)?;
+        let start = Instant::now();
+        let logits = if all_rows {
+            model.forward(&x)?.flatten_all()?
+        } else {
+            model.forward_last(&x)?.flatten_all()?
+        };
+        logits.to_vec1::<f32>()?;
+        let seconds = start.elapsed().as_secs_f64();
+        model.truncate_cache(self.context);
+        Ok(seconds)
+    }
 }
 
 #[cfg(test)]

@@ -14,11 +14,13 @@
 //!
 //! [`measure_costs`] times a draft step, a target step and a verification of K + 1 tokens, the
 //! inputs of [`expected_speedup`]: how a pair is judged when only its architecture is at hand.
-//! [`bench`] is Short 6's benchmark: speculative and plain decoding taking turns.
+//! [`bench`] is Short 6's benchmark: speculative and plain decoding taking turns, with
+//! [`hindsight_speedup`], the most a free drafter could give there with K chosen in hindsight.
 //!
-//! Within the folder: `schedule`, `pairing` and `drafter` use no other file of it, `decoder`
-//! uses `drafter` and `schedule`, `costs` uses `decoder` and `pairing`, `job` all of these,
-//! and `bench` uses `job` and `decoder`.
+//! Within the folder: `schedule`, `pairing`, `drafter` and `hindsight` use no other file of it
+//! (`hindsight`'s tests drive `drafter`'s prompt lookup), `decoder` uses `drafter` and
+//! `schedule`, `costs` uses `decoder` and `pairing`, `job` all of these, and `bench` uses `job`,
+//! `decoder`, `costs` and `hindsight`.
 //!
 //! Uses the model (`Transformer`, its KV cache that truncates in O(1)), the sampler, the
 //! tokenizer and the loader, and `eval`'s results files and timing; nothing above them.
@@ -27,12 +29,16 @@ pub mod bench;
 mod costs;
 mod decoder;
 mod drafter;
+mod hindsight;
 pub mod job;
 mod pairing;
 mod schedule;
 
-pub use costs::{measure_costs, CostSettings, CostedModel, CostsRecord, StepCosts, VerifyCost};
+pub use costs::{
+    measure_costs, measure_forwards, CostSettings, CostedModel, CostsRecord, StepCosts, VerifyCost,
+};
 pub use decoder::{expected_speedup, SameRun, SpeculativeDecoder, SpeculativeOutput};
 pub use drafter::{DraftModel, Drafter, LayerSkip, Lead, PromptLookup, Proposal};
+pub use hindsight::{hindsight_rounds, hindsight_speedup};
 pub use pairing::{check_same_vocab_size, check_same_vocabulary, DRAFT_PAIRS};
 pub use schedule::{CostModel, KSchedule};

@@ -64,7 +64,8 @@ enum Command {
     /// work: the cost of a step depends only on the architecture) -> results/speculative-costs-<timestamp>.json.
     SpeculativeCosts(speculative::CostsArgs),
     /// Short 6's benchmark: speculative and plain decoding taking turns, per request, drafter
-    /// and K schedule; medians and spread of the speedup -> results/speculative-bench-<timestamp>.json.
+    /// and K schedule; medians and spread of the speedup, and prompt lookup's ceiling with K
+    /// chosen in hindsight -> results/speculative-bench-<timestamp>.json.
     SpeculativeBench(speculative::BenchArgs),
     /// Write a GGUF file or a llama Hugging Face checkpoint at fewer bits per weight with
     /// llama.cpp's per-tensor mixes (q8_0 ... q2_k; f32 dequantizes, for a reference).

@@ -371,6 +371,7 @@ impl SpeculativeBench {
             ));
         }
         out.push_str(&self.leads_sentence());
+        out.push_str(&self.ceiling_sentence());
         out.push_str(&format!(
             "Measured on {} ({}).\n",
             self.machine(),
@@ -407,6 +408,29 @@ impl SpeculativeBench {
         format!(
             "How often prompt lookup's first proposal was right, by how it was found (K by cost, \
              all requests together): {}. ",
+            parts.join(", ")
+        )
+    }
+}
+
+impl SpeculativeBench {
+    /// Prompt lookup's ceiling per request, K chosen in hindsight; nothing for a file without
+    /// it.
+    fn ceiling_sentence(&self) -> String {
+        let parts: Vec<String> = self
+            .record
+            .hindsight
+            .iter()
+            .filter(|h| h.draft == "lookup")
+            .map(|h| format!("{} {:.2}×", h.task, h.speedup))
+            .collect();
+        let Some(max_k) = self.record.hindsight.first().map(|h| h.max_k) else {
+            return String::new();
+        };
+        format!(
+            "No K schedule can beat K chosen in hindsight, each round drafting exactly the \
+             tokens the target keeps (up to {max_k}, with this run's forward times and drafting \
+             taken as free): with it prompt lookup would reach at most {}. ",
             parts.join(", ")
         )
     }

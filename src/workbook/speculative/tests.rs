@@ -4,6 +4,7 @@ use super::*;
 use crate::eval::results::Hardware;
 use crate::eval::results::RunHeader;
 use crate::eval::speed::Measured;
+use crate::speculative::bench::HindsightRun;
 use crate::speculative::{CostSettings, CostedModel, StepCosts, VerifyCost};
 
 fn header() -> RunHeader {
@@ -61,6 +62,16 @@ fn synthetic_bench() -> SpeculativeBench {
             repetitions: 3,
             tasks: short_tasks(),
             runs,
+            forward_s: [1.0, 1.2].map(|s| Measured::new(vec![s])).to_vec(),
+            hindsight: vec![HindsightRun {
+                task: "edit".to_string(),
+                draft: "lookup".to_string(),
+                drafter: lookup.to_string(),
+                max_k: 1,
+                new_tokens: 40,
+                rounds_by_kept: vec![10, 15],
+                speedup: 40.0 / (10.0 + 15.0 * 1.2),
+            }],
         },
         file: PathBuf::from("results/speculative-bench-2026-11-24T00-00-00Z.json"),
     }
@@ -106,6 +117,10 @@ fn bench_charts_and_table_come_from_the_runs() {
             "in step with the text it copies 90% (20 rounds), a re-synchronisation after an \
              inserted token 25% (8 rounds), a guess past a substituted token 5% (40 rounds). "
         ),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("(up to 1, with this run's") && summary.contains("at most edit 1.43×."),
         "{summary}"
     );
 }
