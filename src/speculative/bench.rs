@@ -362,7 +362,9 @@ pub fn run_bench(job: &BenchJob) -> Result<PathBuf> {
         .map(|(_, s)| most_k(s))
         .max()
         .unwrap_or(1);
-    let forward_s = measure_forwards(&mut target.model, widest + 1, FORWARD_CONTEXT, (2, 9))?;
+    // Medians of 25 rounds: the first seconds after loading are noisy (9 rounds once gave a
+    // step 20% slower than the runs' own steps), and 25 rounds of 9 forwards take 2 s.
+    let forward_s = measure_forwards(&mut target.model, widest + 1, FORWARD_CONTEXT, (3, 25))?;
     let forward_medians: Vec<f64> = forward_s.iter().map(|m| m.median).collect();
     let mut hindsight = Vec::new();
     let greedy = SamplingParams::default();
