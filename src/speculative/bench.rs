@@ -177,8 +177,8 @@ pub struct BenchRecord {
     pub hindsight: Vec<HindsightRun>,
 }
 
-/// Tokens in the cache when the forwards of `forward_s` are timed: about a request's prompt
-/// and half its answer.
+/// Tokens in the cache when the forwards of `forward_s` are timed (fewer where the target's
+/// context is shorter): about a request's prompt and half its answer.
 pub const FORWARD_CONTEXT: usize = 256;
 
 /// What a free drafter could give on a task if every round drafted exactly the proposals the
@@ -364,7 +364,9 @@ pub fn run_bench(job: &BenchJob) -> Result<PathBuf> {
         .unwrap_or(1);
     // Medians of 25 rounds: the first seconds after loading are noisy (9 rounds once gave a
     // step 20% slower than the runs' own steps), and 25 rounds of 9 forwards take 2 s.
-    let forward_s = measure_forwards(&mut target.model, widest + 1, FORWARD_CONTEXT, (3, 25))?;
+    let limit = target.model.config().max_position_embeddings;
+    let context = FORWARD_CONTEXT.min(limit.saturating_sub(widest + 1)).max(1);
+    let forward_s = measure_forwards(&mut target.model, widest + 1, context, (3, 25))?;
     let forward_medians: Vec<f64> = forward_s.iter().map(|m| m.median).collect();
     let mut hindsight = Vec::new();
     let greedy = SamplingParams::default();
