@@ -6,8 +6,9 @@
 //! plain step), so what is left between it and plain decoding is the drafter's proposals and
 //! the cost of a wider forward. Measured against it, a schedule's shortfall is the schedule's,
 //! and a request whose ceiling is low is one the drafter cannot speed up on this machine,
-//! whatever the schedule. Drafting, sampling and the decoder's bookkeeping are left out, so
-//! the ceiling is an upper bound of what a run measures.
+//! whatever the schedule. Drafting, sampling and the decoder's bookkeeping are left out, so a
+//! run measures less, unless a schedule happens to steer the drafter's own state (where a
+//! lookup copies from) somewhere luckier than the replay's.
 
 use anyhow::Result;
 

@@ -411,22 +411,23 @@ impl SpeculativeBench {
             parts.join(", ")
         )
     }
-}
 
-impl SpeculativeBench {
     /// Prompt lookup's ceiling per request, K chosen in hindsight; nothing for a file without
     /// it.
     fn ceiling_sentence(&self) -> String {
-        let parts: Vec<String> = self
+        let lookup: Vec<_> = self
             .record
             .hindsight
             .iter()
             .filter(|h| h.draft == "lookup")
-            .map(|h| format!("{} {:.2}×", h.task, h.speedup))
             .collect();
-        let Some(max_k) = self.record.hindsight.first().map(|h| h.max_k) else {
+        let Some(max_k) = lookup.iter().map(|h| h.max_k).max() else {
             return String::new();
         };
+        let parts: Vec<String> = lookup
+            .iter()
+            .map(|h| format!("{} {:.2}×", h.task, h.speedup))
+            .collect();
         format!(
             "No K schedule can beat K chosen in hindsight, each round drafting exactly the \
              tokens the target keeps (up to {max_k}, with this run's forward times and drafting \
