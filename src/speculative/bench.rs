@@ -469,14 +469,14 @@ pub fn run_bench(job: &BenchJob) -> Result<PathBuf> {
                     &forward_medians,
                 )?;
                 if let Some(h) = ceiling {
+                    let rounds: usize = h.rounds_by_kept.iter().sum();
                     eprintln!(
-                        "{:8} {:28} K in hindsight: at most {:.2}× ({} rounds, {:.0}% plain steps)",
+                        "{:8} {:28} K in hindsight: at most {:.2}× ({rounds} rounds, {:.0}% plain \
+                         steps)",
                         h.task,
                         h.drafter,
                         h.speedup,
-                        h.rounds_by_kept.iter().sum::<usize>(),
-                        100.0 * h.rounds_by_kept[0] as f64
-                            / h.rounds_by_kept.iter().sum::<usize>().max(1) as f64
+                        100.0 * h.rounds_by_kept[0] as f64 / rounds.max(1) as f64
                     );
                     hindsight.push(h);
                 }
